@@ -1,0 +1,184 @@
+r"""The :class:`Bridge`: an I2SB network together with its schedule."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoints import (
+    FORMAT,
+    IMAGENET256_INPAINT_CONFIG,
+    check_state_dict,
+    load_network_weights,
+    read_checkpoint,
+)
+from .network import ADMUNet, adm_config_from_create_model
+from .schedule import BridgeSchedule
+
+__all__ = ["Bridge"]
+
+_SCHEDULE_KEYS = ("interval", "beta_max", "t0", "T")
+
+
+class Bridge(nn.Module):
+    r"""An image-to-image Schrödinger bridge: a network and the schedule it was trained with.
+
+    The network is called as ``network(x, noise_level)`` on images in ``[-1, 1]`` and predicts
+    ``(x_n - x0) / sigma_n`` (I2SB eq. 12), so that :meth:`predict_x0` recovers the clean image.
+    Parameters are frozen (``requires_grad=False``) and the module is in eval mode; move it with
+    ``.to(device)`` like any module.
+
+    Args:
+        network (nn.Module): The denoising network, ``network(x, t) -> Tensor`` shaped like ``x``.
+        schedule (BridgeSchedule): The discrete schedule the network was trained with.
+        config (dict, optional): guided-diffusion ``create_model`` kwargs that rebuild
+            ``network`` (kept so that :meth:`save` writes a self-describing file).
+        ot_ode (bool): Whether the bridge was trained and is sampled in the OT-ODE limit (true
+            for all inpainting bridges).
+
+    Examples::
+
+        >>> bridge = Bridge.from_i2sb_checkpoint("results/inpaint-freeform2030/latest.pt")
+        >>> x0_hat = bridge.predict_x0(x_t, step=599)
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        schedule: BridgeSchedule | None = None,
+        config: Mapping[str, Any] | None = None,
+        ot_ode: bool = True,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.schedule = schedule if schedule is not None else BridgeSchedule()
+        self.config = dict(config) if config is not None else None
+        self.ot_ode = bool(ot_ode)
+        self.requires_grad_(False)
+        self.eval()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def image_size(self) -> int | None:
+        r"""Side of the images the network was built for (``None`` if unknown)."""
+        return getattr(self.network, "image_size", None)
+
+    @property
+    def channels(self) -> int | None:
+        r"""Image channels the network takes (``None`` if unknown)."""
+        return getattr(self.network, "in_channels", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.network.parameters())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.network.parameters())).dtype
+
+    def train(self, mode: bool = True) -> Bridge:
+        # Dropout must stay off when sampling; a bridge is trained through train_bridge instead.
+        return super().train(False)
+
+    # ------------------------------------------------------------------ maths
+    def forward(self, x_t: Tensor, step: int) -> Tensor:
+        r"""The network's output at integer ``step`` (its time input is ``noise_levels[step]``)."""
+        return self.network(x_t, self.schedule.noise_level(step, x_t))
+
+    def predict_x0(self, x_t: Tensor, step: int) -> Tensor:
+        r"""The clean-image estimate ``x_t - sigma[step] * network(x_t, t_step)`` (I2SB
+        ``compute_pred_x0`` without clipping, as RCSB uses it)."""
+        sigma = float(self.schedule.std_fwd[step])
+        return x_t - sigma * self(x_t, step)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        interval: int = 1000,
+        beta_max: float = 1.0,
+        t0: float = 1e-4,
+        T: float = 1.0,
+        ot_ode: bool = True,
+    ) -> Bridge:
+        r"""A bridge with a freshly initialised ADM network built from ``create_model`` kwargs."""
+        network = ADMUNet(**adm_config_from_create_model(config))
+        schedule = BridgeSchedule(interval=interval, beta_max=beta_max, t0=t0, T=T)
+        return cls(network, schedule, config=config, ot_ode=ot_ode)
+
+    @classmethod
+    def from_i2sb_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        config: Mapping[str, Any] | None = None,
+        weights: str = "net",
+    ) -> Bridge:
+        r"""Load an official I2SB or RCSB ``latest.pt``.
+
+        Args:
+            path (str or PathLike): The checkpoint file.
+            config (dict, optional): guided-diffusion ``create_model`` kwargs exactly as I2SB
+                stores them (strings such as ``channel_mult="1,2"`` included), optionally with
+                the schedule options ``interval`` (default 1000), ``beta_max`` (1.0), ``t0``,
+                ``T`` and ``ot_ode`` (True). Default: I2SB's ImageNet-256 inpainting
+                configuration, the network of the public ``inpaint-*`` checkpoints and of RCSB's
+                ImageNet bridge.
+            weights (str): ``"net"`` (the raw weights, what RCSB samples with) or ``"ema"``
+                (``torch_ema`` shadow parameters, what I2SB samples with).
+
+        Returns:
+            Bridge: frozen, in eval mode, on the CPU.
+
+        Raises:
+            ValueError: When the file is not a weights-only checkpoint, lacks the entry, or its
+                keys or shapes do not fit the configured network (each listed).
+        """
+        config = dict(IMAGENET256_INPAINT_CONFIG if config is None else config)
+        schedule_kw = {k: config.pop(k) for k in _SCHEDULE_KEYS if k in config}
+        ot_ode = bool(config.pop("ot_ode", True))
+        checkpoint = read_checkpoint(path)
+        with torch.device("meta"):
+            network = ADMUNet(**adm_config_from_create_model(config))
+        network = network.to_empty(device="cpu")
+        load_network_weights(network, checkpoint, weights)
+        return cls(network, BridgeSchedule(**schedule_kw), config=config, ot_ode=ot_ode)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        r"""Write the bridge with its config and schedule to one file (see :meth:`load`)."""
+        if self.config is None:
+            raise ValueError(
+                "this bridge has no config (its network was not built from create_model kwargs), "
+                "so it cannot be saved in a self-describing file; save network.state_dict() instead"
+            )
+        s = self.schedule
+        torch.save(
+            {
+                "format": FORMAT,
+                "config": self.config,
+                "schedule": {"interval": s.interval, "beta_max": s.beta_max, "t0": s.t0, "T": s.T},
+                "ot_ode": self.ot_ode,
+                "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            },
+            os.fspath(path),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Bridge:
+        r"""Read a file written by :meth:`save` (or by :func:`~rcsb_captum.train_bridge`)."""
+        obj = read_checkpoint(path)
+        if obj.get("format") != FORMAT:
+            raise ValueError(
+                f"{os.fspath(path)!r} is not an rcsb_captum bridge file (format "
+                f"{obj.get('format')!r}, expected {FORMAT!r}); use Bridge.from_i2sb_checkpoint "
+                "for official I2SB / RCSB checkpoints"
+            )
+        bridge = cls.from_config(obj["config"], ot_ode=obj.get("ot_ode", True), **obj["schedule"])
+        check_state_dict(bridge.network, obj["state_dict"])
+        bridge.network.load_state_dict(obj["state_dict"])
+        bridge.requires_grad_(False)
+        return bridge
