@@ -187,10 +187,10 @@ def train_bridge(
         generator.set_state(state["generator"])
         start = int(state["step"])
 
-    std_fwd = torch.from_numpy(schedule.std_fwd).float()
-    mu_x0 = torch.from_numpy(schedule.mu_x0).float()
-    mu_x1 = torch.from_numpy(schedule.mu_x1).float()
-    noise_levels = torch.from_numpy(schedule.noise_levels).float()
+    std_fwd = torch.tensor(schedule.std_fwd, dtype=torch.float32)
+    mu_x0 = torch.tensor(schedule.mu_x0, dtype=torch.float32)
+    mu_x1 = torch.tensor(schedule.mu_x1, dtype=torch.float32)
+    noise_levels = torch.tensor(schedule.noise_levels, dtype=torch.float32)
 
     def save(step: int) -> None:
         if checkpoint_path is None:

@@ -1,0 +1,10 @@
+r"""rcsb_captum: region-constrained visual counterfactuals (RCSB) as a Captum attribution method."""
+
+from .attr import RCSB, CounterfactualResult
+from .bridge import Bridge, BridgeSchedule, train_bridge
+from .models import NormalizedModel
+from .regions import AttributionRegion, MaskRegion, SegmentationRegion
+
+__all__ = ["RCSB", "AttributionRegion", "Bridge", "BridgeSchedule", "CounterfactualResult",
+           "MaskRegion", "NormalizedModel", "SegmentationRegion", "train_bridge"]
+__version__ = "0.1.0.dev0"

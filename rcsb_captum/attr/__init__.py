@@ -1,0 +1,3 @@
+from ._rcsb import RCSB, CounterfactualResult
+
+__all__ = ["RCSB", "CounterfactualResult"]

@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rcsb_captum import Bridge
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def tiny_reference():
+    return torch.load(FIXTURES / "adm_tiny_reference.pt", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bridge(tiny_reference, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "latest.pt"
+    torch.save({"net": tiny_reference["net"]}, path)
+    return Bridge.from_i2sb_checkpoint(path, config=tiny_reference["config"])
+
+
+class TinyClassifier(nn.Module):
+    """A small fixed random CNN on 3 x 32 x 32 images in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4),
+            nn.Flatten(), nn.Linear(8 * 8 * 8, 5),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    return TinyClassifier().eval()
+
+
+@pytest.fixture()
+def images():
+    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
