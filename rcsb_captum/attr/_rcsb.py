@@ -171,6 +171,7 @@ class RCSB(Attribution):
         extra = () if additional_forward_args is None else (
             additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
         )
+        bridge = self._resolve_bridge(inputs)
         n = inputs.shape[0]
         logits = self._logits(inputs, extra)
         k = logits.shape[1]
@@ -186,7 +187,6 @@ class RCSB(Attribution):
             raise ValueError(f"region masks must be {n} x 1 x H x W, got {tuple(masks.shape)}")
         if (masks.flatten(1).sum(1) == 0).any():
             raise ValueError("region is empty for some input; nothing could change")
-        bridge = self._resolve_bridge(inputs)
         gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(
             int(seed) if seed is not None else int(torch.randint(2**62, (1,)).item()))
         s = self.n_samples
