@@ -5,6 +5,15 @@ from .bridge import Bridge, BridgeSchedule, train_bridge
 from .models import NormalizedModel
 from .regions import AttributionRegion, MaskRegion, SegmentationRegion
 
-__all__ = ["RCSB", "AttributionRegion", "Bridge", "BridgeSchedule", "CounterfactualResult",
-           "MaskRegion", "NormalizedModel", "SegmentationRegion", "train_bridge"]
+__all__ = [
+    "RCSB",
+    "AttributionRegion",
+    "Bridge",
+    "BridgeSchedule",
+    "CounterfactualResult",
+    "MaskRegion",
+    "NormalizedModel",
+    "SegmentationRegion",
+    "train_bridge",
+]
 __version__ = "0.1.0.dev0"

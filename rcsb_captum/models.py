@@ -30,7 +30,9 @@ class NormalizedModel(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std):
-            raise ValueError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
+            raise ValueError(
+                f"mean and std must have the same length, got {len(mean)} and {len(std)}"
+            )
         if any(s <= 0 for s in std):
             raise ValueError(f"std must be positive, got {tuple(std)}")
         self.model = model

@@ -82,7 +82,11 @@ class AttributionRegion:
     """
 
     def __init__(
-        self, method: Attribution, cell_size: int | None = 16, area: float = 0.3, **attribute_kwargs: Any
+        self,
+        method: Attribution,
+        cell_size: int | None = 16,
+        area: float = 0.3,
+        **attribute_kwargs: Any,
     ) -> None:
         if not hasattr(method, "attribute"):
             raise TypeError(f"method must be a captum Attribution, got {type(method).__name__}")
@@ -95,7 +99,9 @@ class AttributionRegion:
         self.area = area
         self.attribute_kwargs = attribute_kwargs
 
-    def __call__(self, inputs: Tensor, target: Tensor, additional_forward_args: Any = None) -> Tensor:
+    def __call__(
+        self, inputs: Tensor, target: Tensor, additional_forward_args: Any = None
+    ) -> Tensor:
         kwargs = dict(self.attribute_kwargs)
         if additional_forward_args is not None:
             kwargs["additional_forward_args"] = additional_forward_args
@@ -103,7 +109,9 @@ class AttributionRegion:
         return attribution_to_region(attr, inputs.shape[-2:], self.cell_size, self.area)
 
 
-def default_region(forward_func: Callable[..., Tensor], cell_size: int | None = 16, area: float = 0.3) -> AttributionRegion:
+def default_region(
+    forward_func: Callable[..., Tensor], cell_size: int | None = 16, area: float = 0.3
+) -> AttributionRegion:
     r"""The paper's default: Integrated Gradients in a SmoothGrad NoiseTunnel (5 samples, σ 0.05)."""
     return AttributionRegion(
         NoiseTunnel(IntegratedGradients(forward_func)),
@@ -128,7 +136,9 @@ class MaskRegion:
             raise ValueError(f"masks must have one channel, got shape {tuple(masks.shape)}")
         self.masks = (masks != 0).float()
 
-    def __call__(self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None) -> Tensor:
+    def __call__(
+        self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None
+    ) -> Tensor:
         m = self.masks.to(inputs.device)
         if m.shape[-2:] != inputs.shape[-2:] or m.shape[0] not in (1, inputs.shape[0]):
             raise ValueError(
@@ -146,14 +156,22 @@ class SegmentationRegion:
         labels (sequence of int): The segment labels that may change.
     """
 
-    def __init__(self, segmentation: Tensor | Callable[[Tensor], Tensor], labels: Sequence[int]) -> None:
+    def __init__(
+        self, segmentation: Tensor | Callable[[Tensor], Tensor], labels: Sequence[int]
+    ) -> None:
         if not labels:
             raise ValueError("labels must name at least one segment label")
         self.segmentation = segmentation
         self.labels = torch.as_tensor(list(labels))
 
-    def __call__(self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None) -> Tensor:
-        seg = self.segmentation(inputs) if callable(self.segmentation) else torch.as_tensor(self.segmentation)
+    def __call__(
+        self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None
+    ) -> Tensor:
+        seg = (
+            self.segmentation(inputs)
+            if callable(self.segmentation)
+            else torch.as_tensor(self.segmentation)
+        )
         seg = seg.to(inputs.device)
         if seg.ndim == 4 and seg.shape[1] > 1:
             seg = seg.argmax(1)

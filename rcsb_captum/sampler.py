@@ -56,7 +56,7 @@ def sample_rcsb(
     x = torch.where(mask.bool(), x, x_gt)  # exact outside the region (mu_x0 + mu_x1 == 1)
     x_keep = x
     grid = space_indices(start_step, nfe + 1)
-    pairs = list(zip(grid[:-1], grid[1:]))[::-1]
+    pairs = list(zip(grid[:-1], grid[1:], strict=True))[::-1]
     for prev, n in tqdm(pairs, disable=not show_progress, desc="RCSB", leave=False):
         if guidance is not None and guidance.scale != 0:
             with torch.enable_grad():

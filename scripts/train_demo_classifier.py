@@ -62,7 +62,9 @@ def main() -> None:
         with torch.no_grad():
             acc = torch.cat([model(xt[i : i + 1000]).argmax(1) for i in range(0, len(xt), 1000)])
             acc = (acc == yt).float().mean().item()
-        print(f"epoch {epoch + 1}: loss {loss.item():.4f} test accuracy {acc:.4f} ({time.time() - start:.0f} s)")
+        print(
+            f"epoch {epoch + 1}: loss {loss.item():.4f} test accuracy {acc:.4f} ({time.time() - start:.0f} s)"
+        )
     torch.save({"state_dict": model.state_dict(), "test_accuracy": acc}, args.out)
     print(f"wrote {args.out}")
 

@@ -28,8 +28,11 @@ class TinyClassifier(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4),
-            nn.Flatten(), nn.Linear(8 * 8 * 8, 5),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(8 * 8 * 8, 5),
         )
 
     def forward(self, x):

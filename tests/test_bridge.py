@@ -13,7 +13,9 @@ SCHEDULE = np.load(FIXTURES / "i2sb_schedule_reference.npz")
 
 
 @pytest.mark.parametrize("interval,beta_max", [(1000, 1.0), (500, 1.0), (1000, 0.3)])
-@pytest.mark.parametrize("name", ["betas", "std_fwd", "std_bwd", "mu_x0", "mu_x1", "std_sb", "noise_levels"])
+@pytest.mark.parametrize(
+    "name", ["betas", "std_fwd", "std_bwd", "mu_x0", "mu_x1", "std_sb", "noise_levels"]
+)
 def test_schedule_matches_reference(interval, beta_max, name):
     s = BridgeSchedule(interval=interval, beta_max=beta_max)
     ref = SCHEDULE[f"i{interval}_b{beta_max}_{name}"]
@@ -45,7 +47,8 @@ def test_tiny_adm_reproduces_reference_output(tiny_reference, tiny_bridge):
 
 
 @pytest.mark.parametrize(
-    "name", ["adm_i2sb_imagenet256_state_dict_shapes.json", "adm_rcsb_celeba128_state_dict_shapes.json"]
+    "name",
+    ["adm_i2sb_imagenet256_state_dict_shapes.json", "adm_rcsb_celeba128_state_dict_shapes.json"],
 )
 def test_official_configs_have_official_keys_and_shapes(name):
     ref = json.loads((FIXTURES / name).read_text())
@@ -58,8 +61,12 @@ def test_official_configs_have_official_keys_and_shapes(name):
 
 def test_i2sb_checkpoint_round_trip_net_and_ema(tiny_reference, tmp_path):
     net = tiny_reference["net"]
-    ema = {"decay": 0.99, "num_updates": 3, "collected_params": None,
-           "shadow_params": [torch.full_like(v, 0.5) for k, v in net.items()]}
+    ema = {
+        "decay": 0.99,
+        "num_updates": 3,
+        "collected_params": None,
+        "shadow_params": [torch.full_like(v, 0.5) for k, v in net.items()],
+    }
     path = tmp_path / "latest.pt"
     torch.save({"net": net, "ema": ema, "optimizer": {}, "sched": {}}, path)
     b = Bridge.from_i2sb_checkpoint(path, config=dict(tiny_reference["config"], interval=500))
@@ -95,5 +102,6 @@ def test_predict_x0_definition(tiny_bridge, tiny_reference):
     x = tiny_reference["input_x"]
     step = 599
     expected = x - tiny_bridge.schedule.std_fwd[step] * tiny_bridge.network(
-        x, torch.full((2,), tiny_bridge.schedule.noise_levels[step], dtype=torch.float32))
+        x, torch.full((2,), tiny_bridge.schedule.noise_levels[step], dtype=torch.float32)
+    )
     assert torch.allclose(tiny_bridge.predict_x0(x, step), expected)

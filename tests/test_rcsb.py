@@ -1,6 +1,13 @@
 import pytest
 import torch
-from captum.attr import FeatureAblation, IntegratedGradients, LayerGradCam, NoiseTunnel, Occlusion, Saliency
+from captum.attr import (
+    FeatureAblation,
+    IntegratedGradients,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 
 from rcsb_captum import RCSB, AttributionRegion, MaskRegion, SegmentationRegion
 from rcsb_captum.regions import attribution_to_region
@@ -37,8 +44,15 @@ def test_guidance_raises_counterfactual_probability(classifier, tiny_bridge, ima
     cf = (pred + 1) % 5
     probs = {}
     for scale in (0.0, 3.0):
-        rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask(4)), guidance_scale=scale,
-                    start_step=200, nfe=10, n_samples=1)
+        rcsb = RCSB(
+            classifier,
+            tiny_bridge,
+            MaskRegion(box_mask(4)),
+            guidance_scale=scale,
+            start_step=200,
+            nfe=10,
+            n_samples=1,
+        )
         res = rcsb.generate(x, counterfactual_target=cf, seed=0)
         probs[scale] = res.probs_after.gather(1, cf[:, None]).mean().item()
     assert probs[3.0] > probs[0.0]
@@ -46,7 +60,9 @@ def test_guidance_raises_counterfactual_probability(classifier, tiny_bridge, ima
 
 @pytest.mark.parametrize("target", [None, 1, [1, 2], torch.tensor([1, 2]), torch.tensor(2)])
 def test_captum_target_forms(classifier, tiny_bridge, images, target):
-    res = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST).generate(images, target=target, seed=0)
+    res = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST).generate(
+        images, target=target, seed=0
+    )
     if target is None:
         assert torch.equal(res.target, classifier(images).argmax(1))
     else:
@@ -105,7 +121,10 @@ def test_segmentation_and_callable_regions(classifier, tiny_bridge, images):
 def test_default_region_is_integrated_gradients_noise_tunnel(classifier):
     rcsb = RCSB(classifier, None)
     assert isinstance(rcsb.region.method, NoiseTunnel)
-    assert rcsb.region.attribute_kwargs["nt_samples"] == 5 and rcsb.region.attribute_kwargs["stdevs"] == 0.05
+    assert (
+        rcsb.region.attribute_kwargs["nt_samples"] == 5
+        and rcsb.region.attribute_kwargs["stdevs"] == 0.05
+    )
     assert (rcsb.guidance_scale, rcsb.start_step, rcsb.nfe, rcsb.n_samples) == (1.5, 600, 100, 2)
 
 
@@ -138,4 +157,6 @@ def test_missing_bridge_is_a_clear_error(classifier, images, monkeypatch):
 
 def test_bridge_channels_must_fit(classifier, tiny_bridge):
     with pytest.raises(ValueError, match="channels"):
-        RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST).generate(torch.rand(2, 1, 32, 32))
+        RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST).generate(
+            torch.rand(2, 1, 32, 32)
+        )

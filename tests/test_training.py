@@ -3,9 +3,17 @@ import torch
 from rcsb_captum import Bridge, train_bridge
 from rcsb_captum.bridge import random_freeform_masks
 
-CONFIG = {"image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
-          "attention_resolutions": "8", "num_head_channels": 32, "resblock_updown": True,
-          "in_channels": 1, "out_channels": 1}
+CONFIG = {
+    "image_size": 16,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2",
+    "attention_resolutions": "8",
+    "num_head_channels": 32,
+    "resblock_updown": True,
+    "in_channels": 1,
+    "out_channels": 1,
+}
 
 
 def test_masks_respect_area_and_seed():
@@ -25,7 +33,9 @@ def test_training_resumes_exactly(tmp_path):
     straight = train_bridge(data, steps=4, checkpoint_path=tmp_path / "a.ckpt", **kw)
     train_bridge(data, steps=2, checkpoint_path=tmp_path / "b.ckpt", **kw)
     resumed = train_bridge(data, steps=4, checkpoint_path=tmp_path / "b.ckpt", **kw)
-    for (k, a), (_, b) in zip(straight.network.state_dict().items(), resumed.network.state_dict().items()):
+    for (k, a), (_, b) in zip(
+        straight.network.state_dict().items(), resumed.network.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), k
     resumed.save(tmp_path / "bridge.pt")
     assert isinstance(Bridge.load(tmp_path / "bridge.pt"), Bridge)

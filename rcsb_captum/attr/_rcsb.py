@@ -50,7 +50,9 @@ class CounterfactualResult:
 
 def _classes(value: Any, n: int, num_classes: int, name: str, device: torch.device) -> Tensor:
     if isinstance(value, bool) or (not isinstance(value, (int, list, tuple, Tensor))):
-        raise TypeError(f"{name} must be an int, a list of ints or a tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be an int, a list of ints or a tensor, got {type(value).__name__}"
+        )
     t = torch.as_tensor(value, device=device)
     if t.is_floating_point():
         raise TypeError(f"{name} must hold integer classes, got dtype {t.dtype}")
@@ -109,9 +111,13 @@ class RCSB(Attribution):
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
         if classifier_input not in ("affine", "minmax"):
-            raise ValueError(f"classifier_input must be 'affine' or 'minmax', got {classifier_input!r}")
+            raise ValueError(
+                f"classifier_input must be 'affine' or 'minmax', got {classifier_input!r}"
+            )
         self.bridge = bridge
-        self.region = region if region is not None else default_region(forward_func, cell_size, area)
+        self.region = (
+            region if region is not None else default_region(forward_func, cell_size, area)
+        )
         self.guidance_scale = float(guidance_scale)
         self.start_step = int(start_step)
         self.nfe = int(nfe)
@@ -130,7 +136,9 @@ class RCSB(Attribution):
             self.bridge = Bridge.load(path)
         b = self.bridge
         if b.channels is not None and b.channels != inputs.shape[1]:
-            raise ValueError(f"inputs have {inputs.shape[1]} channels, the bridge takes {b.channels}")
+            raise ValueError(
+                f"inputs have {inputs.shape[1]} channels, the bridge takes {b.channels}"
+            )
         return b.to(inputs.device)
 
     def _logits(self, x: Tensor, extra: tuple) -> Tensor:
@@ -167,28 +175,47 @@ class RCSB(Attribution):
         if not torch.isfinite(inputs).all():
             raise ValueError("inputs contain non-finite values")
         if inputs.min() < 0 or inputs.max() > 1:
-            raise ValueError("inputs must be images in [0, 1]; wrap normalising models with NormalizedModel")
-        extra = () if additional_forward_args is None else (
-            additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
+            raise ValueError(
+                "inputs must be images in [0, 1]; wrap normalising models with NormalizedModel"
+            )
+        extra = (
+            ()
+            if additional_forward_args is None
+            else (
+                additional_forward_args
+                if isinstance(additional_forward_args, tuple)
+                else (additional_forward_args,)
+            )
         )
         bridge = self._resolve_bridge(inputs)
         n = inputs.shape[0]
         logits = self._logits(inputs, extra)
         k = logits.shape[1]
-        tgt = logits.argmax(1) if target is None else _classes(target, n, k, "target", inputs.device)
-        cf = None if counterfactual_target is None else _classes(
-            counterfactual_target, n, k, "counterfactual_target", inputs.device)
+        tgt = (
+            logits.argmax(1) if target is None else _classes(target, n, k, "target", inputs.device)
+        )
+        cf = (
+            None
+            if counterfactual_target is None
+            else _classes(counterfactual_target, n, k, "counterfactual_target", inputs.device)
+        )
         if cf is not None and (cf == tgt).any():
             raise ValueError("counterfactual_target must differ from target for every input")
         masks = (MaskRegion(region) if region is not None else self.region)(
-            inputs, tgt, *(() if additional_forward_args is None else (additional_forward_args,)))
+            inputs, tgt, *(() if additional_forward_args is None else (additional_forward_args,))
+        )
         masks = (masks != 0).float()
         if masks.shape != (n, 1, *inputs.shape[-2:]):
             raise ValueError(f"region masks must be {n} x 1 x H x W, got {tuple(masks.shape)}")
         if (masks.flatten(1).sum(1) == 0).any():
             raise ValueError("region is empty for some input; nothing could change")
-        gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(
-            int(seed) if seed is not None else int(torch.randint(2**62, (1,)).item()))
+        gen = (
+            seed
+            if isinstance(seed, torch.Generator)
+            else torch.Generator().manual_seed(
+                int(seed) if seed is not None else int(torch.randint(2**62, (1,)).item())
+            )
+        )
         s = self.n_samples
         rep = lambda t: None if t is None else t.repeat_interleave(s, 0)  # noqa: E731
         x, m, t_rep, cf_rep = rep(inputs), rep(masks), rep(tgt), rep(cf)
@@ -197,15 +224,27 @@ class RCSB(Attribution):
         for i in range(0, n * s, chunk):
             sl = slice(i, i + chunk)
             guidance = ClassifierGuidance(
-                self.forward_func, t_rep[sl], None if cf_rep is None else cf_rep[sl],
-                self.guidance_scale, self.classifier_input, extra)
-            outs.append(sample_rcsb(bridge, x[sl], m[sl], guidance, self.start_step, self.nfe,
-                                    gen, show_progress))
+                self.forward_func,
+                t_rep[sl],
+                None if cf_rep is None else cf_rep[sl],
+                self.guidance_scale,
+                self.classifier_input,
+                extra,
+            )
+            outs.append(
+                sample_rcsb(
+                    bridge, x[sl], m[sl], guidance, self.start_step, self.nfe, gen, show_progress
+                )
+            )
         samples = torch.cat(outs)
         probs = torch.softmax(self._logits(samples, extra).float(), 1)
         pred = probs.argmax(1)
         ok = pred == cf_rep if cf_rep is not None else pred != t_rep
-        score = probs.gather(1, cf_rep[:, None])[:, 0] if cf_rep is not None else 1 - probs.gather(1, t_rep[:, None])[:, 0]
+        score = (
+            probs.gather(1, cf_rep[:, None])[:, 0]
+            if cf_rep is not None
+            else 1 - probs.gather(1, t_rep[:, None])[:, 0]
+        )
         rank = (ok.float() * 2 + score).view(n, s)  # successful first, then highest probability
         best = rank.argmax(1)
         samples = samples.view(n, s, *inputs.shape[1:])
@@ -244,6 +283,13 @@ class RCSB(Attribution):
             >>> rcsb = RCSB(model, bridge=Bridge.load("bridge.pt"))
             >>> attr = rcsb.attribute(images, target=3, counterfactual_target=8, seed=0)
         """
-        res = self.generate(inputs, target, counterfactual_target, additional_forward_args,
-                            internal_batch_size, show_progress, seed)
+        res = self.generate(
+            inputs,
+            target,
+            counterfactual_target,
+            additional_forward_args,
+            internal_batch_size,
+            show_progress,
+            seed,
+        )
         return inputs - res.counterfactuals

@@ -4,5 +4,13 @@ from .network import ADMUNet, adm_config_from_create_model
 from .schedule import BridgeSchedule, space_indices
 from .training import load_images, train_bridge
 
-__all__ = ["ADMUNet", "Bridge", "BridgeSchedule", "adm_config_from_create_model",
-           "load_images", "random_freeform_masks", "space_indices", "train_bridge"]
+__all__ = [
+    "ADMUNet",
+    "Bridge",
+    "BridgeSchedule",
+    "adm_config_from_create_model",
+    "load_images",
+    "random_freeform_masks",
+    "space_indices",
+    "train_bridge",
+]

@@ -77,7 +77,7 @@ def _ema_state_dict(network: nn.Module, ema: Mapping[str, Any]) -> dict[str, Ten
         raise ValueError(
             f"checkpoint 'ema' has {len(shadow)} shadow parameters, the network has {len(names)}"
         )
-    return dict(zip(names, shadow))
+    return dict(zip(names, shadow, strict=True))
 
 
 def load_network_weights(
@@ -92,9 +92,7 @@ def load_network_weights(
     if weights not in ("net", "ema"):
         raise ValueError(f"weights must be 'net' or 'ema', got {weights!r}")
     if weights not in checkpoint:
-        raise ValueError(
-            f"checkpoint has no {weights!r} entry; it has {sorted(checkpoint)}"
-        )
+        raise ValueError(f"checkpoint has no {weights!r} entry; it has {sorted(checkpoint)}")
     if weights == "net":
         state = strip_prefix(checkpoint["net"])
         # I2SB registers noise_levels as a plain attribute and RCSB as a buffer: neither is a
@@ -124,7 +122,9 @@ def check_state_dict(network: nn.Module, state: Mapping[str, Tensor]) -> None:
             ("misshapen", misshapen),
         ):
             if items:
-                shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
+                shown = ", ".join(items[:10]) + (
+                    f", ... ({len(items)} in all)" if len(items) > 10 else ""
+                )
                 parts.append(f"{label}: {shown}")
         raise ValueError(
             "checkpoint does not fit the network built from the config "

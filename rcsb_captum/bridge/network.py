@@ -75,7 +75,9 @@ class Downsample(nn.Module):
     def __init__(self, channels: int, use_conv: bool, out_channels: int | None = None) -> None:
         super().__init__()
         if use_conv:
-            self.op: nn.Module = nn.Conv2d(channels, out_channels or channels, 3, stride=2, padding=1)
+            self.op: nn.Module = nn.Conv2d(
+                channels, out_channels or channels, 3, stride=2, padding=1
+            )
         else:
             self.op = nn.AvgPool2d(kernel_size=2, stride=2)
 
@@ -184,7 +186,9 @@ class QKVAttention(nn.Module):
         else:
             q, k, v = (t.reshape(bs * self.n_heads, ch, length) for t in qkv.chunk(3, dim=1))
         # (B*heads, ch, L) -> (B*heads, L, ch); softmax(q k^T / sqrt(ch)) v.
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
         return out.transpose(1, 2).reshape(bs, -1, length)
 
 

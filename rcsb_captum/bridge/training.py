@@ -71,19 +71,25 @@ def load_images(
     if isinstance(source, np.ndarray):
         source = torch.from_numpy(np.ascontiguousarray(source))
     if not isinstance(source, Tensor):
-        raise TypeError(f"images must be a folder path, a tensor or a numpy array, got {type(source).__name__}")
+        raise TypeError(
+            f"images must be a folder path, a tensor or a numpy array, got {type(source).__name__}"
+        )
     data = source
     if data.ndim == 3:
         data = data[:, None]
     elif data.ndim == 4 and data.shape[1] not in (1, 3) and data.shape[-1] in (1, 3):
         data = data.permute(0, 3, 1, 2)
     if data.ndim != 4 or data.shape[1] not in (1, 3):
-        raise ValueError(f"images must be N x C x H x W with C in (1, 3), got shape {tuple(source.shape)}")
+        raise ValueError(
+            f"images must be N x C x H x W with C in (1, 3), got shape {tuple(source.shape)}"
+        )
     data = data.float() / 255.0 if not data.is_floating_point() else data.float()
     if not torch.isfinite(data).all() or data.min() < 0 or data.max() > 1:
         raise ValueError("images must be finite and in [0, 1] (or integers in [0, 255])")
     if image_size is not None and data.shape[-1] != image_size:
-        data = F.interpolate(data, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        data = F.interpolate(
+            data, size=(image_size, image_size), mode="bilinear", align_corners=False
+        )
     if channels is not None and data.shape[1] != channels:
         data = data.expand(-1, 3, -1, -1) if channels == 3 else data.mean(1, keepdim=True)
     return data.contiguous()
