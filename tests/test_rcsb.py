@@ -160,3 +160,10 @@ def test_bridge_channels_must_fit(classifier, tiny_bridge):
         RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST).generate(
             torch.rand(2, 1, 32, 32)
         )
+
+
+def test_bridge_image_size_must_fit(classifier, tiny_bridge):
+    with pytest.raises(ValueError, match="built for 32 x 32"):
+        RCSB(classifier, tiny_bridge, MaskRegion(torch.ones(1, 1, 64, 64)), **FAST).generate(
+            torch.rand(1, 3, 64, 64)
+        )

@@ -139,6 +139,11 @@ class RCSB(Attribution):
             raise ValueError(
                 f"inputs have {inputs.shape[1]} channels, the bridge takes {b.channels}"
             )
+        if b.image_size is not None and tuple(inputs.shape[-2:]) != (b.image_size, b.image_size):
+            raise ValueError(
+                f"inputs are {tuple(inputs.shape[-2:])} but the bridge was built for "
+                f"{b.image_size} x {b.image_size} images; resize the inputs or use a bridge of their size"
+            )
         return b.to(inputs.device)
 
     def _logits(self, x: Tensor, extra: tuple) -> Tensor:
