@@ -167,3 +167,20 @@ def test_bridge_image_size_must_fit(classifier, tiny_bridge):
         RCSB(classifier, tiny_bridge, MaskRegion(torch.ones(1, 1, 64, 64)), **FAST).generate(
             torch.rand(1, 3, 64, 64)
         )
+
+
+def test_additional_forward_args_reach_the_classifier_and_the_region(tiny_bridge, images):
+    seen = []
+
+    def model(x, shift):
+        return torch.stack([x.mean((1, 2, 3)) + shift, -x.mean((1, 2, 3))], 1)
+
+    def region(x, target, shift):
+        seen.append(shift)
+        return box_mask()
+
+    res = RCSB(model, tiny_bridge, region, **FAST).generate(
+        images, target=0, additional_forward_args=5.0, seed=0
+    )
+    assert seen == [5.0]
+    assert torch.all(res.probs_before[:, 0] > 0.99)  # the shift of 5 was applied

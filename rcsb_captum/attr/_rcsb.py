@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from captum._utils.common import _format_additional_forward_args
 from captum.attr import Attribution
 from torch import Tensor
 
@@ -183,15 +184,7 @@ class RCSB(Attribution):
             raise ValueError(
                 "inputs must be images in [0, 1]; wrap normalising models with NormalizedModel"
             )
-        extra = (
-            ()
-            if additional_forward_args is None
-            else (
-                additional_forward_args
-                if isinstance(additional_forward_args, tuple)
-                else (additional_forward_args,)
-            )
-        )
+        extra = _format_additional_forward_args(additional_forward_args) or ()
         bridge = self._resolve_bridge(inputs)
         n = inputs.shape[0]
         logits = self._logits(inputs, extra)
@@ -206,8 +199,11 @@ class RCSB(Attribution):
         )
         if cf is not None and (cf == tgt).any():
             raise ValueError("counterfactual_target must differ from target for every input")
+        # region sources take the extra arguments only when there are any, so that plain
+        # callables ``(inputs, target) -> masks`` work
+        region_args = (additional_forward_args,) if extra else ()
         masks = (MaskRegion(region) if region is not None else self.region)(
-            inputs, tgt, *(() if additional_forward_args is None else (additional_forward_args,))
+            inputs, tgt, *region_args
         )
         masks = (masks != 0).float()
         if masks.shape != (n, 1, *inputs.shape[-2:]):
