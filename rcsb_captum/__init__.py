@@ -3,7 +3,7 @@ r"""rcsb_captum: region-constrained visual counterfactuals (RCSB) as a Captum at
 from .attr import RCSB, CounterfactualResult
 from .bridge import Bridge, BridgeSchedule, train_bridge
 from .models import NormalizedModel
-from .regions import AttributionRegion, MaskRegion, SegmentationRegion
+from .regions import AttributionRegion, MaskRegion, RandomRegion, SegmentationRegion
 
 __all__ = [
     "RCSB",
@@ -13,6 +13,7 @@ __all__ = [
     "CounterfactualResult",
     "MaskRegion",
     "NormalizedModel",
+    "RandomRegion",
     "SegmentationRegion",
     "train_bridge",
 ]

@@ -28,7 +28,7 @@ def load_demo_classifier() -> FashionCNN:
 
 
 def load_demo_samples() -> tuple[Tensor, Tensor]:
-    r"""300 Fashion-MNIST test images (indices 9000..9299, used in no training), zero-padded to
+    r"""500 Fashion-MNIST test images (indices 9000..9499, used in no training), zero-padded to
     32 x 32, as ``(images N x 1 x 32 x 32 in [0, 1], labels N)``."""
     with resources.as_file(_data_file("fashion_mnist_samples.pt")) as path:
         obj = torch.load(path, map_location="cpu", weights_only=True)

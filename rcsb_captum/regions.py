@@ -13,6 +13,7 @@ from torch import Tensor
 __all__ = [
     "AttributionRegion",
     "MaskRegion",
+    "RandomRegion",
     "SegmentationRegion",
     "attribution_to_region",
     "default_region",
@@ -182,3 +183,43 @@ class SegmentationRegion:
                 f"segmentation of shape {tuple(seg.shape)} does not fit inputs {tuple(inputs.shape)}"
             )
         return torch.isin(seg, self.labels.to(seg.device))[:, None].float()
+
+
+class RandomRegion:
+    r"""Random cells covering ``area`` of the image: the chance baseline for region sources
+    (same cell grid and area as :class:`AttributionRegion`, no look at the model).
+
+    Args:
+        cell_size (int): Side of the square cells (default 16).
+        area (float): Fraction of cells chosen, in ``(0, 1]`` (``floor(area * cells)``, at least 1).
+        seed (int or torch.Generator, optional): Makes the draw repeatable.
+    """
+
+    def __init__(
+        self, cell_size: int = 16, area: float = 0.3, seed: int | torch.Generator | None = None
+    ) -> None:
+        if not 0 < area <= 1:
+            raise ValueError(f"area must be in (0, 1], got {area}")
+        if cell_size < 1:
+            raise ValueError(f"cell_size must be a positive integer, got {cell_size}")
+        self.cell_size = cell_size
+        self.area = area
+        self.generator = (
+            seed
+            if isinstance(seed, torch.Generator)
+            else torch.Generator().manual_seed(seed if seed is not None else 0)
+        )
+
+    def __call__(
+        self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None
+    ) -> Tensor:
+        h, w = inputs.shape[-2:]
+        c = self.cell_size
+        if h % c or w % c:
+            raise ValueError(f"cell_size {c} must divide the image size {h} x {w}")
+        n, cells = inputs.shape[0], (h // c) * (w // c)
+        k = max(1, int(self.area * cells + 1e-9))
+        scores = torch.rand(n, cells, generator=self.generator)
+        keep = torch.zeros(n, cells).scatter_(1, scores.topk(k, dim=1).indices, 1.0)
+        region = keep.view(n, 1, h // c, w // c).to(inputs.device)
+        return region.repeat_interleave(c, 2).repeat_interleave(c, 3)

@@ -1,4 +1,4 @@
-"""Write the shipped sample set: Fashion-MNIST test images 9000..9299 (never used in training).
+"""Write the shipped sample set: Fashion-MNIST test images 9000..9499 (never used in training).
 
 python scripts/make_demo_samples.py --out rcsb_captum/data/fashion_mnist_samples.pt
 """
@@ -13,12 +13,12 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--out", default="rcsb_captum/data/fashion_mnist_samples.pt")
 args = parser.parse_args()
 x, y = load_fashion_mnist("test")
-x, y = x[9000:9300], y[9000:9300]
+x, y = x[9000:9500], y[9000:9500]
 torch.save(
     {
         "images": (x * 255).round().to(torch.uint8),
         "labels": y,
-        "source": "fashion-mnist t10k 9000:9300",
+        "source": "fashion-mnist t10k 9000:9500",
     },
     args.out,
 )

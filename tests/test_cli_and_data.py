@@ -40,7 +40,7 @@ def test_cli_train_bridge_on_a_folder(tmp_path):
 def test_shipped_classifier_classifies_shipped_samples():
     model = load_demo_classifier()
     x, y = load_demo_samples()
-    assert x.shape == (300, 1, 32, 32) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (500, 1, 32, 32) and 0 <= x.min() and x.max() <= 1
     with torch.no_grad():
         acc = (model(x).argmax(1) == y).float().mean().item()
     assert acc > 0.88

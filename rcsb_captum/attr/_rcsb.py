@@ -80,7 +80,8 @@ class RCSB(Attribution):
         forward_func (callable): Classifier on images in ``[0, 1]`` returning logits. Wrap a
             model that wants normalised input with :class:`~rcsb_captum.NormalizedModel`.
         bridge (Bridge, optional): The inpainting bridge. Default: the file named by the
-            ``RCSB_CAPTUM_BRIDGE`` environment variable (a :meth:`Bridge.save` file).
+            ``RCSB_CAPTUM_BRIDGE`` environment variable (a :meth:`Bridge.save` file) if set,
+            else, for 1 x 32 x 32 inputs, the shipped ``Bridge.pretrained("fashion-mnist")``.
         region (callable, optional): ``(inputs, target) -> N x 1 x H x W`` masks, e.g.
             :class:`AttributionRegion`, :class:`MaskRegion`, :class:`SegmentationRegion`.
             Default: Integrated Gradients in a NoiseTunnel (5 samples, σ 0.05), cells of
@@ -128,13 +129,18 @@ class RCSB(Attribution):
     def _resolve_bridge(self, inputs: Tensor) -> Bridge:
         if self.bridge is None:
             path = os.environ.get(BRIDGE_ENV)
-            if not path:
+            if path:
+                self.bridge = Bridge.load(path)
+            elif tuple(inputs.shape[1:]) == (1, 32, 32):
+                self.bridge = Bridge.pretrained("fashion-mnist")
+            else:
                 raise ValueError(
-                    "bridge: no bridge given. Pass bridge=Bridge.from_i2sb_checkpoint(path, config) "
-                    f"or Bridge.load(path), or set the {BRIDGE_ENV} environment variable to a bridge "
-                    "file written by Bridge.save / train_bridge"
+                    "bridge: no bridge given and the shipped demo bridge only takes 1 x 32 x 32 "
+                    f"images (inputs are {tuple(inputs.shape[1:])}). Pass "
+                    "bridge=Bridge.from_i2sb_checkpoint(path, config) or Bridge.load(path), "
+                    f"train one with train_bridge, or set the {BRIDGE_ENV} environment variable "
+                    "to a bridge file written by Bridge.save / train_bridge"
                 )
-            self.bridge = Bridge.load(path)
         b = self.bridge
         if b.channels is not None and b.channels != inputs.shape[1]:
             raise ValueError(

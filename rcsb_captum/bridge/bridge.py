@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from .schedule import BridgeSchedule
 __all__ = ["Bridge"]
 
 _SCHEDULE_KEYS = ("interval", "beta_max", "t0", "T")
+PRETRAINED = {"fashion-mnist": "fashion_mnist_bridge.pt"}  # name -> file in rcsb_captum/data
 
 
 class Bridge(nn.Module):
@@ -148,8 +150,14 @@ class Bridge(nn.Module):
         load_network_weights(network, checkpoint, weights)
         return cls(network, BridgeSchedule(**schedule_kw), config=config, ot_ode=ot_ode)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        r"""Write the bridge with its config and schedule to one file (see :meth:`load`)."""
+    def save(self, path: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
+        r"""Write the bridge with its config and schedule to one file (see :meth:`load`).
+
+        Args:
+            path (str or PathLike): Where to write.
+            dtype (torch.dtype, optional): Store floating-point weights in this dtype (e.g.
+                ``torch.float16`` halves the file; :meth:`load` casts back to float32).
+        """
         if self.config is None:
             raise ValueError(
                 "this bridge has no config (its network was not built from create_model kwargs), "
@@ -162,7 +170,10 @@ class Bridge(nn.Module):
                 "config": self.config,
                 "schedule": {"interval": s.interval, "beta_max": s.beta_max, "t0": s.t0, "T": s.T},
                 "ot_ode": self.ot_ode,
-                "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                "state_dict": {
+                    k: v.detach().cpu().to(dtype if dtype and v.is_floating_point() else v.dtype)
+                    for k, v in self.network.state_dict().items()
+                },
             },
             os.fspath(path),
         )
@@ -179,6 +190,23 @@ class Bridge(nn.Module):
             )
         bridge = cls.from_config(obj["config"], ot_ode=obj.get("ot_ode", True), **obj["schedule"])
         check_state_dict(bridge.network, obj["state_dict"])
-        bridge.network.load_state_dict(obj["state_dict"])
+        bridge.network.load_state_dict(obj["state_dict"])  # casts to the network's float32
         bridge.requires_grad_(False)
         return bridge
+
+    @classmethod
+    def pretrained(cls, name: str = "fashion-mnist") -> Bridge:
+        r"""A bridge shipped inside the package (no download).
+
+        Args:
+            name (str): ``"fashion-mnist"``: 1 x 32 x 32 Fashion-MNIST inpainting bridge (ADM,
+                1.4 M parameters), trained by ``scripts/train_demo_bridge.py``.
+
+        Examples::
+
+            >>> bridge = Bridge.pretrained("fashion-mnist")
+        """
+        if name not in PRETRAINED:
+            raise ValueError(f"name must be one of {sorted(PRETRAINED)}, got {name!r}")
+        with resources.as_file(resources.files("rcsb_captum") / "data" / PRETRAINED[name]) as p:
+            return cls.load(p)
