@@ -1,11 +1,13 @@
 r"""rcsb_captum: region-constrained visual counterfactuals (RCSB) as a Captum attribution method."""
 
-from .attr import RCSB, CounterfactualResult
+from .attr import BBMP, FIDO, RCSB, CounterfactualResult
 from .bridge import Bridge, BridgeSchedule, train_bridge
 from .models import NormalizedModel
 from .regions import AttributionRegion, MaskRegion, RandomRegion, SegmentationRegion
 
 __all__ = [
+    "BBMP",
+    "FIDO",
     "RCSB",
     "AttributionRegion",
     "Bridge",

@@ -1,3 +1,4 @@
+from ._fido import BBMP, FIDO
 from ._rcsb import RCSB, CounterfactualResult
 
-__all__ = ["RCSB", "CounterfactualResult"]
+__all__ = ["BBMP", "FIDO", "RCSB", "CounterfactualResult"]

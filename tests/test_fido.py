@@ -1,0 +1,177 @@
+import pytest
+import torch
+from captum.attr import Saliency
+from torch import nn
+
+from rcsb_captum import BBMP, FIDO, RCSB, AttributionRegion
+from rcsb_captum.infillers import (
+    BlurInfiller,
+    BridgeInfiller,
+    LocalMeanInfiller,
+    MeanInfiller,
+    RandomColorNoiseInfiller,
+)
+
+PATCH = (slice(4, 8), slice(8, 12))  # grid cell (1, 2) of a 4 x 4 grid on 16 x 16 images
+
+
+class PatchClassifier(nn.Module):
+    """Class 1 iff the patch is bright; nothing else matters."""
+
+    def __init__(self, hard: bool = False) -> None:
+        super().__init__()
+        self.hard = hard
+
+    def forward(self, x):
+        s = x[:, :, PATCH[0], PATCH[1]].mean((1, 2, 3))
+        if self.hard:  # a black box: a step function, no useful gradient
+            s = (s > 0.5).float().detach()
+        z = 3 * torch.tanh((s - 0.5) * 20 / 3)  # saturates: more evidence than enough gains little
+        return torch.stack([-z, z], 1)
+
+
+def _patch_images(n=2):
+    x = torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.3
+    x[:, :, PATCH[0], PATCH[1]] = 1.0
+    return x
+
+
+def _assert_finds_patch(saliency):
+    cells = torch.nn.functional.avg_pool2d(saliency[:, :1], 4).flatten(1)
+    assert (cells.argmax(1) == 1 * 4 + 2).all(), cells  # the patch's cell scores highest
+    inside, outside = _patch_score(saliency)
+    assert (inside > 0.6).all() and (inside - outside > 0.4).all(), (inside, outside)
+
+
+def _patch_score(saliency):
+    inside = saliency[:, :, PATCH[0], PATCH[1]].mean((1, 2, 3))
+    mask = torch.ones_like(saliency, dtype=torch.bool)
+    mask[:, :, PATCH[0], PATCH[1]] = False
+    outside = saliency[mask].view(saliency.shape[0], -1).mean(1)
+    return inside, outside
+
+
+@pytest.mark.parametrize("objective", ["ssr", "sdr"])
+def test_fido_finds_the_decisive_patch(objective):
+    model = PatchClassifier()
+    x = _patch_images()
+    fido = FIDO(model, MeanInfiller(0.0), objective, mask_size=4, steps=150, lr=0.1)
+    sal = fido.attribute(x, target=1, seed=0)
+    assert sal.shape == x.shape and 0 <= sal.min() and sal.max() <= 1
+    _assert_finds_patch(sal)
+    # repeatable with a seed
+    assert torch.equal(sal, fido.attribute(x, target=1, seed=0))
+
+
+def test_fido_reinforce_works_without_gradients():
+    model = PatchClassifier(hard=True)
+    x = _patch_images()
+    kw = dict(mask_size=4, steps=150, lr=0.1, n_samples=16)
+    concrete = FIDO(model, MeanInfiller(0.0), **kw).attribute(x, target=1, seed=0)
+    # the step function gives the Concrete estimator nothing to follow on the patch
+    assert _patch_score(concrete)[0].max() < 0.6
+    sal = FIDO(model, MeanInfiller(0.0), estimator="reinforce", **kw).attribute(x, target=1, seed=0)
+    _assert_finds_patch(sal)
+
+
+@pytest.mark.parametrize("objective", ["ssr", "sdr"])
+def test_bbmp_finds_the_decisive_patch(objective):
+    model = PatchClassifier()
+    x = _patch_images()
+    sal = BBMP(model, MeanInfiller(0.0), objective, mask_size=4, steps=150, lr=0.1).attribute(
+        x, target=torch.tensor([1, 1])
+    )
+    _assert_finds_patch(sal)
+
+
+def test_target_forms_and_bad_arguments():
+    model = PatchClassifier()
+    x = _patch_images(3)
+    fido = FIDO(model, MeanInfiller(0.0), mask_size=4, steps=3)
+    a = fido.attribute(x, seed=1)  # None: the prediction (class 1)
+    b = fido.attribute(x, target=[1, 1, 1], seed=1)
+    c = fido.attribute(x, target=torch.ones(3, dtype=torch.long), seed=1)
+    assert torch.equal(a, b) and torch.equal(b, c)
+    with pytest.raises(ValueError, match="target"):
+        fido.attribute(x, target=[1, 1])
+    with pytest.raises(ValueError, match="target"):
+        fido.attribute(x, target=5)
+    with pytest.raises(ValueError, match="objective"):
+        FIDO(model, objective="both")
+    with pytest.raises(ValueError, match="estimator"):
+        FIDO(model, estimator="gumbel")
+    with pytest.raises(ValueError, match="inputs"):
+        fido.attribute(x[0])
+    with pytest.raises(ValueError, match="n_samples"):
+        FIDO(model, estimator="reinforce", n_samples=1)
+
+
+INFILLERS = [
+    MeanInfiller(),
+    MeanInfiller([0.1, 0.2, 0.3]),
+    LocalMeanInfiller(5),
+    BlurInfiller(2.0),
+    RandomColorNoiseInfiller(),
+]
+
+
+@pytest.mark.parametrize("infiller", INFILLERS, ids=repr)
+def test_infillers_keep_kept_pixels_exactly(infiller, images):
+    keep = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.4).float()
+    out = infiller(images, keep, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    kept = keep.bool().expand_as(images)
+    assert torch.equal(out[kept], images[kept])
+    assert not torch.equal(out[~kept], images[~kept])
+    assert 0 <= out.min() and out.max() <= 1
+    with pytest.raises(ValueError, match="keep"):
+        infiller(images, keep[:, :, :16])
+
+
+def test_infiller_values():
+    x = torch.zeros(1, 1, 8, 8)
+    x[..., :4] = 1.0  # left half white
+    keep = torch.zeros(1, 1, 8, 8)
+    keep[..., 0] = 1  # keep the leftmost column (white) ...
+    keep[..., 7] = 1  # ... and the rightmost (black)
+    mean = MeanInfiller()(x, keep)
+    assert torch.allclose(mean[..., 3], torch.full((1, 1, 8), 0.5))
+    local = LocalMeanInfiller(3)(x, keep)
+    assert local[0, 0, 0, 1] == 1.0 and local[0, 0, 0, 6] == 0.0  # neighbours of kept columns
+    assert local[0, 0, 0, 3] == 0.5  # no kept neighbour: the kept-pixel mean
+    blur = BlurInfiller(1.0)(x, keep)
+    assert 0.5 < blur[0, 0, 0, 3] < 1 and 0 < blur[0, 0, 0, 4] < 0.5
+
+
+def test_bridge_infiller_keeps_pixels_and_fills_the_rest(tiny_bridge, images):
+    keep = torch.ones(2, 1, 32, 32)
+    keep[:, :, 8:24, 8:24] = 0
+    inf = BridgeInfiller(tiny_bridge, nfe=4)
+    out = inf(images, keep, torch.Generator().manual_seed(0))
+    kept = keep.bool().expand_as(images)
+    assert torch.equal(out[kept], images[kept])
+    assert (out[~kept] - images[~kept]).abs().mean() > 0.05
+    again = inf(images, keep, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    with pytest.raises(ValueError, match="channels"):
+        inf(images[:, :1], keep)
+
+
+def test_fido_with_bridge_infiller_as_rcsb_region(tiny_bridge, classifier, images):
+    fido = FIDO(classifier, BridgeInfiller(tiny_bridge, nfe=2), mask_size=8, steps=2, n_samples=2)
+    sal = fido.attribute(images, target=0, seed=0)
+    assert sal.shape == images.shape and torch.isfinite(sal).all()
+    rcsb = RCSB(classifier, tiny_bridge, AttributionRegion(fido, cell_size=8, area=0.25), nfe=3)
+    res = rcsb.generate(images, target=0, seed=0)
+    assert res.regions.mean().item() == pytest.approx(0.25)
+    out = res.regions == 0
+    assert torch.equal(res.counterfactuals[out.expand_as(images)], images[out.expand_as(images)])
+    # and a Captum method works with FIDO's region the same way
+    assert AttributionRegion(Saliency(classifier), 8, 0.25)(
+        images, torch.zeros(2).long()
+    ).shape == (
+        2,
+        1,
+        32,
+        32,
+    )
