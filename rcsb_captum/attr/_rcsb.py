@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from captum._utils.common import _format_additional_forward_args
 from captum.attr import Attribution
@@ -50,7 +51,9 @@ class CounterfactualResult:
 
 
 def _classes(value: Any, n: int, num_classes: int, name: str, device: torch.device) -> Tensor:
-    if isinstance(value, bool) or (not isinstance(value, (int, list, tuple, Tensor))):
+    if isinstance(value, bool) or (
+        not isinstance(value, (int, list, tuple, Tensor, np.ndarray, np.integer))
+    ):
         raise TypeError(
             f"{name} must be an int, a list of ints or a tensor, got {type(value).__name__}"
         )
