@@ -207,6 +207,7 @@ def train_bridge(
                 "step": step,
                 "config": config,
                 "interval": interval,
+                "beta_max": beta_max,
                 "network": network.state_dict(),
                 "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(),
