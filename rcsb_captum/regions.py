@@ -106,7 +106,9 @@ class AttributionRegion:
         kwargs = dict(self.attribute_kwargs)
         if additional_forward_args is not None:
             kwargs["additional_forward_args"] = additional_forward_args
-        attr = self.method.attribute(inputs, target=target, **kwargs)
+        # a leaf that requires grad, so gradient methods don't warn about setting it themselves
+        x = inputs.detach().requires_grad_(True)
+        attr = self.method.attribute(x, target=target, **kwargs)
         return attribution_to_region(attr, inputs.shape[-2:], self.cell_size, self.area)
 
 
