@@ -108,3 +108,30 @@ def test_cli_demo_writes_figure_and_results(tmp_path, capsys):
     assert (out / "results.csv").read_text().count("\n") == 3
     with pytest.raises(SystemExit):
         main(["demo", "--region", "lime"])
+
+
+def test_cli_explain_with_torchscript_model_and_mask(tmp_path, capsys):
+    import json
+
+    x, _ = load_demo_samples()
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"img{i}.png")
+        Image.fromarray((x[i, 0].numpy() * 255).astype(np.uint8)).save(files[-1])
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[8:20, 4:28] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    scripted = torch.jit.trace(load_demo_classifier(), x[:1])
+    scripted.save(str(tmp_path / "model.pt"))
+    out = tmp_path / "ex"
+    args = ["explain", *map(str, files), "--model", str(tmp_path / "model.pt"), "--nfe", "3"]
+    assert main([*args, "--mask", str(tmp_path / "mask.png"), "--out-dir", str(out)]) == 0
+    saved = torch.load(out / "counterfactuals.pt", weights_only=True)
+    region = saved["regions"]
+    assert region[:, :, 8:20, 4:28].eq(1).all() and region.sum() == 2 * 12 * 24
+    outside = (region == 0).expand_as(saved["inputs"])
+    assert torch.equal(saved["counterfactuals"][outside], saved["inputs"][outside])
+    assert torch.equal(saved["attributions"], saved["inputs"] - saved["counterfactuals"])
+    records = json.loads((out / "results.json").read_text())
+    assert [r["image"] for r in records] == list(map(str, files))
+    assert "counterfactuals.png" in capsys.readouterr().out

@@ -41,7 +41,7 @@ def load_images(
     r"""Images as an ``N x C x H x W`` float tensor in ``[0, 1]``.
 
     Args:
-        source: A folder of image files (read with Pillow, sorted by name), a tensor, or a numpy
+        source: An image file, a folder of image files (read with Pillow, sorted by name), a tensor, or a numpy
             array. Arrays may be ``N x H x W`` (grayscale), ``N x C x H x W`` or ``N x H x W x C``;
             integer arrays are divided by 255.
         image_size (int, optional): Resize (bilinear) to ``image_size`` square when given.
@@ -52,9 +52,12 @@ def load_images(
         from PIL import Image
 
         folder = Path(source)
-        if not folder.is_dir():
-            raise ValueError(f"images: {str(folder)!r} is not a folder")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if folder.is_file():
+            files = [folder]
+        elif folder.is_dir():
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        else:
+            raise ValueError(f"images: {str(folder)!r} is neither an image file nor a folder")
         if not files:
             raise ValueError(f"images: no image files in {str(folder)!r}")
         mode = "L" if channels == 1 else "RGB"
