@@ -70,7 +70,11 @@ def _explain(args: argparse.Namespace) -> int:
     if args.model == "demo":
         model, names = load_demo_classifier(), FASHION_MNIST_CLASSES
     else:
-        model, names = torch.jit.load(args.model, map_location="cpu").eval(), None
+        names = None
+        if args.model.endswith(".pt2"):  # torch.export.save (export with a dynamic batch dim)
+            model = torch.export.load(args.model).module()
+        else:
+            model = torch.jit.load(args.model, map_location="cpu").eval()
     bridge = (
         Bridge.pretrained(args.bridge)
         if args.bridge == "fashion-mnist"
@@ -170,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("explain", help="counterfactuals for your images and classifier")
     ex.add_argument("images", nargs="+", help="image files or folders")
     ex.add_argument(
-        "--model", default="demo", help="'demo' (shipped classifier) or a TorchScript file"
+        "--model",
+        default="demo",
+        help="'demo' (shipped classifier), a torch.export file (.pt2) or a TorchScript file",
     )
     ex.add_argument(
         "--bridge", default="fashion-mnist", help="'fashion-mnist' or a Bridge.save file"

@@ -110,7 +110,7 @@ def test_cli_demo_writes_figure_and_results(tmp_path, capsys):
         main(["demo", "--region", "lime"])
 
 
-def test_cli_explain_with_torchscript_model_and_mask(tmp_path, capsys):
+def test_cli_explain_with_exported_model_and_mask(tmp_path, capsys):
     import json
 
     x, _ = load_demo_samples()
@@ -121,10 +121,11 @@ def test_cli_explain_with_torchscript_model_and_mask(tmp_path, capsys):
     mask = np.zeros((32, 32), dtype=np.uint8)
     mask[8:20, 4:28] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    scripted = torch.jit.trace(load_demo_classifier(), x[:1])
-    scripted.save(str(tmp_path / "model.pt"))
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(load_demo_classifier(), (x[:2],), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "model.pt2")
     out = tmp_path / "ex"
-    args = ["explain", *map(str, files), "--model", str(tmp_path / "model.pt"), "--nfe", "3"]
+    args = ["explain", *map(str, files), "--model", str(tmp_path / "model.pt2"), "--nfe", "3"]
     assert main([*args, "--mask", str(tmp_path / "mask.png"), "--out-dir", str(out)]) == 0
     saved = torch.load(out / "counterfactuals.pt", weights_only=True)
     region = saved["regions"]
