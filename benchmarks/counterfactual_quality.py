@@ -36,6 +36,7 @@ parser.add_argument("--nfe", type=int, default=50)
 parser.add_argument("--n-any", type=int, default=240)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--batch", type=int, default=120, help="images sampled together")
+parser.add_argument("--limit", type=int, default=None, help="at most this many images (smoke runs)")
 parser.add_argument("--out", default=None, help="also write the markdown table here")
 args = parser.parse_args()
 torch.set_flush_denormal(True)
@@ -93,6 +94,7 @@ methods = {
 }
 rows = []
 for cond, (idx, cf) in conditions.items():
+    idx, cf = idx[: args.limit], None if cf is None else cf[: args.limit]
     x, y = images[idx], labels[idx]
     t0 = time.perf_counter()
     regions = region_source(x, y)
