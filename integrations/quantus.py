@@ -69,6 +69,7 @@ def explain(
     counterfactual_target: Any = None,
     bridge: Any = None,
     region: Callable | None = None,
+    region_from_model: Callable[[nn.Module], Callable] | None = None,
     output: str = "attribution",
     cell_size: int = 16,
     area: float = 0.3,
@@ -86,9 +87,11 @@ def explain(
         targets: Classes explained.
         counterfactual_target (optional): Classes to reach (``None``: any other class).
         bridge (Bridge, optional): Default as in :class:`~rcsb_captum.RCSB`.
-        region (optional): A region source ``(inputs, target) -> masks``, or a factory
-            ``model -> region source`` (marked by accepting one argument named ``model``);
-            default RCSB's (Integrated Gradients in a NoiseTunnel on ``model``).
+        region (optional): A fixed region source ``(inputs, target) -> masks``; default RCSB's
+            (Integrated Gradients in a NoiseTunnel on ``model``).
+        region_from_model (optional): Instead of ``region``, ``model -> region source``, built on
+            the model Quantus passes (e.g. ``lambda m: AttributionRegion(Saliency(m), 16)``),
+            so that randomisation metrics see the region change with the model.
         output (str): ``"attribution"`` (``x - x'``, zero outside the region), ``"region"``
             (the binary region, ``N x 1 x H x W``) or ``"counterfactual"``.
         cell_size (int), area (float): Of the default region.
@@ -112,9 +115,10 @@ def explain(
     if x.ndim != 4:
         raise ValueError(f"inputs must be N x C x H x W (channel first), got {tuple(x.shape)}")
     y = torch.as_tensor(np.asarray(targets) if not isinstance(targets, Tensor) else targets)
-    if region is not None and getattr(region, "__code__", None) is not None:
-        if region.__code__.co_varnames[: region.__code__.co_argcount] == ("model",):
-            region = region(model)
+    if region is not None and region_from_model is not None:
+        raise ValueError("give region or region_from_model, not both")
+    if region_from_model is not None:
+        region = region_from_model(model)
     rcsb = RCSB(
         model,
         bridge,

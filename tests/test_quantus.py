@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import numpy as np
@@ -24,7 +25,13 @@ def batch(classifier):
 
 
 def _kwargs(tiny_bridge, **extra):
-    return {"bridge": tiny_bridge, "region": saliency_region, "nfe": 3, "seed": 0, **extra}
+    return {
+        "bridge": tiny_bridge,
+        "region_from_model": saliency_region,
+        "nfe": 3,
+        "seed": 0,
+        **extra,
+    }
 
 
 def test_explain_func_signature_and_outputs(classifier, tiny_bridge, batch):
@@ -38,6 +45,13 @@ def test_explain_func_signature_and_outputs(classifier, tiny_bridge, batch):
     np.testing.assert_allclose(x - cf, a, atol=1e-6)
     with pytest.raises(ValueError, match="output"):
         Q.explain(classifier, x, y, output="mask", **_kwargs(tiny_bridge))
+    # the region is built on the model passed in: a randomised model gives another region
+    other = copy.deepcopy(classifier)
+    torch.nn.init.normal_(other.net[0].weight, std=1.0)
+    region_other = Q.explain(other, x, y, output="region", **_kwargs(tiny_bridge))
+    assert not np.array_equal(region, region_other)
+    with pytest.raises(ValueError, match="not both"):
+        Q.explain(classifier, x, y, region=saliency_region(classifier), **_kwargs(tiny_bridge))
 
 
 def test_metrics_match_the_library(classifier, tiny_bridge, batch):
