@@ -7,19 +7,14 @@ import argparse
 
 import torch
 
-from rcsb_captum import Bridge
+from rcsb_captum.bridge import bridge_from_checkpoint
 
 parser = argparse.ArgumentParser()
 parser.add_argument("checkpoint")
 parser.add_argument("out")
 parser.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
 args = parser.parse_args()
-ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-bridge = Bridge.from_config(
-    ckpt["config"], interval=ckpt["interval"], beta_max=ckpt.get("beta_max", 1.0)
-)
-# torch.optim.swa_utils.AveragedModel prefixes the averaged network's keys with "module."
-ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
-bridge.network.load_state_dict(ema)
+bridge = bridge_from_checkpoint(args.checkpoint)
 bridge.save(args.out, dtype=torch.float16 if args.half else None)
-print(f"wrote {args.out} (EMA weights after {ckpt['step']} steps)")
+step = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["step"]
+print(f"wrote {args.out} (EMA weights after {step} steps)")

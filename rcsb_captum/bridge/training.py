@@ -28,7 +28,7 @@ from .masks import random_freeform_masks
 from .network import ADMUNet, adm_config_from_create_model
 from .schedule import BridgeSchedule
 
-__all__ = ["load_images", "train_bridge"]
+__all__ = ["bridge_from_checkpoint", "load_images", "train_bridge"]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -96,6 +96,27 @@ def load_images(
     if channels is not None and data.shape[1] != channels:
         data = data.expand(-1, 3, -1, -1) if channels == 3 else data.mean(1, keepdim=True)
     return data.contiguous()
+
+
+def bridge_from_checkpoint(path: str | os.PathLike[str]) -> Bridge:
+    r"""The EMA bridge stored in a :func:`train_bridge` checkpoint, e.g. to look at samples while
+    training goes on, or to export it with :meth:`Bridge.save`.
+
+    Examples::
+
+        >>> bridge_from_checkpoint("bridge.ckpt").save("bridge.pt", dtype=torch.float16)
+    """
+    state = read_checkpoint(path)
+    if not {"config", "interval", "ema", "step"} <= set(state):
+        raise ValueError(f"{os.fspath(path)!r} is not a train_bridge checkpoint")
+    bridge = Bridge.from_config(
+        state["config"], interval=state["interval"], beta_max=state.get("beta_max", 1.0)
+    )
+    # torch.optim.swa_utils.AveragedModel prefixes the averaged network's keys with "module."
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    bridge.network.load_state_dict(ema)
+    bridge.requires_grad_(False)
+    return bridge
 
 
 def _default_config(image_size: int, channels: int) -> dict[str, Any]:
