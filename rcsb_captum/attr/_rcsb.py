@@ -96,6 +96,17 @@ class RCSB(Attribution):
         classifier_input (str): ``"affine"`` ((x+1)/2, default) or ``"minmax"`` (official).
         cell_size (int): Cell side of the default region (16).
         area (float): Area of the default region (0.3).
+
+    Examples::
+
+        >>> from rcsb_captum import RCSB, AttributionRegion
+        >>> from rcsb_captum.pretrained import load_demo_classifier, load_demo_samples
+        >>> model = load_demo_classifier()
+        >>> images, labels = load_demo_samples()
+        >>> rcsb = RCSB(model, cell_size=4)  # 1 x 32 x 32 inputs: the shipped bridge
+        >>> attr = rcsb.attribute(images[:4], target=labels[:4], seed=0)
+        >>> res = rcsb.generate(images[:4], target=6, counterfactual_target=0, seed=0)
+        >>> res.success, res.probs_after.argmax(1)
     """
 
     def __init__(
@@ -182,6 +193,15 @@ class RCSB(Attribution):
             show_progress (bool): Progress bar over the sampling steps.
             seed (int or torch.Generator, optional): Makes the result repeatable.
             region (Tensor, optional): Masks overriding the region source for this call.
+
+        Returns:
+            CounterfactualResult: counterfactuals (best of ``n_samples`` per input), all
+            samples, the region masks, success flags and class probabilities before and after.
+
+        Examples::
+
+            >>> res = RCSB(model, bridge).generate(x, target=340, counterfactual_target=339, seed=0)
+            >>> res.counterfactuals[res.success]
         """
         if not isinstance(inputs, Tensor):
             raise TypeError(f"inputs must be a Tensor, got {type(inputs).__name__}")
