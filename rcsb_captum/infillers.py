@@ -129,7 +129,7 @@ class RandomColorNoiseInfiller(Infiller):
         n, c = images.shape[:2]
         colour = torch.rand(n, c, 1, 1, generator=generator)
         noise = torch.randn(images.shape, generator=generator) * self.noise_std
-        return (colour + noise).clamp(0, 1).to(images.device)
+        return (colour + noise).clamp(0, 1).to(images.device, images.dtype)
 
 
 class BridgeInfiller(Infiller):

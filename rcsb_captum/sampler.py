@@ -49,7 +49,9 @@ def sample_rcsb(
         raise ValueError(f"nfe must be in [1, start_step - 1 = {start_step - 1}], got {nfe}")
     x_gt = images * 2 - 1
     mask = region.to(images.dtype).expand_as(images)
-    eps = torch.randn(images.shape, generator=generator, dtype=images.dtype, device="cpu")
+    # Drawn where the generator lives (a CPU generator for CUDA images works too).
+    noise_device = generator.device if generator is not None else images.device
+    eps = torch.randn(images.shape, generator=generator, dtype=images.dtype, device=noise_device)
     eps = eps.to(images.device)
     x1 = (1 - mask) * x_gt + mask * eps
     x = schedule.marginal(start_step - 1, x_gt, x1, ot_ode=True)
