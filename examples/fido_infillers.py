@@ -2,7 +2,7 @@
 with noise, and the shipped I2SB bridge (FIDO with a generative in-filler, as its authors
 recommend, with a bridge in place of their TensorFlow GAN).
 
-    python examples/fido_infillers.py --n-images 8 --steps 200 --out outputs/fido
+    python examples/fido_infillers.py --n-images 30 --steps 100 --bridge-nfe 5 --out outputs/fido
 
 For each map: the mask area needed to reach the same score (SSR: the smallest fraction of
 top-ranked pixels that, kept while the rest is in-filled, gives the explained class
@@ -64,8 +64,10 @@ def main() -> None:
     images, labels = load_demo_samples()
     with torch.no_grad():
         pred = model(images).argmax(1)
-    # one correctly classified image per class, in class order
-    idx = [int(((labels == c) & (pred == c)).nonzero()[0]) for c in range(10)][: args.n_images]
+    # correctly classified images taken class by class in turn (0, 1, ..., 9, 0, 1, ...)
+    per_class = [((labels == c) & (pred == c)).nonzero()[:, 0].tolist() for c in range(10)]
+    idx = [per_class[c][k] for k in range(len(images)) for c in range(10) if k < len(per_class[c])]
+    idx = idx[: args.n_images]
     x, y = images[idx], labels[idx]
     bridge = BridgeInfiller(Bridge.pretrained("fashion-mnist"), nfe=args.bridge_nfe)
     infillers = {
@@ -84,7 +86,11 @@ def main() -> None:
             own = area_at_score(model, x, y, sal, infiller, objective, args.seed)
             judged = area_at_score(model, x, y, sal, bridge, objective, args.seed)
             faith = quantus.FaithfulnessCorrelation(
-                nr_runs=50, subset_size=64, perturb_baseline="black", disable_warnings=True
+                nr_runs=50,
+                subset_size=64,
+                perturb_baseline="black",
+                return_aggregate=False,
+                disable_warnings=True,
             )(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=sal.numpy(), device="cpu")
             rows.append(
                 {
@@ -92,8 +98,10 @@ def main() -> None:
                     "in-filler": name,
                     "area (own in-filler)": own.mean().item(),
                     "area (bridge judge)": judged.mean().item(),
+                    "s.e.": judged.std().item() / len(idx) ** 0.5,
                     "map mass > 0.5": (sal > 0.5).float().mean().item(),
                     "faithfulness corr": float(np.nanmean(faith)),
+                    "s.e. ": float(np.nanstd(faith, ddof=1)) / len(idx) ** 0.5,
                     "seconds": time.perf_counter() - t0,
                 }
             )
@@ -111,7 +119,10 @@ def main() -> None:
         "| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else r[k] for k in head) + " |"
         for r in rows
     ]
-    note = f"{len(idx)} images (one per class), FIDO {args.steps} steps, seed {args.seed}"
+    note = (
+        f"{len(idx)} images (classes in turn), FIDO {args.steps} steps, bridge NFE "
+        f"{args.bridge_nfe}, seed {args.seed}; s.e. = standard error of the mean over images"
+    )
     (out / "table.md").write_text(note + "\n\n" + "\n".join(lines) + "\n")
 
     import matplotlib
@@ -119,9 +130,12 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    shown = min(len(idx), 10)  # the figure shows the first image of each class
     cols = [("input", None)] + [((o, n), maps[o, n]) for o in ("ssr", "sdr") for n in infillers]
-    fig, axes = plt.subplots(len(idx), len(cols), figsize=(1.6 * len(cols), 1.6 * len(idx)))
-    for i in range(len(idx)):
+    fig, axes = plt.subplots(
+        shown, len(cols), figsize=(1.6 * len(cols), 1.6 * shown), squeeze=False
+    )
+    for i in range(shown):
         for j, (key, sal) in enumerate(cols):
             ax = axes[i, j]
             if sal is None:
