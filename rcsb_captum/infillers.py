@@ -127,8 +127,10 @@ class RandomColorNoiseInfiller(Infiller):
 
     def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
         n, c = images.shape[:2]
-        colour = torch.rand(n, c, 1, 1, generator=generator)
-        noise = torch.randn(images.shape, generator=generator) * self.noise_std
+        # drawn where the generator lives, as in sample_rcsb
+        device = generator.device if generator is not None else images.device
+        colour = torch.rand(n, c, 1, 1, generator=generator, device=device)
+        noise = torch.randn(images.shape, generator=generator, device=device) * self.noise_std
         return (colour + noise).clamp(0, 1).to(images.device, images.dtype)
 
 

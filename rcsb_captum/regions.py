@@ -221,7 +221,9 @@ class RandomRegion:
             raise ValueError(f"cell_size {c} must divide the image size {h} x {w}")
         n, cells = inputs.shape[0], (h // c) * (w // c)
         k = max(1, int(self.area * cells + 1e-9))
-        scores = torch.rand(n, cells, generator=self.generator)
-        keep = torch.zeros(n, cells).scatter_(1, scores.topk(k, dim=1).indices, 1.0)
+        scores = torch.rand(n, cells, generator=self.generator, device=self.generator.device)
+        keep = torch.zeros(n, cells, device=scores.device).scatter_(
+            1, scores.topk(k, dim=1).indices, 1.0
+        )
         region = keep.view(n, 1, h // c, w // c).to(inputs.device)
         return region.repeat_interleave(c, 2).repeat_interleave(c, 3)

@@ -267,7 +267,9 @@ class FIDO(_MaskAttribution):
         return torch.sigmoid(param)
 
     def _keep_samples(self, param: Tensor, generator: torch.Generator) -> Tensor:
-        u = torch.rand((self.n_samples, *param.shape), generator=generator).to(param.device)
+        u = torch.rand(
+            (self.n_samples, *param.shape), generator=generator, device=generator.device
+        ).to(param.device)
         u = u.clamp(1e-6, 1 - 1e-6)
         if self.estimator == "reinforce":
             return (u < torch.sigmoid(param)).float()  # hard Bernoulli(keep)
