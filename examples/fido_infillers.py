@@ -98,10 +98,10 @@ def main() -> None:
                     "in-filler": name,
                     "area (own in-filler)": own.mean().item(),
                     "area (bridge judge)": judged.mean().item(),
-                    "s.e.": judged.std().item() / len(idx) ** 0.5,
+                    "area s.e.": judged.std().item() / len(idx) ** 0.5,
                     "map mass > 0.5": (sal > 0.5).float().mean().item(),
                     "faithfulness corr": float(np.nanmean(faith)),
-                    "s.e. ": float(np.nanstd(faith, ddof=1)) / len(idx) ** 0.5,
+                    "faithfulness s.e.": float(np.nanstd(faith, ddof=1)) / len(idx) ** 0.5,
                     "seconds": time.perf_counter() - t0,
                 }
             )
