@@ -52,7 +52,29 @@ __all__ = [
     "road_perturb_func",
 ]
 
-_RCSB_KEYS = ("guidance_scale", "start_step", "nfe", "n_samples", "classifier_input")
+_RCSB_KEYS = (
+    "guidance_scale",
+    "start_step",
+    "nfe",
+    "n_samples",
+    "classifier_input",
+    "precision",
+    "gradient_checkpointing",
+)
+# keys Quantus or its other explain funcs put into explain_func_kwargs: accepted and ignored
+_QUANTUS_KEYS = (
+    "method",
+    "softmax",
+    "xai_lib",
+    "keepdims",
+    "reduce_axes",
+    "abs",
+    "normalise",
+    "pos_only",
+    "neg_only",
+    "interpolate",
+    "interpolate_mode",
+)
 
 
 def _device(model: nn.Module, device: Any) -> torch.device:
@@ -71,11 +93,12 @@ def explain(
     region: Callable | None = None,
     region_from_model: Callable[[nn.Module], Callable] | None = None,
     output: str = "attribution",
-    cell_size: int = 16,
-    area: float = 0.3,
+    cell_size: Any = None,
+    area: float | None = None,
     seed: int | None = 0,
     internal_batch_size: int | None = None,
     device: Any = None,
+    channel_first: bool | None = None,
     **kwargs: Any,
 ) -> np.ndarray:
     r"""A Quantus ``explain_func`` that runs RCSB with the ``model`` Quantus passes (so that
@@ -94,13 +117,17 @@ def explain(
             so that randomisation metrics see the region change with the model.
         output (str): ``"attribution"`` (``x - x'``, zero outside the region), ``"region"``
             (the binary region, ``N x 1 x H x W``) or ``"counterfactual"``.
-        cell_size (int), area (float): Of the default region.
+        cell_size (int or "auto"), area (float): Of the default region (``"auto"``, 0.3); give
+            them only without ``region`` / ``region_from_model``.
         seed (int, optional): Sampling seed (0: Quantus calls repeat).
         internal_batch_size (int, optional): As in RCSB.
         device (optional): Where to run (default: the model's device).
+        channel_first (bool, optional): ``False`` for ``N x H x W x C`` arrays (the output is
+            then channels-last too); Quantus passes it. ``None``: channels first.
         **kwargs: RCSB constructor arguments (``guidance_scale``, ``start_step``, ``nfe``,
-            ``n_samples``, ``classifier_input``); other keys Quantus adds (``method``,
-            ``softmax``, ``channel_first``, ...) are ignored.
+            ``n_samples``, ``classifier_input``, ``precision``, ``gradient_checkpointing``).
+            Keys that Quantus adds for other explain funcs (``method``, ``softmax``,
+            ``xai_lib``, ...) are ignored; any other key is a ``TypeError`` (a misspelling).
 
     Returns:
         ndarray: float32, shaped like ``inputs`` (``N x 1 x H x W`` for ``"region"``).
@@ -109,27 +136,48 @@ def explain(
         raise ValueError(
             f"output must be 'attribution', 'region' or 'counterfactual', got {output!r}"
         )
+    unknown = sorted(set(kwargs) - set(_RCSB_KEYS) - set(_QUANTUS_KEYS))
+    if unknown:
+        raise TypeError(
+            f"explain got unexpected keyword arguments {unknown}; RCSB options are "
+            f"{list(_RCSB_KEYS)}"
+        )
     dev = _device(model, device)
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
-    x = x.float().to(dev)
     if x.ndim != 4:
         raise ValueError(f"inputs must be N x C x H x W (channel first), got {tuple(x.shape)}")
-    y = torch.as_tensor(np.asarray(targets) if not isinstance(targets, Tensor) else targets)
+    if channel_first is False:
+        x = x.permute(0, 3, 1, 2)
+    elif x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        raise ValueError(
+            f"inputs of shape {tuple(x.shape)} look channels-last; pass N x C x H x W or "
+            "channel_first=False"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"inputs must be floating-point images in [0, 1], got {x.dtype}")
+    x = x.float().to(dev).contiguous()
+    y = targets if isinstance(targets, (int, np.integer)) else np.asarray(targets)
+    if isinstance(targets, Tensor):
+        y = targets
     if region is not None and region_from_model is not None:
         raise ValueError("give region or region_from_model, not both")
     if region_from_model is not None:
         region = region_from_model(model)
+    default_kw = {}
+    if cell_size is not None:
+        default_kw["cell_size"] = cell_size
+    if area is not None:
+        default_kw["area"] = area
     rcsb = RCSB(
         model,
         bridge,
         region,
-        cell_size=cell_size,
-        area=area,
+        **default_kw,
         **{k: v for k, v in kwargs.items() if k in _RCSB_KEYS},
     )
     res = rcsb.generate(
         x,
-        target=y.long().to(dev),
+        target=y,
         counterfactual_target=counterfactual_target,
         internal_batch_size=internal_batch_size,
         seed=seed,
@@ -139,6 +187,8 @@ def explain(
         "region": res.regions,
         "counterfactual": res.counterfactuals,
     }[output]
+    if channel_first is False:
+        out = out.permute(0, 2, 3, 1)
     return out.detach().cpu().numpy().astype(np.float32)
 
 

@@ -14,15 +14,22 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["ClassifierGuidance", "to_unit_range"]
+__all__ = ["CLASSIFIER_INPUTS", "ClassifierGuidance", "to_unit_range"]
+
+CLASSIFIER_INPUTS = ("affine", "minmax")
 
 
 def to_unit_range(x: Tensor, mode: str = "affine") -> Tensor:
     r"""Map an x̂0 estimate in ``[-1, 1]`` to the classifier's ``[0, 1]`` input.
 
-    ``"affine"`` is ``(x + 1) / 2`` (our default: it keeps the estimate's absolute intensities,
-    which matter for classifiers trained on fixed-range data); ``"minmax"`` is the official code's
-    per-sample min–max rescale (``from_m1p1_to_01``).
+    ``"affine"`` is ``(x + 1) / 2`` (this library's default: it keeps the estimate's absolute
+    intensities, which matter for classifiers trained on fixed-range data).
+
+    ``"minmax"`` is the official code's ``from_m1p1_to_01`` (RCSB_SPEC §2.3): when any sample
+    of the batch has a negative minimum, every sample is min-max rescaled to ``[0, 1]`` on
+    its own (``(x - min_b) / (max_b - min_b)``); when none has, the batch is returned
+    unchanged. x̂0 almost always has negative values, so in practice it is a per-sample
+    min-max. The branch is taken on the device (no host read).
     """
     if mode == "affine":
         return (x + 1) / 2
@@ -30,8 +37,9 @@ def to_unit_range(x: Tensor, mode: str = "affine") -> Tensor:
         flat = x.flatten(1)
         lo = flat.min(1).values.view(-1, *[1] * (x.ndim - 1))
         hi = flat.max(1).values.view(-1, *[1] * (x.ndim - 1))
-        return (x - lo) / (hi - lo).clamp_min(1e-12)
-    raise ValueError(f"classifier_input must be 'affine' or 'minmax', got {mode!r}")
+        rescaled = (x - lo) / (hi - lo).clamp_min(1e-12)
+        return torch.where(lo.min() < 0, rescaled, x)
+    raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {mode!r}")
 
 
 class ClassifierGuidance:
@@ -50,6 +58,7 @@ class ClassifierGuidance:
     def __init__(
         self,
         forward_func: Callable[..., Tensor],
+        *,
         target: Tensor,
         counterfactual_target: Tensor | None,
         scale: float,
@@ -76,6 +85,11 @@ class ClassifierGuidance:
         logits = self.forward_func(
             to_unit_range(x0_hat, self.classifier_input), *self.additional_forward_args
         )
+        if not isinstance(logits, Tensor) or logits.shape[:1] != x0_hat.shape[:1]:
+            raise TypeError(
+                "forward_func must return a Tensor of logits N x K, got "
+                f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
+            )
         logp = torch.log_softmax(logits.float(), dim=1)
         if self.counterfactual_target is not None:
             return logp.gather(1, self.counterfactual_target[:, None]).sum()

@@ -2,22 +2,102 @@ r"""Region sources: where RCSB may change the image (binary masks ``N x 1 x H x 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import Attribution, IntegratedGradients, NoiseTunnel
 from torch import Tensor
 
+from ._utils import check_int, check_number, seeded_global_rng
+
 __all__ = [
     "AttributionRegion",
     "MaskRegion",
     "RandomRegion",
+    "RegionSource",
     "SegmentationRegion",
     "attribution_to_region",
+    "auto_cell_size",
+    "binarize_masks",
     "default_region",
 ]
+
+CellSize = int | str | None
+
+
+def auto_cell_size(height: int, width: int) -> int:
+    r"""The ``cell_size="auto"`` rule: 16 px (the paper's) for images of 128 px and more, else
+    an eighth of the shorter side (at least 1), so that the grid keeps at least 8 x 8 cells:
+    4 at 32 px, 3 at 28 px."""
+    return min(16, max(1, min(height, width) // 8))
+
+
+def _check_cell_size(cell_size: CellSize, name: str = "cell_size") -> CellSize:
+    if cell_size is None or cell_size == "auto":
+        return cell_size
+    if isinstance(cell_size, str):
+        raise ValueError(f"{name} must be a positive integer, 'auto' or None, got {cell_size!r}")
+    return check_int(cell_size, name, 1)
+
+
+def _resolve_cell_size(cell_size: CellSize, height: int, width: int) -> int:
+    if cell_size == "auto":
+        return auto_cell_size(height, width)
+    return 1 if cell_size is None else int(cell_size)
+
+
+def binarize_masks(masks: Any, n: int, size: Sequence[int], name: str = "region") -> Tensor:
+    r"""The one rule for region masks: ``N x 1 x H x W`` (bool, or numbers in ``[0, 1]``),
+    finite; a pixel is in the region when its value is ``>= 0.5``. Numpy arrays are accepted;
+    anything else, NaN, values outside ``[0, 1]`` or another shape raise an error naming
+    ``name``."""
+    if isinstance(masks, np.ndarray):
+        masks = torch.from_numpy(np.ascontiguousarray(masks))
+    if not isinstance(masks, Tensor):
+        raise TypeError(
+            f"{name} must be a Tensor of N x 1 x H x W masks, got {type(masks).__name__}"
+        )
+    expected = (n, 1, *size)
+    if tuple(masks.shape) != expected:
+        raise ValueError(
+            f"{name} masks must be N x 1 x H x W = {expected}, got {tuple(masks.shape)}"
+        )
+    if masks.dtype == torch.bool:
+        return masks.float()
+    if masks.is_complex():
+        raise TypeError(f"{name} masks must be real numbers in [0, 1], got {masks.dtype}")
+    m = masks.float()
+    if not bool(torch.isfinite(m).all()):
+        raise ValueError(f"{name} masks contain NaN or inf")
+    if m.numel() and (m.min() < 0 or m.max() > 1):
+        raise ValueError(
+            f"{name} masks must hold values in [0, 1] (1 = may change; binarised at 0.5), got "
+            f"values in [{float(m.min()):.4g}, {float(m.max()):.4g}]"
+        )
+    return (m >= 0.5).float()
+
+
+class RegionSource:
+    r"""Base class of the package's region sources: ``source(inputs, target,
+    additional_forward_args=None, seeds=None) -> N x 1 x H x W`` masks of 0 and 1.
+
+    ``seeds`` (one int per image, given by :class:`~rcsb_captum.RCSB`) fix every random draw
+    the source makes for that image, whatever the batch. Any callable ``(inputs, target) ->
+    masks`` works as a region too; RCSB seeds torch's global generator around such a call.
+    """
+
+    def __call__(
+        self,
+        inputs: Tensor,
+        target: Tensor | None = None,
+        additional_forward_args: Any = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Tensor:
+        raise NotImplementedError
 
 
 def _outlier_normalise(a: Tensor, outlier_perc: float = 2.0) -> Tensor:
@@ -32,47 +112,70 @@ def _outlier_normalise(a: Tensor, outlier_perc: float = 2.0) -> Tensor:
 
 
 def attribution_to_region(
-    attributions: Tensor, size: Sequence[int], cell_size: int | None = 16, area: float = 0.3
+    attributions: Tensor, size: Sequence[int], cell_size: CellSize = 16, area: float = 0.3
 ) -> Tensor:
     r"""RCSB's post-processing (spec §2.2): ``|Σ_c A|``, 98 % outlier normalisation, sum over
     ``cell_size`` cells, keep the top ``floor(area * cells)`` cells with positive score, binarise.
 
+    Cells need not divide the image: the last row and column of cells are cut by the border
+    (their scores are sums over the pixels they hold).
+
     Args:
         attributions (Tensor): ``N x C x h x w`` maps (upsampled bilinearly to ``size`` if smaller).
         size (sequence of int): ``(H, W)`` of the images.
-        cell_size (int, optional): Side of the square cells (``None``: single pixels).
+        cell_size (int, str or None): Side of the square cells; ``"auto"``: see
+            :func:`auto_cell_size`; ``None``: single pixels.
         area (float): Largest fraction of cells in the region, in ``(0, 1]``.
     """
-    if not 0 < area <= 1:
-        raise ValueError(f"area must be in (0, 1], got {area}")
+    area = check_number(area, "area", 0, 1, low_open=True)
+    cell_size = _check_cell_size(cell_size)
+    if not isinstance(attributions, Tensor):
+        raise TypeError(
+            f"attributions must be a Tensor, got {type(attributions).__name__} (a region "
+            "source's attribution method must return one tensor shaped like its inputs)"
+        )
     a = attributions.detach().float()
     if a.ndim != 4:
         raise ValueError(f"attributions must be N x C x H x W, got shape {tuple(a.shape)}")
-    a = a.sum(1, keepdim=True).abs()
-    if tuple(a.shape[-2:]) != tuple(size):
-        a = F.interpolate(a, size=tuple(size), mode="bilinear", align_corners=False)
+    # NaN attributions (a NaN gradient) would make top-k arbitrary: count them as no evidence
+    a = torch.nan_to_num(a.sum(1, keepdim=True).abs(), nan=0.0, posinf=0.0)
+    h, w = (int(v) for v in size)
+    if tuple(a.shape[-2:]) != (h, w):
+        a = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
     a = _outlier_normalise(a)
-    c = cell_size or 1
-    h, w = size
-    if h % c or w % c:
-        raise ValueError(f"cell_size {c} must divide the image size {h} x {w}")
-    cells = F.avg_pool2d(a, c) * (c * c)
+    c = _resolve_cell_size(cell_size, h, w)
+    ph, pw = -h % c, -w % c
+    cells = F.avg_pool2d(F.pad(a, (0, pw, 0, ph)), c) * (c * c)
     flat = cells.flatten(1)
     k = max(1, int(area * flat.shape[1] + 1e-9))
     top = flat.topk(k, dim=1)
     keep = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top.indices, top.values > 0)
     region = keep.view_as(cells).float()
-    return region.repeat_interleave(c, 2).repeat_interleave(c, 3)
+    return region.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :h, :w].contiguous()
 
 
-class AttributionRegion:
+def _accepts(method: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class AttributionRegion(RegionSource):
     r"""A region from ANY Captum attribution method, as in RCSB's automated region extraction.
 
     Args:
         method (captum.attr.Attribution): e.g. ``NoiseTunnel(IntegratedGradients(model))``,
             ``Saliency(model)``, ``LayerGradCam(model, model.layer4)``, ``Occlusion(model)``.
-        cell_size (int, optional): Side of the cells (default 16, the paper's).
+        cell_size (int, "auto" or None): Side of the cells (default ``"auto"``: 16 px, the
+            paper's, for images of 128 px and more; an eighth of the side below, see
+            :func:`auto_cell_size`); cells need not divide the image. ``None``: single pixels.
         area (float): Largest fraction of the image in the region (default 0.3).
+        per_image (bool, optional): Call ``method`` one image at a time, each under its own
+            seed, so that a random method's region of an image does not depend on the batch.
+            Default: on for :class:`~captum.attr.NoiseTunnel` (which draws from torch's global
+            generator), off otherwise.
         **attribute_kwargs: Passed to ``method.attribute`` (e.g. ``nt_samples``,
             ``sliding_window_shapes``).
 
@@ -85,37 +188,73 @@ class AttributionRegion:
     def __init__(
         self,
         method: Attribution,
-        cell_size: int | None = 16,
+        cell_size: CellSize = "auto",
         area: float = 0.3,
+        per_image: bool | None = None,
         **attribute_kwargs: Any,
     ) -> None:
-        if not hasattr(method, "attribute"):
-            raise TypeError(f"method must be a captum Attribution, got {type(method).__name__}")
-        if not 0 < area <= 1:
-            raise ValueError(f"area must be in (0, 1], got {area}")
-        if cell_size is not None and cell_size < 1:
-            raise ValueError(f"cell_size must be a positive integer or None, got {cell_size}")
+        if not callable(getattr(method, "attribute", None)):
+            raise TypeError(
+                f"method must be a captum Attribution (with .attribute), got {type(method).__name__}"
+            )
         self.method = method
-        self.cell_size = cell_size
-        self.area = area
+        self.cell_size = _check_cell_size(cell_size)
+        self.area = check_number(area, "area", 0, 1, low_open=True)
+        self.per_image = isinstance(method, NoiseTunnel) if per_image is None else bool(per_image)
         self.attribute_kwargs = attribute_kwargs
 
+    def __repr__(self) -> str:
+        return (
+            f"AttributionRegion({type(self.method).__name__}, cell_size={self.cell_size!r}, "
+            f"area={self.area})"
+        )
+
+    def _attribute(self, inputs: Tensor, target: Tensor | None, kwargs: dict) -> Tensor:
+        # a leaf that requires grad, so gradient methods don't warn about setting it themselves
+        x = inputs.detach().requires_grad_(True)
+        attr = self.method.attribute(x, target=target, **kwargs)
+        if isinstance(attr, tuple) and len(attr) == 1:
+            attr = attr[0]
+        if not isinstance(attr, Tensor):
+            raise TypeError(
+                f"{type(self.method).__name__}.attribute must return a Tensor, got "
+                f"{type(attr).__name__}"
+            )
+        return attr.detach()
+
     def __call__(
-        self, inputs: Tensor, target: Tensor, additional_forward_args: Any = None
+        self,
+        inputs: Tensor,
+        target: Tensor | None = None,
+        additional_forward_args: Any = None,
+        seeds: Sequence[int] | None = None,
     ) -> Tensor:
         kwargs = dict(self.attribute_kwargs)
         if additional_forward_args is not None:
             kwargs["additional_forward_args"] = additional_forward_args
-        # a leaf that requires grad, so gradient methods don't warn about setting it themselves
-        x = inputs.detach().requires_grad_(True)
-        attr = self.method.attribute(x, target=target, **kwargs)
+        if not (self.per_image and seeds is not None):
+            attr = self._attribute(inputs, target, kwargs)
+        else:
+            if len(seeds) != inputs.shape[0]:
+                raise ValueError(f"seeds must give one seed per input, got {len(seeds)}")
+            parts = []
+            for i, seed in enumerate(seeds):
+                kw = dict(kwargs)
+                extra = kw.get("additional_forward_args")
+                if isinstance(extra, Tensor) and extra.ndim and extra.shape[0] == inputs.shape[0]:
+                    kw["additional_forward_args"] = extra[i : i + 1]
+                t = target[i : i + 1] if isinstance(target, Tensor) and target.ndim else target
+                with seeded_global_rng(seed, inputs.device):
+                    parts.append(self._attribute(inputs[i : i + 1], t, kw))
+            attr = torch.cat(parts)
         return attribution_to_region(attr, inputs.shape[-2:], self.cell_size, self.area)
 
 
 def default_region(
-    forward_func: Callable[..., Tensor], cell_size: int | None = 16, area: float = 0.3
+    forward_func: Callable[..., Tensor], cell_size: CellSize = "auto", area: float = 0.3
 ) -> AttributionRegion:
-    r"""The paper's default: Integrated Gradients in a SmoothGrad NoiseTunnel (5 samples, σ 0.05)."""
+    r"""The paper's default: Integrated Gradients in a SmoothGrad NoiseTunnel (5 samples, σ 0.05),
+    run one image at a time (each image's noise from its own seed) in batches of 64 passes."""
     return AttributionRegion(
         NoiseTunnel(IntegratedGradients(forward_func)),
         cell_size=cell_size,
@@ -127,20 +266,30 @@ def default_region(
     )
 
 
-class MaskRegion:
-    r"""User-given masks: ``H x W``, ``1 x H x W`` or ``N x 1 x H x W`` (broadcast over the batch);
-    non-zero = may change."""
+class MaskRegion(RegionSource):
+    r"""User-given masks: ``H x W``, ``1 x H x W`` or ``N x 1 x H x W`` (broadcast over the batch),
+    bool or numbers in ``[0, 1]``; a pixel may change where the mask is ``>= 0.5`` (see
+    :func:`binarize_masks`)."""
 
-    def __init__(self, masks: Tensor) -> None:
-        masks = torch.as_tensor(masks)
+    def __init__(self, masks: Tensor | np.ndarray) -> None:
+        if isinstance(masks, np.ndarray):
+            masks = torch.from_numpy(np.ascontiguousarray(masks))
+        if not isinstance(masks, Tensor):
+            raise TypeError(f"masks must be a Tensor or numpy array, got {type(masks).__name__}")
         while masks.ndim < 4:
             masks = masks[None]
-        if masks.shape[1] != 1:
-            raise ValueError(f"masks must have one channel, got shape {tuple(masks.shape)}")
-        self.masks = (masks != 0).float()
+        if masks.ndim != 4 or masks.shape[1] != 1:
+            raise ValueError(
+                f"masks must be H x W, 1 x H x W or N x 1 x H x W, got shape {tuple(masks.shape)}"
+            )
+        self.masks = binarize_masks(masks, masks.shape[0], masks.shape[-2:], "masks")
 
     def __call__(
-        self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None
+        self,
+        inputs: Tensor,
+        target: Tensor | None = None,
+        additional_forward_args: Any = None,
+        seeds: Sequence[int] | None = None,
     ) -> Tensor:
         m = self.masks.to(inputs.device)
         if m.shape[-2:] != inputs.shape[-2:] or m.shape[0] not in (1, inputs.shape[0]):
@@ -150,7 +299,7 @@ class MaskRegion:
         return m.expand(inputs.shape[0], 1, *inputs.shape[-2:]).clone()
 
 
-class SegmentationRegion:
+class SegmentationRegion(RegionSource):
     r"""The pixels of chosen segments (STEEX's region-targeted setting).
 
     Args:
@@ -162,19 +311,29 @@ class SegmentationRegion:
     def __init__(
         self, segmentation: Tensor | Callable[[Tensor], Tensor], labels: Sequence[int]
     ) -> None:
+        if isinstance(labels, (int, np.integer)):
+            labels = [int(labels)]
         if not labels:
             raise ValueError("labels must name at least one segment label")
         self.segmentation = segmentation
         self.labels = torch.as_tensor(list(labels))
+        if self.labels.is_floating_point():
+            raise TypeError(f"labels must be integers, got {list(labels)}")
 
     def __call__(
-        self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None
+        self,
+        inputs: Tensor,
+        target: Tensor | None = None,
+        additional_forward_args: Any = None,
+        seeds: Sequence[int] | None = None,
     ) -> Tensor:
         seg = (
             self.segmentation(inputs)
             if callable(self.segmentation)
             else torch.as_tensor(self.segmentation)
         )
+        if not isinstance(seg, Tensor):
+            raise TypeError(f"segmentation must give a Tensor, got {type(seg).__name__}")
         seg = seg.to(inputs.device)
         if seg.ndim == 4 and seg.shape[1] > 1:
             seg = seg.argmax(1)
@@ -184,46 +343,53 @@ class SegmentationRegion:
             raise ValueError(
                 f"segmentation of shape {tuple(seg.shape)} does not fit inputs {tuple(inputs.shape)}"
             )
+        if seg.is_floating_point():
+            raise TypeError(
+                f"segmentation label maps must be integers, got {seg.dtype} (pass logits as "
+                "N x K x H x W to have them arg-maxed)"
+            )
         return torch.isin(seg, self.labels.to(seg.device))[:, None].float()
 
 
-class RandomRegion:
+class RandomRegion(RegionSource):
     r"""Random cells covering ``area`` of the image: the chance baseline for region sources
     (same cell grid and area as :class:`AttributionRegion`, no look at the model).
 
     Args:
-        cell_size (int): Side of the square cells (default 16).
+        cell_size (int or "auto"): Side of the square cells (default ``"auto"``, see
+            :func:`auto_cell_size`); cells need not divide the image.
         area (float): Fraction of cells chosen, in ``(0, 1]`` (``floor(area * cells)``, at least 1).
-        seed (int or torch.Generator, optional): Makes the draw repeatable.
+        seed (int, optional): Used when no per-image seeds are passed: every call with the same
+            inputs gives the same region (default 0). Inside :class:`~rcsb_captum.RCSB` the
+            call's ``seed`` decides, image by image.
     """
 
-    def __init__(
-        self, cell_size: int = 16, area: float = 0.3, seed: int | torch.Generator | None = None
-    ) -> None:
-        if not 0 < area <= 1:
-            raise ValueError(f"area must be in (0, 1], got {area}")
-        if cell_size < 1:
-            raise ValueError(f"cell_size must be a positive integer, got {cell_size}")
-        self.cell_size = cell_size
-        self.area = area
-        self.generator = (
-            seed
-            if isinstance(seed, torch.Generator)
-            else torch.Generator().manual_seed(seed if seed is not None else 0)
-        )
+    def __init__(self, cell_size: CellSize = "auto", area: float = 0.3, seed: int = 0) -> None:
+        if cell_size is None:
+            raise ValueError("cell_size must be a positive integer or 'auto', got None")
+        self.cell_size = _check_cell_size(cell_size)
+        self.area = check_number(area, "area", 0, 1, low_open=True)
+        self.seed = check_int(seed, "seed", 0)
 
     def __call__(
-        self, inputs: Tensor, target: Tensor | None = None, additional_forward_args: Any = None
+        self,
+        inputs: Tensor,
+        target: Tensor | None = None,
+        additional_forward_args: Any = None,
+        seeds: Sequence[int] | None = None,
     ) -> Tensor:
         h, w = inputs.shape[-2:]
-        c = self.cell_size
-        if h % c or w % c:
-            raise ValueError(f"cell_size {c} must divide the image size {h} x {w}")
-        n, cells = inputs.shape[0], (h // c) * (w // c)
+        c = _resolve_cell_size(self.cell_size, h, w)
+        gh, gw = -(-h // c), -(-w // c)
+        n, cells = inputs.shape[0], gh * gw
         k = max(1, int(self.area * cells + 1e-9))
-        scores = torch.rand(n, cells, generator=self.generator, device=self.generator.device)
-        keep = torch.zeros(n, cells, device=scores.device).scatter_(
-            1, scores.topk(k, dim=1).indices, 1.0
-        )
-        region = keep.view(n, 1, h // c, w // c).to(inputs.device)
-        return region.repeat_interleave(c, 2).repeat_interleave(c, 3)
+        if seeds is None:  # one generator for the call: the same region on every call
+            g = torch.Generator().manual_seed(self.seed)
+            scores = torch.rand(n, cells, generator=g)
+        else:
+            scores = torch.stack(
+                [torch.rand(cells, generator=torch.Generator().manual_seed(s)) for s in seeds]
+            )
+        keep = torch.zeros(n, cells).scatter_(1, scores.topk(k, dim=1).indices, 1.0)
+        region = keep.view(n, 1, gh, gw).to(inputs.device)
+        return region.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :h, :w].contiguous()

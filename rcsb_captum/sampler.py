@@ -5,9 +5,17 @@ re-stated: start from the OT-ODE bridge marginal at ``start_step - 1`` between t
 noise-filled copy, walk the I2SB step grid down with the OT-ODE posterior, shift ``x_n`` by the
 guidance before each posterior step (x̂0 is the pre-guidance estimate, not recomputed) and
 replace the pixels outside the region by their start values after each step.
+
+Precision: the state ``x_n``, x̂0, the guidance state and the posterior run in float32 whatever
+``precision`` says; only the network's forward (and its backward, for the guidance gradient)
+runs under autocast. Nothing in the loop reads a value back to the host: a NaN from the network
+or the classifier is recorded on the device with its step and reported after the loop.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -17,7 +25,57 @@ from .bridge.bridge import Bridge
 from .bridge.schedule import space_indices
 from .guidance import ClassifierGuidance
 
-__all__ = ["sample_rcsb"]
+__all__ = ["PRECISIONS", "autocast", "sample_rcsb"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    r"""``torch.autocast`` for ``"bf16"`` / ``"fp16"`` on ``device``; a no-op for ``"fp32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(bridge: Bridge, enabled: bool) -> Iterator[None]:
+    r"""Turn on per-block activation checkpointing (non-reentrant ``torch.utils.checkpoint``)
+    of the bridge's ADM blocks for the body, then restore each block's setting."""
+    blocks = [m for m in bridge.modules() if hasattr(m, "use_checkpoint")]
+    before = [m.use_checkpoint for m in blocks]
+    try:
+        if enabled:
+            for m in blocks:
+                m.use_checkpoint = True
+        yield
+    finally:
+        for m, b in zip(blocks, before, strict=True):
+            m.use_checkpoint = b
+
+
+def _hole_noise(
+    images: Tensor, generator: torch.Generator | Sequence[torch.Generator] | None
+) -> Tensor:
+    # one generator per image: image i's noise does not depend on the rest of the batch
+    if generator is None or isinstance(generator, torch.Generator):
+        device = generator.device if generator is not None else images.device
+        eps = torch.randn(images.shape, generator=generator, dtype=images.dtype, device=device)
+        return eps.to(images.device)
+    if len(generator) != images.shape[0]:
+        raise ValueError(
+            f"generator: need one per image ({images.shape[0]}), got {len(generator)}"
+        )
+    return torch.stack(
+        [
+            torch.randn(images.shape[1:], generator=g, dtype=images.dtype, device=g.device).to(
+                images.device
+            )
+            for g in generator
+        ]
+    )
 
 
 def sample_rcsb(
@@ -27,52 +85,79 @@ def sample_rcsb(
     guidance: ClassifierGuidance | None,
     start_step: int = 600,
     nfe: int = 100,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     show_progress: bool = False,
+    precision: str = "fp32",
+    checkpointing: bool = False,
 ) -> Tensor:
     r"""Counterfactuals in ``[0, 1]``; pixels where ``region == 0`` equal ``images`` bit for bit.
 
     Args:
         bridge (Bridge): The inpainting bridge.
-        images (Tensor): ``N x C x H x W`` in ``[0, 1]``.
+        images (Tensor): ``N x C x H x W`` float32 in ``[0, 1]``.
         region (Tensor): ``N x 1 x H x W`` binary, 1 = may change.
         guidance (ClassifierGuidance, optional): ``None`` gives plain (unguided) inpainting.
         start_step (int): Truncation ``S`` (the trajectory starts at grid index ``S - 1``).
         nfe (int): Number of network evaluations (steps).
-        generator (torch.Generator, optional): Source of the hole noise.
+        generator (torch.Generator or sequence of them, optional): Source of the hole noise;
+            one generator per image makes each image's draw independent of the batch.
         show_progress (bool): tqdm bar over the steps.
+        precision (str): ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast of the network.
+        checkpointing (bool): Activation checkpointing of the network's blocks.
+
+    Raises:
+        FloatingPointError: the network or the classifier produced NaN / inf; says at which
+            step of the trajectory it first happened.
     """
     schedule = bridge.schedule
     if not 2 <= start_step <= schedule.interval:
         raise ValueError(f"start_step must be in [2, {schedule.interval}], got {start_step}")
     if not 1 <= nfe <= start_step - 1:
         raise ValueError(f"nfe must be in [1, start_step - 1 = {start_step - 1}], got {nfe}")
+    device = images.device
     x_gt = images * 2 - 1
-    mask = region.to(images.dtype).expand_as(images)
-    # Drawn where the generator lives (a CPU generator for CUDA images works too).
-    noise_device = generator.device if generator is not None else images.device
-    eps = torch.randn(images.shape, generator=generator, dtype=images.dtype, device=noise_device)
-    eps = eps.to(images.device)
-    x1 = (1 - mask) * x_gt + mask * eps
+    mask = region.to(images.dtype).expand_as(images).bool()
+    x1 = torch.where(mask, _hole_noise(images, generator), x_gt)
     x = schedule.marginal(start_step - 1, x_gt, x1, ot_ode=True)
-    x = torch.where(mask.bool(), x, x_gt)  # exact outside the region (mu_x0 + mu_x1 == 1)
+    x = torch.where(mask, x, x_gt)  # exact outside the region (mu_x0 + mu_x1 == 1)
     x_keep = x
     grid = space_indices(start_step, nfe + 1)
     pairs = list(zip(grid[:-1], grid[1:], strict=True))[::-1]
-    for prev, n in tqdm(pairs, disable=not show_progress, desc="RCSB", leave=False):
-        if guidance is not None and guidance.scale != 0:
-            with torch.enable_grad():
-                x_in = x.detach().requires_grad_(True)
-                x0_hat = bridge.predict_x0(x_in, n)
-                (grad,) = torch.autograd.grad(guidance.objective(x0_hat), x_in)
-            x0_hat = x0_hat.detach()
-            x_tilde = x + guidance.step(grad)
-        else:
-            with torch.no_grad():
-                x0_hat = bridge.predict_x0(x, n)
-            x_tilde = x
-        x = schedule.posterior(prev, n, x_tilde, x0_hat, ot_ode=True).detach()
-        x = torch.where(mask.bool(), x, x_keep)
+    # first step (grid index) with a non-finite estimate, -1 while none: kept on the device
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    guided = guidance is not None and guidance.scale != 0
+
+    def x0_estimate(x_in: Tensor, n: int) -> Tensor:
+        with autocast(precision, device):
+            out = bridge.predict_x0(x_in, n)
+        return out.float()
+
+    with gradient_checkpointing(bridge, checkpointing and guided):
+        for prev, n in tqdm(pairs, disable=not show_progress, desc="RCSB", leave=False):
+            if guided:
+                assert guidance is not None
+                with torch.enable_grad():
+                    x_in = x.detach().requires_grad_(True)
+                    x0_hat = x0_estimate(x_in, n)
+                    (grad,) = torch.autograd.grad(guidance.objective(x0_hat), x_in)
+                x0_hat = x0_hat.detach()
+                x_tilde = x + guidance.step(grad)
+            else:
+                with torch.no_grad():
+                    x0_hat = x0_estimate(x, n)
+                x_tilde = x
+            x = schedule.posterior(prev, n, x_tilde, x0_hat, ot_ode=True).detach()
+            x = torch.where(mask, x, x_keep)
+            bad = ~torch.isfinite(x).all()
+            first_bad = torch.where(bad & (first_bad < 0), torch.tensor(n, device=device), first_bad)
+    if int(first_bad) >= 0:
+        step = int(first_bad)
+        index = [n for _, n in pairs].index(step)
+        raise FloatingPointError(
+            f"sampling produced NaN or inf at step {index + 1} of {len(pairs)} (bridge step "
+            f"{step}): the classifier's logits or the bridge's estimate became non-finite "
+            "(check forward_func on images in [0, 1], guidance_scale and precision)"
+        )
     out = (x.clamp(-1, 1) + 1) / 2
     # bit-for-bit: outside the region return the caller's pixels, not a round trip through [-1, 1]
-    return torch.where(mask.bool(), out, images)
+    return torch.where(mask, out, images)

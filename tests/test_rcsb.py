@@ -151,7 +151,7 @@ def test_bad_inputs(classifier, tiny_bridge, images, kwargs, error, match):
 
 def test_missing_bridge_is_a_clear_error(classifier, images, monkeypatch):
     monkeypatch.delenv("RCSB_CAPTUM_BRIDGE", raising=False)
-    with pytest.raises(ValueError, match="bridge: no bridge given"):
+    with pytest.raises(ValueError, match="bridge: none given"):
         RCSB(classifier, None, MaskRegion(box_mask())).generate(images)
 
 

@@ -2,25 +2,39 @@ r"""RCSB as a Captum attribution method."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from captum._utils.common import _format_additional_forward_args
 from captum.attr import Attribution
 from torch import Tensor
 
+from .._utils import (
+    REGION_STREAM,
+    SAMPLING_STREAM,
+    ClassesLike,
+    SeedLike,
+    base_seed,
+    check_int,
+    check_logits,
+    check_number,
+    flush_denormal,
+    format_classes,
+    format_images,
+    image_generator,
+    image_seeds,
+    model_left_as_given,
+    seeded_global_rng,
+)
 from ..bridge.bridge import Bridge
-from ..guidance import ClassifierGuidance
-from ..regions import MaskRegion, default_region
-from ..sampler import sample_rcsb
+from ..guidance import CLASSIFIER_INPUTS, ClassifierGuidance
+from ..regions import CellSize, MaskRegion, RegionSource, binarize_masks, default_region
+from ..sampler import PRECISIONS, sample_rcsb
 
 __all__ = ["RCSB", "CounterfactualResult"]
-
-BRIDGE_ENV = "RCSB_CAPTUM_BRIDGE"
 
 
 @dataclass
@@ -28,7 +42,8 @@ class CounterfactualResult:
     r"""What :meth:`RCSB.generate` returns (N inputs, S samples each).
 
     Attributes:
-        counterfactuals (Tensor): ``N x C x H x W``, the best sample per input.
+        counterfactuals (Tensor): ``N x C x H x W``, the best sample per input, in the inputs'
+            dtype.
         samples (Tensor): ``N x S x C x H x W``, every sample.
         regions (Tensor): ``N x 1 x H x W`` binary region masks.
         success (Tensor): ``N`` bool, the best sample reaches the counterfactual class (or leaves
@@ -50,24 +65,25 @@ class CounterfactualResult:
     probs_after: Tensor
 
 
-def _classes(value: Any, n: int, num_classes: int, name: str, device: torch.device) -> Tensor:
-    if isinstance(value, bool) or (
-        not isinstance(value, (int, list, tuple, Tensor, np.ndarray, np.integer))
-    ):
+def _check_region_callable(region: Any) -> Callable[..., Tensor]:
+    if not callable(region):
         raise TypeError(
-            f"{name} must be an int, a list of ints or a tensor, got {type(value).__name__}"
+            f"region must be callable (inputs, target) -> N x 1 x H x W masks, or a Tensor of "
+            f"masks, got {type(region).__name__}"
         )
-    t = torch.as_tensor(value, device=device)
-    if t.is_floating_point():
-        raise TypeError(f"{name} must hold integer classes, got dtype {t.dtype}")
-    t = t.long().flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"{name} must give one class or one per input ({n}), got {t.numel()}")
-    if (t < 0).any() or (t >= num_classes).any():
-        raise ValueError(f"{name} has classes outside [0, {num_classes - 1}]: {t.tolist()}")
-    return t.clone()
+    return region
+
+
+def _check_region_arguments(region: Callable[..., Tensor], args: tuple) -> None:
+    # a plain region callable is called as region(inputs, target[, additional_forward_args]);
+    # say so up front instead of letting a TypeError come from inside the call
+    try:
+        inspect.signature(region).bind(*args)
+    except TypeError as e:
+        wanted = "(inputs, target, additional_forward_args)" if len(args) == 3 else "(inputs, target)"
+        raise TypeError(f"region must accept the positional arguments {wanted}: {e}") from e
+    except ValueError:  # no signature to read (some builtins): find out when called
+        pass
 
 
 class RCSB(Attribution):
@@ -80,30 +96,46 @@ class RCSB(Attribution):
     outside the region.
 
     Args:
-        forward_func (callable): Classifier on images in ``[0, 1]`` returning logits. Wrap a
-            model that wants normalised input with :class:`~rcsb_captum.NormalizedModel`.
-        bridge (Bridge, optional): The inpainting bridge. Default: the file named by the
-            ``RCSB_CAPTUM_BRIDGE`` environment variable (a :meth:`Bridge.save` file) if set,
-            else, for 1 x 32 x 32 inputs, the shipped ``Bridge.pretrained("fashion-mnist")``.
+        forward_func (callable): Classifier on images in ``[0, 1]`` returning logits ``N x K``.
+            Wrap a model that wants normalised input with :class:`~rcsb_captum.NormalizedModel`.
+            An ``nn.Module`` runs in eval mode during a call and is left as given.
+        bridge (Bridge, optional): The inpainting bridge. Default: :meth:`Bridge.default_for`
+            the inputs (the file named by ``$RCSB_CAPTUM_BRIDGE``, else the shipped bridge for
+            1 x 32 x 32 inputs).
         region (callable, optional): ``(inputs, target) -> N x 1 x H x W`` masks, e.g.
             :class:`AttributionRegion`, :class:`MaskRegion`, :class:`SegmentationRegion`.
             Default: Integrated Gradients in a NoiseTunnel (5 samples, σ 0.05), cells of
             ``cell_size``, ``area`` 0.3.
-        guidance_scale (float): ``s`` (1.5).
+        guidance_scale (float): ``s`` (1.5), finite and ``>= 0`` (0: plain inpainting).
         start_step (int): Truncation ``τ·T`` (600).
         nfe (int): Sampling steps (100).
-        n_samples (int): Counterfactuals drawn per input; the best is returned (2).
-        classifier_input (str): ``"affine"`` ((x+1)/2, default) or ``"minmax"`` (official).
-        cell_size (int): Cell side of the default region (16).
-        area (float): Area of the default region (0.3).
+        n_samples (int): Counterfactuals drawn per input; the best is returned (2; the paper's
+            tables use 1).
+        classifier_input (str): ``"affine"`` ((x+1)/2, default) or ``"minmax"`` (the official
+            code's mapping, see :func:`~rcsb_captum.guidance.to_unit_range`).
+        cell_size (int or "auto", optional): Cell side of the default region (``"auto"``: 16
+            px at 128 px and above, ``side // 8`` below). Only with the default region: with
+            ``region`` given, set it on the region source.
+        area (float, optional): Area of the default region (0.3); only with the default region.
+        precision (str): ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: autocast of the
+            bridge's forward and backward. The sampler and guidance state stay in float32.
+        gradient_checkpointing (bool): Checkpoint the bridge's blocks during the guided
+            backward pass (less memory, about one more forward pass of time).
+
+    Reproducibility: with an int ``seed``, image ``i`` of a call draws its hole noise from a
+    generator seeded with ``image_seeds(seed, n)[i]`` and a random region source draws from
+    ``image_seeds(seed, n, stream=1)[i]`` (:mod:`rcsb_captum._utils`), so its result depends on
+    ``(seed, i)`` only, not on the other images, ``internal_batch_size`` or the process. A
+    ``torch.Generator`` seed gives the base seed by one draw. Torch's global generator is never
+    touched.
 
     Examples::
 
         >>> from rcsb_captum import RCSB, AttributionRegion
-        >>> from rcsb_captum.pretrained import load_demo_classifier, load_demo_samples
+        >>> from rcsb_captum.demo import load_demo_classifier, load_demo_samples
         >>> model = load_demo_classifier()
         >>> images, labels = load_demo_samples()
-        >>> rcsb = RCSB(model, cell_size=4)  # 1 x 32 x 32 inputs: the shipped bridge
+        >>> rcsb = RCSB(model)  # 1 x 32 x 32 inputs: the shipped bridge, cells of 4 px
         >>> attr = rcsb.attribute(images[:4], target=labels[:4], seed=0)
         >>> res = rcsb.generate(images[:4], target=6, counterfactual_target=0, seed=0)
         >>> res.success, res.probs_after.argmax(1)
@@ -120,193 +152,303 @@ class RCSB(Attribution):
         nfe: int = 100,
         n_samples: int = 2,
         classifier_input: str = "affine",
-        cell_size: int = 16,
-        area: float = 0.3,
+        cell_size: CellSize | None = None,
+        area: float | None = None,
+        precision: str = "fp32",
+        gradient_checkpointing: bool = False,
     ) -> None:
+        if not callable(forward_func):
+            raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
         super().__init__(forward_func)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-        if classifier_input not in ("affine", "minmax"):
+        if bridge is not None and not isinstance(bridge, Bridge):
+            raise TypeError(f"bridge must be a rcsb_captum.Bridge, got {type(bridge).__name__}")
+        if classifier_input not in CLASSIFIER_INPUTS:
             raise ValueError(
-                f"classifier_input must be 'affine' or 'minmax', got {classifier_input!r}"
+                f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}"
+            )
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if region is not None and (cell_size is not None or area is not None):
+            raise ValueError(
+                "cell_size and area shape the default region only; with region= given, set "
+                "them on the region source (e.g. AttributionRegion(method, cell_size, area))"
             )
         self.bridge = bridge
         self.region = (
-            region if region is not None else default_region(forward_func, cell_size, area)
+            _check_region_callable(region)
+            if region is not None
+            else default_region(
+                forward_func,
+                "auto" if cell_size is None else cell_size,
+                0.3 if area is None else area,
+            )
         )
-        self.guidance_scale = float(guidance_scale)
-        self.start_step = int(start_step)
-        self.nfe = int(nfe)
-        self.n_samples = int(n_samples)
+        self.guidance_scale = check_number(guidance_scale, "guidance_scale", 0)
+        self.start_step = check_int(start_step, "start_step", 2)
+        self.nfe = check_int(nfe, "nfe", 1)
+        if self.nfe > self.start_step - 1:
+            raise ValueError(
+                f"nfe must be at most start_step - 1 = {self.start_step - 1}, got {self.nfe}"
+            )
+        self.n_samples = check_int(n_samples, "n_samples", 1)
         self.classifier_input = classifier_input
+        self.precision = precision
+        self.gradient_checkpointing = bool(gradient_checkpointing)
 
-    def _resolve_bridge(self, inputs: Tensor) -> Bridge:
+    # ------------------------------------------------------------------ named steps
+
+    def _bridge_for(self, inputs: Tensor) -> Bridge:
         if self.bridge is None:
-            path = os.environ.get(BRIDGE_ENV)
-            if path:
-                self.bridge = Bridge.load(path)
-            elif tuple(inputs.shape[1:]) == (1, 32, 32):
-                self.bridge = Bridge.pretrained("fashion-mnist")
-            else:
-                raise ValueError(
-                    "bridge: no bridge given and the shipped demo bridge only takes 1 x 32 x 32 "
-                    f"images (inputs are {tuple(inputs.shape[1:])}). Pass "
-                    "bridge=Bridge.from_i2sb_checkpoint(path, config) or Bridge.load(path), "
-                    f"train one with train_bridge, or set the {BRIDGE_ENV} environment variable "
-                    "to a bridge file written by Bridge.save / train_bridge"
-                )
-        b = self.bridge
-        if b.channels is not None and b.channels != inputs.shape[1]:
+            self.bridge = Bridge.default_for(inputs)
+        self.bridge.check_inputs(inputs)
+        if self.start_step > self.bridge.schedule.interval:
             raise ValueError(
-                f"inputs have {inputs.shape[1]} channels, the bridge takes {b.channels}"
+                f"start_step must be at most the bridge's interval "
+                f"({self.bridge.schedule.interval}), got {self.start_step}"
             )
-        if b.image_size is not None and tuple(inputs.shape[-2:]) != (b.image_size, b.image_size):
-            raise ValueError(
-                f"inputs are {tuple(inputs.shape[-2:])} but the bridge was built for "
-                f"{b.image_size} x {b.image_size} images; resize the inputs or use a bridge of their size"
-            )
-        return b.to(inputs.device)
+        return self.bridge.to(inputs.device)
 
-    def _logits(self, x: Tensor, extra: tuple) -> Tensor:
+    def _logits(self, x: Tensor, extra: tuple, batch: int | None = None) -> Tensor:
         with torch.no_grad():
-            return self.forward_func(x, *extra)
+            step = batch or x.shape[0]
+            out = [
+                check_logits(self.forward_func(x[i : i + step], *extra), min(step, len(x) - i))
+                for i in range(0, x.shape[0], step)
+            ]
+        return torch.cat(out)
 
-    def generate(
-        self,
-        inputs: Tensor,
-        target: int | list | Tensor | None = None,
-        counterfactual_target: int | list | Tensor | None = None,
-        additional_forward_args: Any = None,
-        internal_batch_size: int | None = None,
-        show_progress: bool = False,
-        seed: int | torch.Generator | None = None,
-        region: Tensor | None = None,
-    ) -> CounterfactualResult:
-        r"""Draw counterfactuals; see the class docstring and :class:`CounterfactualResult`.
-
-        Args:
-            inputs (Tensor): ``N x C x H x W`` images in ``[0, 1]``.
-            target (int, list or Tensor, optional): Class explained (``None``: the prediction).
-            counterfactual_target (optional): Class to reach (``None``: any class but target).
-            additional_forward_args (optional): Extra arguments of ``forward_func``.
-            internal_batch_size (int, optional): Inputs sampled together (all by default).
-            show_progress (bool): Progress bar over the sampling steps.
-            seed (int or torch.Generator, optional): Makes the result repeatable.
-            region (Tensor, optional): Masks overriding the region source for this call.
-
-        Returns:
-            CounterfactualResult: counterfactuals (best of ``n_samples`` per input), all
-            samples, the region masks, success flags and class probabilities before and after.
-
-        Examples::
-
-            >>> res = RCSB(model, bridge).generate(x, target=340, counterfactual_target=339, seed=0)
-            >>> res.counterfactuals[res.success]
-        """
-        if not isinstance(inputs, Tensor):
-            raise TypeError(f"inputs must be a Tensor, got {type(inputs).__name__}")
-        if inputs.ndim != 4:
-            raise ValueError(f"inputs must be N x C x H x W, got shape {tuple(inputs.shape)}")
-        if not torch.isfinite(inputs).all():
-            raise ValueError("inputs contain non-finite values")
-        if inputs.min() < 0 or inputs.max() > 1:
-            raise ValueError(
-                "inputs must be images in [0, 1]; wrap normalising models with NormalizedModel"
-            )
-        extra = _format_additional_forward_args(additional_forward_args) or ()
-        bridge = self._resolve_bridge(inputs)
-        n = inputs.shape[0]
-        logits = self._logits(inputs, extra)
-        k = logits.shape[1]
+    def _classes(
+        self, logits: Tensor, target: ClassesLike, counterfactual_target: ClassesLike
+    ) -> tuple[Tensor, Tensor | None]:
+        n, k = logits.shape
         tgt = (
-            logits.argmax(1) if target is None else _classes(target, n, k, "target", inputs.device)
+            logits.argmax(1)
+            if target is None
+            else format_classes(target, n, k, "target", logits.device)
         )
         cf = (
             None
             if counterfactual_target is None
-            else _classes(counterfactual_target, n, k, "counterfactual_target", inputs.device)
+            else format_classes(counterfactual_target, n, k, "counterfactual_target", tgt.device)
         )
         if cf is not None and (cf == tgt).any():
-            raise ValueError("counterfactual_target must differ from target for every input")
+            bad = (cf == tgt).nonzero().flatten().tolist()
+            raise ValueError(
+                f"counterfactual_target must differ from target for every input; equal at {bad}"
+            )
+        return tgt, cf
+
+    def _regions(
+        self,
+        inputs: Tensor,
+        target: Tensor,
+        additional_forward_args: Any,
+        extra: tuple,
+        region: Any,
+        seed: int,
+    ) -> Tensor:
+        source = self.region if region is None else self._call_region(region)
+        n = inputs.shape[0]
         # region sources take the extra arguments only when there are any, so that plain
         # callables ``(inputs, target) -> masks`` work
-        region_args = (additional_forward_args,) if extra else ()
-        masks = (MaskRegion(region) if region is not None else self.region)(
-            inputs, tgt, *region_args
-        )
-        masks = (masks != 0).float()
-        if masks.shape != (n, 1, *inputs.shape[-2:]):
-            raise ValueError(f"region masks must be {n} x 1 x H x W, got {tuple(masks.shape)}")
-        if (masks.flatten(1).sum(1) == 0).any():
-            raise ValueError("region is empty for some input; nothing could change")
-        gen = (
-            seed
-            if isinstance(seed, torch.Generator)
-            else torch.Generator().manual_seed(
-                int(seed) if seed is not None else int(torch.randint(2**62, (1,)).item())
+        args = (additional_forward_args,) if extra else ()
+        seeds = image_seeds(seed, n, stream=REGION_STREAM)
+        if isinstance(source, RegionSource):
+            masks = source(inputs, target, *args, seeds=seeds)
+        else:  # a user callable may draw from the global generator: seed it, then restore it
+            _check_region_arguments(source, (inputs, target, *args))
+            with seeded_global_rng(seeds[0], inputs.device):
+                masks = source(inputs, target, *args)
+        if masks is None:
+            raise TypeError("region returned None; it must return N x 1 x H x W masks")
+        masks = binarize_masks(masks, n, inputs.shape[-2:], "region").to(inputs.device)
+        empty = (masks.flatten(1).sum(1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"region is empty for inputs {empty}: nothing could change (masks are binarised "
+                "at 0.5; 1 = may change)"
             )
-        )
-        s = self.n_samples
-        rep = lambda t: None if t is None else t.repeat_interleave(s, 0)  # noqa: E731
-        x, m, t_rep, cf_rep = rep(inputs), rep(masks), rep(tgt), rep(cf)
+        return masks
+
+    @staticmethod
+    def _call_region(region: Any) -> Callable[..., Tensor]:
+        if isinstance(region, Tensor) or hasattr(region, "__array__"):
+            return MaskRegion(torch.as_tensor(region))
+        return _check_region_callable(region)
+
+    def _sample(
+        self,
+        bridge: Bridge,
+        x: Tensor,
+        masks: Tensor,
+        target: Tensor,
+        cf: Tensor | None,
+        extra: tuple,
+        seed: int,
+        internal_batch_size: int | None,
+        show_progress: bool,
+    ) -> Tensor:
+        n, s = x.shape[0], self.n_samples
+        # image i's generator draws the hole noise of its s samples, one after the other
+        gens = [image_generator(v, x.device) for v in image_seeds(seed, n, stream=SAMPLING_STREAM)]
+        per_sample = [g for g in gens for _ in range(s)]
+        rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
+        x_r, m_r, t_r = rep(x), rep(masks), rep(target)
+        cf_r = None if cf is None else rep(cf)
         chunk = (internal_batch_size or n) * s
         outs = []
         for i in range(0, n * s, chunk):
             sl = slice(i, i + chunk)
             guidance = ClassifierGuidance(
                 self.forward_func,
-                t_rep[sl],
-                None if cf_rep is None else cf_rep[sl],
-                self.guidance_scale,
-                self.classifier_input,
-                extra,
+                target=t_r[sl],
+                counterfactual_target=None if cf_r is None else cf_r[sl],
+                scale=self.guidance_scale,
+                classifier_input=self.classifier_input,
+                additional_forward_args=extra,
             )
             outs.append(
                 sample_rcsb(
-                    bridge, x[sl], m[sl], guidance, self.start_step, self.nfe, gen, show_progress
+                    bridge,
+                    x_r[sl],
+                    m_r[sl],
+                    guidance,
+                    start_step=self.start_step,
+                    nfe=self.nfe,
+                    generator=per_sample[sl],
+                    show_progress=show_progress,
+                    precision=self.precision,
+                    checkpointing=self.gradient_checkpointing,
                 )
             )
-        samples = torch.cat(outs)
-        probs = torch.softmax(self._logits(samples, extra).float(), 1)
-        pred = probs.argmax(1)
-        ok = pred == cf_rep if cf_rep is not None else pred != t_rep
-        score = (
-            probs.gather(1, cf_rep[:, None])[:, 0]
-            if cf_rep is not None
-            else 1 - probs.gather(1, t_rep[:, None])[:, 0]
-        )
-        rank = (ok.float() * 2 + score).view(n, s)  # successful first, then highest probability
-        best = rank.argmax(1)
-        samples = samples.view(n, s, *inputs.shape[1:])
-        chosen = samples[torch.arange(n), best]
-        return CounterfactualResult(
-            counterfactuals=chosen,
-            samples=samples,
-            regions=masks,
-            success=ok.view(n, s)[torch.arange(n), best],
-            sample_success=ok.view(n, s),
-            target=tgt,
-            counterfactual_target=cf,
-            probs_before=torch.softmax(logits.float(), 1),
-            probs_after=probs.view(n, s, -1)[torch.arange(n), best],
-        )
+        return torch.cat(outs).view(n, s, *x.shape[1:])
 
-    def attribute(
+    def _select(
+        self,
+        samples: Tensor,
+        probs: Tensor,
+        target: Tensor,
+        cf: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        # successful first, then the highest probability of the counterfactual class (or the
+        # lowest of the target); returns the chosen index, per-sample success and the scores
+        n, s = samples.shape[:2]
+        rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
+        pred = probs.argmax(1)
+        ok = pred == rep(cf) if cf is not None else pred != rep(target)
+        score = (
+            probs.gather(1, rep(cf)[:, None])[:, 0]
+            if cf is not None
+            else 1 - probs.gather(1, rep(target)[:, None])[:, 0]
+        )
+        rank = (ok.float() * 2 + score).view(n, s)
+        return rank.argmax(1), ok.view(n, s), score
+
+    # ------------------------------------------------------------------ public
+
+    def generate(
         self,
         inputs: Tensor,
-        target: int | list | Tensor | None = None,
-        counterfactual_target: int | list | Tensor | None = None,
+        target: ClassesLike = None,
+        counterfactual_target: ClassesLike = None,
         additional_forward_args: Any = None,
         internal_batch_size: int | None = None,
         show_progress: bool = False,
-        seed: int | torch.Generator | None = None,
-    ) -> Tensor:
-        r"""``inputs - counterfactuals``: zero outside the region.
+        seed: SeedLike = None,
+        region: Tensor | Callable[..., Tensor] | None = None,
+    ) -> CounterfactualResult:
+        r"""Draw counterfactuals; see the class docstring and :class:`CounterfactualResult`.
 
-        Args: as :meth:`generate`.
+        Args:
+            inputs (Tensor): ``N x C x H x W`` images in ``[0, 1]``, a floating dtype (the
+                work is done in float32; the results come back in the inputs' dtype).
+            target (int, list, Tensor or ndarray, optional): Class explained, one for all or one
+                per input (``None``: the model's prediction).
+            counterfactual_target (optional): Class to reach, same forms (``None``: any class but
+                ``target``).
+            additional_forward_args (optional): Extra arguments of ``forward_func`` (and of the
+                region source).
+            internal_batch_size (int, optional): Inputs sampled together (all by default); it
+                changes memory and speed, never the result.
+            show_progress (bool): Progress bar over the sampling steps.
+            seed (int or torch.Generator, optional): Fixes every draw of the call, regions
+                included (see the class docstring). ``None``: a random result.
+            region (Tensor or callable, optional): Masks (``N x 1 x H x W``, ``>= 0.5`` = may
+                change) or a region source overriding the constructor's for this call.
 
         Returns:
-            Tensor: shaped like ``inputs``.
+            CounterfactualResult: counterfactuals (best of ``n_samples`` per input), all
+            samples, the region masks, success flags and class probabilities before and after.
+
+        Raises:
+            TypeError, ValueError: bad arguments, each naming the argument.
+            FloatingPointError: the classifier or the bridge produced NaN during sampling.
+
+        Examples::
+
+            >>> res = RCSB(model, bridge).generate(x, target=340, counterfactual_target=339, seed=0)
+            >>> res.counterfactuals[res.success]
+        """
+        inputs = format_images(inputs)
+        if internal_batch_size is not None:
+            internal_batch_size = check_int(internal_batch_size, "internal_batch_size", 1)
+        base = base_seed(seed)
+        x = inputs.float()
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
+            bridge = self._bridge_for(x)
+            logits = self._logits(x, extra)
+            tgt, cf = self._classes(logits, target, counterfactual_target)
+            masks = self._regions(x, tgt, additional_forward_args, extra, region, base)
+            samples = self._sample(
+                bridge, x, masks, tgt, cf, extra, base, internal_batch_size, show_progress
+            )
+            n, s = samples.shape[:2]
+            probs = torch.softmax(
+                self._logits(samples.flatten(0, 1), extra, internal_batch_size).float(), 1
+            )
+        best, ok, _ = self._select(samples, probs, tgt, cf)
+        idx = torch.arange(n, device=best.device)
+        samples = torch.where(masks[:, None].bool(), samples.to(inputs.dtype), inputs[:, None])
+        return CounterfactualResult(
+            counterfactuals=samples[idx, best],
+            samples=samples,
+            regions=masks,
+            success=ok[idx, best],
+            sample_success=ok,
+            target=tgt,
+            counterfactual_target=cf,
+            probs_before=torch.softmax(logits.float(), 1),
+            probs_after=probs.view(n, s, -1)[idx, best],
+        )
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor,
+        target: ClassesLike = None,
+        counterfactual_target: ClassesLike = None,
+        additional_forward_args: Any = None,
+        internal_batch_size: int | None = None,
+        show_progress: bool = False,
+        seed: SeedLike = None,
+        region: Tensor | Callable[..., Tensor] | None = None,
+    ) -> Tensor:
+        r"""``inputs - counterfactuals``: the counterfactual as the baseline, zero outside the
+        region.
+
+        Args:
+            inputs (Tensor): ``N x C x H x W`` images in ``[0, 1]``.
+            target (int, list, Tensor or ndarray, optional): Class explained (``None``: the
+                model's prediction).
+            counterfactual_target (optional): Class to reach (``None``: any class but target).
+            additional_forward_args (optional): Extra arguments of ``forward_func``.
+            internal_batch_size (int, optional): Inputs sampled together (all by default).
+            show_progress (bool): Progress bar over the sampling steps.
+            seed (int or torch.Generator, optional): Fixes every draw, regions included.
+            region (Tensor or callable, optional): Masks or a region source for this call.
+
+        Returns:
+            Tensor: shaped like ``inputs``, in their dtype.
 
         Examples::
 
@@ -315,11 +457,15 @@ class RCSB(Attribution):
         """
         res = self.generate(
             inputs,
-            target,
-            counterfactual_target,
-            additional_forward_args,
-            internal_batch_size,
-            show_progress,
-            seed,
+            target=target,
+            counterfactual_target=counterfactual_target,
+            additional_forward_args=additional_forward_args,
+            internal_batch_size=internal_batch_size,
+            show_progress=show_progress,
+            seed=seed,
+            region=region,
         )
         return inputs - res.counterfactuals
+
+    def has_convergence_delta(self) -> bool:
+        return False

@@ -24,6 +24,8 @@ __all__ = ["Bridge"]
 
 _SCHEDULE_KEYS = ("interval", "beta_max", "t0", "T")
 PRETRAINED = {"fashion-mnist": "fashion_mnist_bridge.pt"}  # name -> file in rcsb_captum/data
+PRETRAINED_SHAPES = {(1, 32, 32): "fashion-mnist"}  # image shape -> shipped bridge for it
+BRIDGE_ENV = "RCSB_CAPTUM_BRIDGE"  # a Bridge.save file used when no bridge is given
 
 
 class Bridge(nn.Module):
@@ -81,6 +83,43 @@ class Bridge(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(iter(self.network.parameters())).dtype
+
+    def check_inputs(self, images: Tensor, name: str = "inputs") -> None:
+        r"""Raise a ``ValueError`` naming ``name`` when ``images`` (``N x C x H x W``) do not fit
+        the network's channels and size. The one rule every user of a bridge applies."""
+        if self.channels is not None and self.channels != images.shape[1]:
+            raise ValueError(
+                f"{name} have {images.shape[1]} channels but the bridge takes {self.channels}"
+            )
+        size = self.image_size
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"{name} are {images.shape[-2]} x {images.shape[-1]} but the bridge was built for "
+                f"{size} x {size} images; resize them or use a bridge of their size"
+            )
+
+    @classmethod
+    def default_for(cls, images: Tensor, name: str = "bridge") -> Bridge:
+        r"""The bridge used when none is given: the :meth:`save` file named by the
+        ``RCSB_CAPTUM_BRIDGE`` environment variable if it is set, else the shipped bridge for
+        the images' shape (``1 x 32 x 32``: ``"fashion-mnist"``); otherwise a ``ValueError``
+        that says how to pass one. The result is checked with :meth:`check_inputs`."""
+        path = os.environ.get(BRIDGE_ENV)
+        if path:
+            bridge = cls.load(path)
+        elif tuple(images.shape[1:]) in PRETRAINED_SHAPES:
+            bridge = cls.pretrained(PRETRAINED_SHAPES[tuple(images.shape[1:])])
+        else:
+            shipped = ", ".join(" x ".join(map(str, k)) for k in PRETRAINED_SHAPES)
+            raise ValueError(
+                f"{name}: none given, and the shipped bridges take only {shipped} images (the "
+                f"inputs are {' x '.join(map(str, images.shape[1:]))}). Pass "
+                "bridge=Bridge.from_i2sb_checkpoint(path, config) or Bridge.load(path), train "
+                f"one with train_bridge, or set the {BRIDGE_ENV} environment variable to a "
+                "bridge file written by Bridge.save / train_bridge"
+            )
+        bridge.check_inputs(images)
+        return bridge
 
     def train(self, mode: bool = True) -> Bridge:
         # Dropout must stay off when sampling; a bridge is trained through train_bridge instead.
@@ -182,11 +221,18 @@ class Bridge(nn.Module):
     def load(cls, path: str | os.PathLike[str]) -> Bridge:
         r"""Read a file written by :meth:`save` (or by :func:`~rcsb_captum.train_bridge`)."""
         obj = read_checkpoint(path)
-        if obj.get("format") != FORMAT:
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise ValueError(
                 f"{os.fspath(path)!r} is not an rcsb_captum bridge file (format "
-                f"{obj.get('format')!r}, expected {FORMAT!r}); use Bridge.from_i2sb_checkpoint "
+                f"{obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r}, "
+                f"expected {FORMAT!r}); use Bridge.from_i2sb_checkpoint "
                 "for official I2SB / RCSB checkpoints"
+            )
+        missing = [k for k in ("config", "schedule", "state_dict") if k not in obj]
+        if missing or not isinstance(obj["config"], Mapping):
+            raise ValueError(
+                f"{os.fspath(path)!r} is an incomplete bridge file: it lacks "
+                f"{missing or ['a config dict']}; write bridge files with Bridge.save"
             )
         bridge = cls.from_config(obj["config"], ot_ode=obj.get("ot_ode", True), **obj["schedule"])
         check_state_dict(bridge.network, obj["state_dict"])

@@ -124,7 +124,7 @@ class BridgeSchedule:
 
     def marginal(
         self,
-        step: int,
+        step: int | Tensor,
         x0: Tensor,
         x1: Tensor,
         ot_ode: bool = True,
@@ -134,13 +134,42 @@ class BridgeSchedule:
 
         With ``ot_ode=True`` (the zero-diffusion limit used by the inpainting bridges) this is the
         deterministic interpolation ``mu_x0[n] x0 + mu_x1[n] x1``.
+
+        Args:
+            step (int or Tensor): One step for the whole batch, or a 1-d integer tensor with one
+                step per sample (as in training, where each sample draws its own step).
+            x0, x1 (Tensor): The two ends, ``N x ...``.
+            ot_ode (bool): Deterministic interpolation (True) or the stochastic bridge.
+            generator (torch.Generator, optional): Source of the noise when ``ot_ode`` is off.
         """
-        step = self._check_step(step)
-        x_n = float(self.mu_x0[step]) * x0 + float(self.mu_x1[step]) * x1
+        mu0, mu1, std = self._coefficients_at(step, x0)
+        x_n = mu0 * x0 + mu1 * x1
         if not ot_ode:
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-            x_n = x_n + float(self.std_sb[step]) * noise
+            x_n = x_n + std * noise
         return x_n
+
+    def _coefficients_at(
+        self, step: int | Tensor, like: Tensor
+    ) -> tuple[float | Tensor, float | Tensor, float | Tensor]:
+        # (mu_x0, mu_x1, std_sb) at one step (floats) or per sample (tensors shaped N x 1 x ...)
+        if not isinstance(step, Tensor):
+            n = self._check_step(step)
+            return float(self.mu_x0[n]), float(self.mu_x1[n]), float(self.std_sb[n])
+        if step.ndim != 1 or step.shape[0] != like.shape[0] or step.is_floating_point():
+            raise ValueError(
+                f"step must be an int or a 1-d integer tensor with one step per sample "
+                f"({like.shape[0]}), got {step.dtype} of shape {tuple(step.shape)}"
+            )
+        if step.numel() and (step.min() < 0 or step.max() >= self.interval):
+            raise ValueError(f"step must be in [0, {self.interval - 1}], got {step.tolist()}")
+        idx = step.detach().cpu().long().numpy()
+        shape = (-1,) + (1,) * (like.ndim - 1)
+
+        def pick(values: np.ndarray) -> Tensor:
+            return torch.from_numpy(values[idx]).to(like.device, like.dtype).view(shape)
+
+        return pick(self.mu_x0), pick(self.mu_x1), pick(self.std_sb)
 
     def posterior(
         self,

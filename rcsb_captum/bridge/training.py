@@ -218,8 +218,6 @@ def train_bridge(
         start = int(state["step"])
 
     std_fwd = torch.tensor(schedule.std_fwd, dtype=torch.float32)
-    mu_x0 = torch.tensor(schedule.mu_x0, dtype=torch.float32)
-    mu_x1 = torch.tensor(schedule.mu_x1, dtype=torch.float32)
     noise_levels = torch.tensor(schedule.noise_levels, dtype=torch.float32)
 
     def save(step: int) -> None:
@@ -251,9 +249,8 @@ def train_bridge(
         eps = torch.randn(x0.shape, generator=generator)
         x1 = (1 - mask) * x0 + mask * eps
         t = torch.randint(interval, (batch_size,), generator=generator)
-        shape = (-1, 1, 1, 1)
-        x_t = mu_x0[t].view(shape) * x0 + mu_x1[t].view(shape) * x1
-        label = (x_t - x0) / std_fwd[t].view(shape)
+        x_t = schedule.marginal(t, x0, x1, ot_ode=True)
+        label = (x_t - x0) / std_fwd[t].view(-1, 1, 1, 1)
         pred = network(x_t, noise_levels[t])
         loss = F.mse_loss(pred * mask, label * mask)
         optimizer.zero_grad(set_to_none=True)
