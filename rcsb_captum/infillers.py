@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._utils import check_int, check_number, format_images
 from .bridge.bridge import Bridge
 from .sampler import sample_rcsb
 
@@ -26,7 +27,22 @@ __all__ = [
     "LocalMeanInfiller",
     "MeanInfiller",
     "RandomColorNoiseInfiller",
+    "check_fill",
 ]
+
+
+def check_fill(filled: object, images: Tensor, name: str = "infiller") -> Tensor:
+    r"""An in-filler's output must be a finite tensor shaped like its ``images``."""
+    if not isinstance(filled, Tensor):
+        raise TypeError(f"{name} must return a Tensor, got {type(filled).__name__}")
+    if filled.shape != images.shape:
+        raise ValueError(
+            f"{name} must return images shaped like its input {tuple(images.shape)}, got "
+            f"{tuple(filled.shape)}"
+        )
+    if not bool(torch.isfinite(filled).all()):
+        raise ValueError(f"{name} returned non-finite values (NaN or inf)")
+    return filled
 
 
 class Infiller:
@@ -39,15 +55,16 @@ class Infiller:
     def __call__(
         self, images: Tensor, keep: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        if images.ndim != 4:
-            raise ValueError(f"images must be N x C x H x W, got shape {tuple(images.shape)}")
+        images = format_images(images, "images")
+        if not isinstance(keep, Tensor):
+            raise TypeError(f"keep must be a Tensor, got {type(keep).__name__}")
         if keep.shape != (images.shape[0], 1, *images.shape[-2:]):
             raise ValueError(
                 f"keep must be N x 1 x H x W = {(images.shape[0], 1, *images.shape[-2:])}, got "
                 f"{tuple(keep.shape)}"
             )
         keep = keep.to(images.device) != 0
-        filled = self.fill(images, keep.to(images.dtype), generator)
+        filled = check_fill(self.fill(images, keep.to(images.dtype), generator), images, repr(self))
         return torch.where(keep, images, filled.to(images.dtype))
 
     def __repr__(self) -> str:
@@ -78,7 +95,8 @@ class LocalMeanInfiller(Infiller):
     neighbour get the image's kept-pixel mean."""
 
     def __init__(self, window: int = 15) -> None:
-        if window < 1 or window % 2 == 0:
+        window = check_int(window, "window", 1)
+        if window % 2 == 0:
             raise ValueError(f"window must be a positive odd integer, got {window}")
         self.window = window
 
@@ -107,9 +125,7 @@ class BlurInfiller(Infiller):
     a σ in proportion for smaller images). Kernel radius 3σ, reflected borders."""
 
     def __init__(self, sigma: float = 10.0) -> None:
-        if sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
-        self.sigma = float(sigma)
+        self.sigma = check_number(sigma, "sigma", 0, low_open=True)
 
     def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
         return _gaussian_blur(images, self.sigma)
@@ -121,9 +137,7 @@ class RandomColorNoiseInfiller(Infiller):
     ``[0, 1]`` pixel units, the default here), clipped to ``[0, 1]``."""
 
     def __init__(self, noise_std: float = 0.045) -> None:
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be non-negative, got {noise_std}")
-        self.noise_std = float(noise_std)
+        self.noise_std = check_number(noise_std, "noise_std", 0)
 
     def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
         n, c = images.shape[:2]
@@ -142,7 +156,8 @@ class BridgeInfiller(Infiller):
     dropped pixels are pure noise, so nothing of the dropped content leaks into the fill.
 
     Args:
-        bridge (Bridge, optional): Default: the shipped ``Bridge.pretrained("fashion-mnist")``.
+        bridge (Bridge, optional): Default: :meth:`Bridge.default_for` the images (the shipped
+            Fashion-MNIST bridge for 1 x 32 x 32 images), chosen at the first call.
         nfe (int): Sampling steps (20).
         start_step (int, optional): Truncation; default the whole bridge.
     """
@@ -150,21 +165,22 @@ class BridgeInfiller(Infiller):
     def __init__(
         self, bridge: Bridge | None = None, nfe: int = 20, start_step: int | None = None
     ) -> None:
-        self.bridge = bridge if bridge is not None else Bridge.pretrained("fashion-mnist")
-        self.nfe = int(nfe)
-        self.start_step = start_step
+        if bridge is not None and not isinstance(bridge, Bridge):
+            raise TypeError(f"bridge must be a rcsb_captum.Bridge, got {type(bridge).__name__}")
+        self.bridge = bridge
+        self.nfe = check_int(nfe, "nfe", 1)
+        self.start_step = None if start_step is None else check_int(start_step, "start_step", 2)
 
     def __repr__(self) -> str:
         return f"BridgeInfiller(nfe={self.nfe}, start_step={self.start_step})"
 
     def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.bridge is None:
+            self.bridge = Bridge.default_for(images)
         b = self.bridge
-        if b.channels is not None and b.channels != images.shape[1]:
-            raise ValueError(
-                f"images have {images.shape[1]} channels, the bridge takes {b.channels}"
-            )
+        b.check_inputs(images, "images")
         start = self.start_step or b.schedule.interval
         with torch.no_grad():
             return sample_rcsb(
-                b.to(images.device), images, 1 - keep, None, start, self.nfe, generator
+                b.to(images.device), images.float(), 1 - keep, None, start, self.nfe, generator
             )

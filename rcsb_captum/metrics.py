@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._utils import check_int, check_logits, format_classes, format_images, model_left_as_given
+
 __all__ = [
     "closeness",
     "counterfactual_report",
@@ -34,32 +36,33 @@ __all__ = [
 ]
 
 
-def _check_pair(inputs: Tensor, counterfactuals: Tensor) -> None:
-    if not isinstance(inputs, Tensor) or not isinstance(counterfactuals, Tensor):
-        raise TypeError("inputs and counterfactuals must be Tensors")
-    if inputs.shape != counterfactuals.shape or inputs.ndim != 4:
+def _check_pair(inputs: Tensor, counterfactuals: Tensor, check_range: bool = True) -> None:
+    format_images(inputs, "inputs", check_range=check_range)
+    format_images(counterfactuals, "counterfactuals", check_range=check_range)
+    if inputs.shape != counterfactuals.shape:
         raise ValueError(
             f"inputs {tuple(inputs.shape)} and counterfactuals {tuple(counterfactuals.shape)} "
-            "must both be N x C x H x W"
+            "must have the same shape"
         )
 
 
-def _classes(value: Any, n: int, name: str, device: torch.device) -> Tensor:
-    t = torch.as_tensor(value, device=device).long().flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"{name} must give one class or one per input ({n}), got {t.numel()}")
-    return t
+def _classes(value: Any, n: int, name: str, device: torch.device, num_classes: int) -> Tensor:
+    return format_classes(value, n, num_classes, name, device)
 
 
 @torch.no_grad()
 def _apply(func: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([func(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    batch_size = check_int(batch_size, "batch_size", 1)
+    with model_left_as_given(func):
+        return torch.cat([func(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+def _logits(forward_func: Callable, x: Tensor, batch_size: int) -> Tensor:
+    return check_logits(_apply(forward_func, x, batch_size), x.shape[0])
 
 
 def _probs(forward_func: Callable, x: Tensor, batch_size: int) -> Tensor:
-    return torch.softmax(_apply(forward_func, x, batch_size).float(), 1)
+    return torch.softmax(_logits(forward_func, x, batch_size).float(), 1)
 
 
 # -- validity ------------------------------------------------------------------------------
@@ -82,11 +85,13 @@ def flipped(
         counterfactual_target (optional): The classes to reach.
         batch_size (int): Images per forward pass.
     """
-    pred = _apply(forward_func, counterfactuals, batch_size).argmax(1)
+    format_images(counterfactuals, "counterfactuals")
+    logits = _logits(forward_func, counterfactuals, batch_size)
+    pred, k = logits.argmax(1), logits.shape[1]
     n, dev = counterfactuals.shape[0], pred.device
     if counterfactual_target is not None:
-        return pred == _classes(counterfactual_target, n, "counterfactual_target", dev)
-    return pred != _classes(target, n, "target", dev)
+        return pred == _classes(counterfactual_target, n, "counterfactual_target", dev, k)
+    return pred != _classes(target, n, "target", dev, k)
 
 
 def flip_rate(
@@ -125,11 +130,11 @@ def probability_change(
     _check_pair(inputs, counterfactuals)
     before = _probs(forward_func, inputs, batch_size)
     after = _probs(forward_func, counterfactuals, batch_size)
-    n, dev = inputs.shape[0], before.device
+    n, dev, k = inputs.shape[0], before.device, before.shape[1]
     if counterfactual_target is not None:
-        c = _classes(counterfactual_target, n, "counterfactual_target", dev)[:, None]
+        c = _classes(counterfactual_target, n, "counterfactual_target", dev, k)[:, None]
         return (after.gather(1, c) - before.gather(1, c))[:, 0]
-    t = _classes(target, n, "target", dev)[:, None]
+    t = _classes(target, n, "target", dev, k)[:, None]
     return (before.gather(1, t) - after.gather(1, t))[:, 0]
 
 
@@ -167,15 +172,16 @@ def cout(
         Tensor: ``N`` scores.
     """
     _check_pair(inputs, counterfactuals)
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
+    steps = check_int(steps, "steps", 1)
     n, _, h, w = inputs.shape
     dev = inputs.device
-    t = _classes(target, n, "target", dev)
+    logits = _logits(forward_func, counterfactuals, batch_size)
+    k = logits.shape[1]
+    t = _classes(target, n, "target", dev, k)
     if counterfactual_target is None:
-        c = _apply(forward_func, counterfactuals, batch_size).argmax(1).to(dev)
+        c = logits.argmax(1).to(dev)
     else:
-        c = _classes(counterfactual_target, n, "counterfactual_target", dev)
+        c = _classes(counterfactual_target, n, "counterfactual_target", dev, k)
     diff = (counterfactuals - inputs).abs().sum(1).flatten(1)  # N x HW
     order = diff.argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(
@@ -313,7 +319,7 @@ def sfid(
         n_splits (int): Random splits averaged.
         seed (int): Seed of the shuffles.
     """
-    _check_pair(real, counterfactuals)
+    _check_pair(real, counterfactuals, check_range=False)  # features decide, not pixel range
     fr = _features(feature_extractor, real, batch_size)
     fc = _features(feature_extractor, counterfactuals, batch_size)
     keep = torch.ones(len(fr), dtype=torch.bool) if keep is None else keep.bool().cpu()

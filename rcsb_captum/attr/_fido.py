@@ -18,7 +18,19 @@ from captum.attr import Attribution
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..infillers import BlurInfiller, Infiller
+from .._utils import (
+    ClassesLike,
+    SeedLike,
+    as_generator,
+    check_int,
+    check_logits,
+    check_number,
+    flush_denormal,
+    format_classes,
+    format_images,
+    model_left_as_given,
+)
+from ..infillers import BlurInfiller, Infiller, check_fill
 
 __all__ = ["BBMP", "FIDO"]
 
@@ -53,23 +65,23 @@ class _MaskAttribution(Attribution):
         tv_coef: float,
         anneal_steps: int | None,
     ) -> None:
+        if not callable(forward_func):
+            raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
         super().__init__(forward_func)
         if objective not in ("ssr", "sdr"):
             raise ValueError(f"objective must be 'ssr' or 'sdr', got {objective!r}")
-        if steps < 1 or lr <= 0 or l1_coef < 0 or tv_coef < 0:
-            raise ValueError("steps and lr must be positive, l1_coef and tv_coef non-negative")
-        if mask_size is not None and mask_size < 1:
-            raise ValueError(f"mask_size must be a positive integer, got {mask_size}")
         self.infiller = infiller if infiller is not None else BlurInfiller(sigma=10.0)
         if not callable(self.infiller):
             raise TypeError(f"infiller must be callable, got {type(infiller).__name__}")
         self.objective = objective
-        self.mask_size = mask_size
-        self.steps = int(steps)
-        self.lr = float(lr)
-        self.l1_coef = float(l1_coef)
-        self.tv_coef = float(tv_coef)
-        self.anneal_steps = self.steps // 10 if anneal_steps is None else int(anneal_steps)
+        self.mask_size = None if mask_size is None else check_int(mask_size, "mask_size", 1)
+        self.steps = check_int(steps, "steps", 1)
+        self.lr = check_number(lr, "lr", 0, low_open=True)
+        self.l1_coef = check_number(l1_coef, "l1_coef", 0)
+        self.tv_coef = check_number(tv_coef, "tv_coef", 0)
+        self.anneal_steps = (
+            self.steps // 10 if anneal_steps is None else check_int(anneal_steps, "anneal_steps", 0)
+        )
 
     # subclasses: initial parameter, keep samples (S x N x 1 x h x w) and the keep probability
     def _init_param(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -103,29 +115,33 @@ class _MaskAttribution(Attribution):
         with torch.no_grad():
             # an Infiller's raw fill has values at every pixel (a blur of the whole image, as in
             # FIDO and Fong & Vedaldi), so soft mask values between 0.5 and 1 still get gradient
-            fill = (
+            fill = check_fill(
                 self.infiller.fill(x, hard, generator)
                 if isinstance(self.infiller, Infiller)
-                else self.infiller(x, hard, generator)
+                else self.infiller(x, hard, generator),
+                x,
             )
         mixed = keep_up * x + (1 - keep_up) * fill
-        score = _log_odds(self.forward_func(mixed, *extra), target.repeat(s))
+        logits = check_logits(self.forward_func(mixed, *extra), mixed.shape[0])
+        score = _log_odds(logits, target.repeat(s))
         sign = -1.0 if self.objective == "ssr" else 1.0  # SSR keeps the class, SDR destroys it
         return sign * score.view(s, n).mean(0)
 
-    def attribute(
+    def attribute(  # type: ignore[override]
         self,
         inputs: Tensor,
-        target: int | list | Tensor | None = None,
+        target: ClassesLike = None,
         additional_forward_args: Any = None,
-        seed: int | torch.Generator | None = None,
+        seed: SeedLike = None,
         show_progress: bool = False,
     ) -> Tensor:
         r"""Learn the mask of each input.
 
         Args:
-            inputs (Tensor): ``N x C x H x W`` images in ``[0, 1]``.
-            target (int, list or Tensor, optional): Class explained; ``None``: the prediction.
+            inputs (Tensor): ``N x C x H x W`` images in ``[0, 1]`` (a floating dtype; the work
+                is done in float32).
+            target (int, list, Tensor or ndarray, optional): Class explained; ``None``: the
+                prediction.
             additional_forward_args (optional): Extra arguments of ``forward_func``.
             seed (int or torch.Generator, optional): Makes the result repeatable.
             show_progress (bool): Progress bar over the optimisation steps.
@@ -135,59 +151,55 @@ class _MaskAttribution(Attribution):
             region (SSR: its keep probability; SDR: its drop probability), upsampled bilinearly
             from the mask grid and repeated over channels. High values mark the evidence in
             both cases, so the map can be passed to :class:`~rcsb_captum.AttributionRegion`.
+
+        The model runs in eval mode and no gradient is written to its parameters (only the
+        mask's gradient is taken).
         """
-        if not isinstance(inputs, Tensor) or inputs.ndim != 4:
-            raise ValueError(
-                f"inputs must be an N x C x H x W Tensor, got {getattr(inputs, 'shape', inputs)}"
-            )
-        if not torch.isfinite(inputs).all():
-            raise ValueError("inputs contain non-finite values")
-        n, _, h, w = inputs.shape
+        inputs = format_images(inputs)
+        x = inputs.detach().float()
+        n, _, h, w = x.shape
         size = self.mask_size or max(1, min(h, w) // 4)  # FIDO: 56 x 56 at 224 px
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        with torch.no_grad():
-            logits = self.forward_func(inputs, *extra)
-        k = logits.shape[1]
-        if target is None:
-            tgt = logits.argmax(1)
-        else:
-            tgt = torch.as_tensor(target, device=inputs.device).long().flatten()
-            tgt = tgt.expand(n) if tgt.numel() == 1 else tgt
-            if tgt.numel() != n or (tgt < 0).any() or (tgt >= k).any():
-                raise ValueError(
-                    f"target must be one class or one per input ({n}) in [0, {k - 1}], got {target}"
-                )
-        gen = (
-            seed
-            if isinstance(seed, torch.Generator)
-            else torch.Generator().manual_seed(
-                int(seed) if seed is not None else int(torch.randint(2**62, (1,)).item())
-            )
-        )
-        param = self._init_param((n, 1, size, size), inputs.device).requires_grad_(True)
-        opt = torch.optim.Adam([param], lr=self.lr)
-        for step in tqdm(range(self.steps), disable=not show_progress, desc=type(self).__name__):
-            # the sparsity weight grows linearly from 0 over the first anneal_steps (FIDO's
-            # rw_policy: 30 of 300 epochs)
-            ramp = min(1.0, (step + 1) / self.anneal_steps) if self.anneal_steps > 0 else 1.0
-            with torch.enable_grad():
-                p_keep = self._keep_prob(param)
-                region = p_keep if self.objective == "ssr" else 1 - p_keep
-                loss = (
-                    self._class_loss(param, inputs, tgt, extra, gen)
-                    + ramp * self.l1_coef * region.flatten(1).mean(1)
-                    + self.tv_coef * _tv(p_keep)
-                ).sum()
-                opt.zero_grad()
-                loss.backward()
-            opt.step()
+        gen = as_generator(seed)
+        with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
             with torch.no_grad():
-                self._after_step(param)
+                logits = check_logits(self.forward_func(x, *extra), n)
+            tgt = (
+                logits.argmax(1)
+                if target is None
+                else format_classes(target, n, logits.shape[1], "target", x.device)
+            )
+            param = self._init_param((n, 1, size, size), x.device).requires_grad_(True)
+            opt = torch.optim.Adam([param], lr=self.lr)
+            for step in tqdm(
+                range(self.steps), disable=not show_progress, desc=type(self).__name__
+            ):
+                # the sparsity weight grows linearly from 0 over the first anneal_steps (FIDO's
+                # rw_policy: 30 of 300 epochs)
+                ramp = min(1.0, (step + 1) / self.anneal_steps) if self.anneal_steps > 0 else 1.0
+                with torch.enable_grad():
+                    p_keep = self._keep_prob(param)
+                    region = p_keep if self.objective == "ssr" else 1 - p_keep
+                    loss = (
+                        self._class_loss(param, x, tgt, extra, gen)
+                        + ramp * self.l1_coef * region.flatten(1).mean(1)
+                        + self.tv_coef * _tv(p_keep)
+                    ).sum()
+                    # the mask's gradient only: loss.backward() would write .grad on the model
+                    (param.grad,) = torch.autograd.grad(loss, [param])
+                if not bool(torch.isfinite(param.grad).all()):
+                    raise FloatingPointError(
+                        f"{type(self).__name__}: the mask's gradient became non-finite at step "
+                        f"{step + 1} (check forward_func and the in-filler)"
+                    )
+                opt.step()
+                with torch.no_grad():
+                    self._after_step(param)
         with torch.no_grad():
             p_keep = self._keep_prob(param)
             found = p_keep if self.objective == "ssr" else 1 - p_keep
             up = F.interpolate(found, size=(h, w), mode="bilinear", align_corners=False)
-        return up.expand_as(inputs).clone()
+        return up.expand_as(inputs).to(inputs.dtype).clone()
 
 
 class FIDO(_MaskAttribution):
@@ -248,16 +260,14 @@ class FIDO(_MaskAttribution):
         )
         if estimator not in ("concrete", "reinforce"):
             raise ValueError(f"estimator must be 'concrete' or 'reinforce', got {estimator!r}")
-        if n_samples < 1 or temperature <= 0 or not 0 < init_keep < 1:
-            raise ValueError(
-                "n_samples must be positive, temperature positive and init_keep in (0, 1)"
-            )
+        self.n_samples = check_int(n_samples, "n_samples", 1)
+        self.temperature = check_number(temperature, "temperature", 0, low_open=True)
+        self.init_keep = check_number(init_keep, "init_keep", 0, 1, low_open=True)
+        if self.init_keep == 1:
+            raise ValueError("init_keep must be in (0, 1), got 1.0")
         if estimator == "reinforce" and n_samples < 2:
             raise ValueError("the REINFORCE estimator needs n_samples >= 2 for its baseline")
-        self.n_samples = int(n_samples)
-        self.temperature = float(temperature)
         self.estimator = estimator
-        self.init_keep = float(init_keep)
 
     def _init_param(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
         logit = torch.logit(torch.tensor(self.init_keep)).item()
@@ -286,8 +296,9 @@ class FIDO(_MaskAttribution):
         with torch.no_grad():
             keep_up = F.interpolate(keep.flatten(0, 1), size=(h, w), mode="nearest")
             x = inputs.repeat(s, 1, 1, 1)
-            mixed = self.infiller(x, keep_up, generator)
-            score = _log_odds(self.forward_func(mixed, *extra), target.repeat(s)).view(s, n)
+            mixed = check_fill(self.infiller(x, keep_up, generator), x)
+            logits = check_logits(self.forward_func(mixed, *extra), mixed.shape[0])
+            score = _log_odds(logits, target.repeat(s)).view(s, n)
             sign = -1.0 if self.objective == "ssr" else 1.0
             f = sign * score
             advantage = f - f.mean(0, keepdim=True)
