@@ -28,8 +28,7 @@ from captum.robust import PGD
 
 from rcsb_captum import RCSB, Bridge
 from rcsb_captum import metrics as M
-from rcsb_captum.demo import PAIRED_CLASSES, make_region
-from rcsb_captum.pretrained import load_demo_classifier, load_demo_samples
+from rcsb_captum.demo import PAIRED_CLASSES, load_demo_classifier, load_demo_samples, make_region
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--nfe", type=int, default=50)

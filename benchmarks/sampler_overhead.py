@@ -71,7 +71,9 @@ def main() -> None:
             xt = xt + 0.0 * g
 
     def rcsb() -> None:
-        guide = ClassifierGuidance(clf, target=tgt, counterfactual_target=torch.ones_like(tgt), scale=1.5)
+        guide = ClassifierGuidance(
+            clf, target=tgt, counterfactual_target=torch.ones_like(tgt), scale=1.5
+        )
         sample_rcsb(
             bridge,
             x,

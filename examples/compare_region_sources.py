@@ -24,8 +24,13 @@ import torch
 
 from rcsb_captum import RCSB, Bridge, RandomRegion
 from rcsb_captum import metrics as M
-from rcsb_captum.demo import PAIRED_CLASSES, REGION_SOURCES, make_region
-from rcsb_captum.pretrained import load_demo_classifier, load_demo_samples
+from rcsb_captum.demo import (
+    PAIRED_CLASSES,
+    REGION_SOURCES,
+    load_demo_classifier,
+    load_demo_samples,
+    make_region,
+)
 
 NAMES = {
     "ig": "IG + NoiseTunnel",

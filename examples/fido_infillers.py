@@ -21,8 +21,8 @@ import quantus
 import torch
 
 from rcsb_captum import FIDO, Bridge
+from rcsb_captum.demo import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 from rcsb_captum.infillers import BlurInfiller, BridgeInfiller, RandomColorNoiseInfiller
-from rcsb_captum.pretrained import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 
 FRACTIONS = torch.linspace(0.05, 1.0, 20)
 

@@ -13,7 +13,7 @@ from captum.attr import Saliency
 
 from rcsb_captum import RCSB, AttributionRegion
 from rcsb_captum import metrics as M
-from rcsb_captum.pretrained import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
+from rcsb_captum.demo import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 from rcsb_captum.visualization import plot_counterfactuals
 
 

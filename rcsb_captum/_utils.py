@@ -117,8 +117,7 @@ def format_classes(
         value, (numbers.Integral, list, tuple, Tensor, np.ndarray)
     ):
         raise TypeError(
-            f"{name} must be an int, a list of ints or a tensor of ints, got "
-            f"{type(value).__name__}"
+            f"{name} must be an int, a list of ints or a tensor of ints, got {type(value).__name__}"
         )
     try:
         t = torch.as_tensor(value, device=device)
@@ -143,9 +142,7 @@ def format_classes(
 def check_logits(logits: Any, n: int, name: str = "forward_func") -> Tensor:
     r"""A classifier's output must be an ``N x K`` floating tensor with ``K >= 2``, finite."""
     if not isinstance(logits, Tensor):
-        raise TypeError(
-            f"{name} must return a Tensor of logits N x K, got {type(logits).__name__}"
-        )
+        raise TypeError(f"{name} must return a Tensor of logits N x K, got {type(logits).__name__}")
     if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] < 2:
         raise ValueError(
             f"{name} must return logits of shape N x K (N = {n} inputs, K >= 2 classes), got "

@@ -54,6 +54,23 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(path: str):  # type: ignore[no-untyped-def]
+    import os
+
+    import torch
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--model: no such file {path!r}")
+    try:
+        if path.endswith(".pt2"):  # torch.export.save (export with a dynamic batch dim)
+            return torch.export.load(path).module()
+        return torch.jit.load(path, map_location="cpu").eval()
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        kind = "torch.export (.pt2)" if path.endswith(".pt2") else "TorchScript"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--model: could not load {path!r} as a {kind} file: {first}") from e
+
+
 def _explain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -62,8 +79,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     from . import RCSB, Bridge, MaskRegion
     from .bridge.training import load_images
-    from .demo import make_region
-    from .pretrained import FASHION_MNIST_CLASSES, load_demo_classifier
+    from .demo import FASHION_MNIST_CLASSES, load_demo_classifier, make_region
     from .visualization import plot_counterfactuals
 
     torch.set_flush_denormal(True)
@@ -71,10 +87,7 @@ def _explain(args: argparse.Namespace) -> int:
         model, names = load_demo_classifier(), FASHION_MNIST_CLASSES
     else:
         names = None
-        if args.model.endswith(".pt2"):  # torch.export.save (export with a dynamic batch dim)
-            model = torch.export.load(args.model).module()
-        else:
-            model = torch.jit.load(args.model, map_location="cpu").eval()
+        model = _load_model(args.model)
     bridge = (
         Bridge.pretrained(args.bridge)
         if args.bridge == "fashion-mnist"
@@ -146,7 +159,34 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or 'auto', got {value!r}") from None
+
+
+# a user's mistake (bad file, bad option value) is reported in one line, not a traceback
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    r"""Entry point of ``rcsb-captum``; returns the exit status (2 for a user error)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _USER_ERRORS as e:
+        print(f"rcsb-captum {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rcsb-captum {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rcsb-captum", description="Region-constrained counterfactuals"
     )
@@ -156,19 +196,34 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser(
         "demo", help="explain shipped Fashion-MNIST images with the shipped models (CPU, < 1 min)"
     )
-    demo.add_argument("--n-images", type=int, default=6)
+    demo.add_argument(
+        "--n-images", type=int, default=6, help="how many shipped sample images to explain (1-60)"
+    )
     demo.add_argument(
         "--counterfactual-class",
         default="pair",
         help="'pair' (shirt<->T-shirt/top, pullover<->coat, sneaker<->ankle boot), 'any', "
         "or a class name/index",
     )
-    demo.add_argument("--region", choices=REGION_SOURCES, default="ig")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out-dir", default="rcsb_demo")
-    demo.add_argument("--nfe", type=int, default=100)
-    demo.add_argument("--cell-size", type=int, default=4)
-    demo.add_argument("--area", type=float, default=0.3)
+    demo.add_argument(
+        "--region",
+        choices=REGION_SOURCES,
+        default="ig",
+        help="region source: IG + NoiseTunnel, Saliency, GradCAM, Occlusion or random cells",
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, help="seed of every random draw (regions included)"
+    )
+    demo.add_argument(
+        "--out-dir", default="rcsb_demo", help="folder for counterfactuals.png and results.json/csv"
+    )
+    demo.add_argument("--nfe", type=int, default=100, help="sampling steps (the paper's 100)")
+    demo.add_argument(
+        "--cell-size", type=int, default=4, help="region cell side in pixels (4: an 8 x 8 grid)"
+    )
+    demo.add_argument(
+        "--area", type=float, default=0.3, help="largest fraction of the image in the region"
+    )
     demo.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     demo.set_defaults(func=_demo)
     ex = sub.add_parser("explain", help="counterfactuals for your images and classifier")
@@ -182,36 +237,78 @@ def main(argv: list[str] | None = None) -> int:
         "--bridge", default="fashion-mnist", help="'fashion-mnist' or a Bridge.save file"
     )
     ex.add_argument("--target", type=int, default=None, help="class explained (default: predicted)")
-    ex.add_argument("--counterfactual-target", type=int, default=None)
-    ex.add_argument("--region", choices=REGION_SOURCES, default="ig")
+    ex.add_argument(
+        "--counterfactual-target",
+        type=int,
+        default=None,
+        help="class to reach (default: any class but the target)",
+    )
+    ex.add_argument(
+        "--region",
+        choices=REGION_SOURCES,
+        default="ig",
+        help="region source when no --mask is given",
+    )
     ex.add_argument("--mask", default=None, help="an image whose bright pixels may change")
-    ex.add_argument("--cell-size", type=int, default=16)
-    ex.add_argument("--area", type=float, default=0.3)
-    ex.add_argument("--guidance-scale", type=float, default=1.5)
-    ex.add_argument("--start-step", type=int, default=600)
-    ex.add_argument("--nfe", type=int, default=100)
-    ex.add_argument("--n-samples", type=int, default=2)
-    ex.add_argument("--seed", type=int, default=0)
-    ex.add_argument("--out-dir", default="rcsb_explain")
+    ex.add_argument(
+        "--cell-size",
+        type=_cell_size,
+        default="auto",
+        help="region cell side in pixels, or 'auto' (16 at >= 128 px, side/8 below)",
+    )
+    ex.add_argument(
+        "--area", type=float, default=0.3, help="largest fraction of the image in the region"
+    )
+    ex.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.5,
+        help="classifier-guidance scale s (the paper's 1.5)",
+    )
+    ex.add_argument(
+        "--start-step",
+        type=int,
+        default=600,
+        help="truncation: start at this bridge step (600 of 1000)",
+    )
+    ex.add_argument("--nfe", type=int, default=100, help="sampling steps")
+    ex.add_argument(
+        "--n-samples", type=int, default=2, help="counterfactuals drawn per image; the best is kept"
+    )
+    ex.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    ex.add_argument(
+        "--out-dir", default="rcsb_explain", help="folder for the figure, tensors and results.json"
+    )
     ex.set_defaults(func=_explain)
     tb = sub.add_parser(
         "train-bridge", help="train an I2SB inpainting bridge on a folder of images"
     )
     tb.add_argument("images", help="folder of image files")
-    tb.add_argument("--out", default="bridge.pt")
-    tb.add_argument("--image-size", type=int, default=None)
-    tb.add_argument("--grayscale", action="store_true")
-    tb.add_argument("--steps", type=int, default=20_000)
-    tb.add_argument("--batch-size", type=int, default=32)
-    tb.add_argument("--lr", type=float, default=5e-4)
-    tb.add_argument("--min-area", type=float, default=0.1)
-    tb.add_argument("--max-area", type=float, default=0.4)
+    tb.add_argument("--out", default="bridge.pt", help="bridge file to write (Bridge.save format)")
+    tb.add_argument(
+        "--image-size", type=int, default=None, help="resize the images to this square side"
+    )
+    tb.add_argument("--grayscale", action="store_true", help="read the images as 1-channel")
+    tb.add_argument("--steps", type=int, default=20_000, help="total optimisation steps")
+    tb.add_argument("--batch-size", type=int, default=32, help="images per step")
+    tb.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
+    tb.add_argument(
+        "--min-area",
+        type=float,
+        default=0.1,
+        help="smallest hole fraction of the random training masks",
+    )
+    tb.add_argument(
+        "--max-area",
+        type=float,
+        default=0.4,
+        help="largest hole fraction of the random training masks",
+    )
     tb.add_argument("--checkpoint", default=None, help="resumable training checkpoint file")
-    tb.add_argument("--checkpoint-every", type=int, default=500)
-    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    tb.add_argument("--seed", type=int, default=0, help="seed of all training randomness")
     tb.set_defaults(func=_train_bridge)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
 
 
 if __name__ == "__main__":

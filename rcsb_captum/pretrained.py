@@ -1,35 +1,13 @@
-r"""Loaders for the models and data shipped with the package (no download)."""
+r"""Deprecated alias of :mod:`rcsb_captum.demo` (the shipped demo assets moved there)."""
 
-from __future__ import annotations
+import warnings
 
-from importlib import resources
-
-import torch
-from torch import Tensor
-
-from .datasets import FASHION_MNIST_CLASSES
-from .models import FashionCNN
+from .demo.assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 
 __all__ = ["FASHION_MNIST_CLASSES", "load_demo_classifier", "load_demo_samples"]
 
-
-def _data_file(name: str):
-    return resources.files("rcsb_captum") / "data" / name
-
-
-def load_demo_classifier() -> FashionCNN:
-    r"""The shipped Fashion-MNIST classifier (1 x 32 x 32 input in ``[0, 1]``, 10 logits), in
-    eval mode. Trained by ``scripts/train_demo_classifier.py`` (93.3 % on test images 0..8999)."""
-    with resources.as_file(_data_file("fashion_mnist_classifier.pt")) as path:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model = FashionCNN()
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
-
-
-def load_demo_samples() -> tuple[Tensor, Tensor]:
-    r"""500 Fashion-MNIST test images (indices 9000..9499, used in no training), zero-padded to
-    32 x 32, as ``(images N x 1 x 32 x 32 in [0, 1], labels N)``."""
-    with resources.as_file(_data_file("fashion_mnist_samples.pt")) as path:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    return obj["images"].float() / 255.0, obj["labels"]
+warnings.warn(
+    "rcsb_captum.pretrained is deprecated; import from rcsb_captum.demo",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -65,9 +65,7 @@ def _hole_noise(
         eps = torch.randn(images.shape, generator=generator, dtype=images.dtype, device=device)
         return eps.to(images.device)
     if len(generator) != images.shape[0]:
-        raise ValueError(
-            f"generator: need one per image ({images.shape[0]}), got {len(generator)}"
-        )
+        raise ValueError(f"generator: need one per image ({images.shape[0]}), got {len(generator)}")
     return torch.stack(
         [
             torch.randn(images.shape[1:], generator=g, dtype=images.dtype, device=g.device).to(
@@ -149,7 +147,9 @@ def sample_rcsb(
             x = schedule.posterior(prev, n, x_tilde, x0_hat, ot_ode=True).detach()
             x = torch.where(mask, x, x_keep)
             bad = ~torch.isfinite(x).all()
-            first_bad = torch.where(bad & (first_bad < 0), torch.tensor(n, device=device), first_bad)
+            first_bad = torch.where(
+                bad & (first_bad < 0), torch.tensor(n, device=device), first_bad
+            )
     if int(first_bad) >= 0:
         step = int(first_bad)
         index = [n for _, n in pairs].index(step)

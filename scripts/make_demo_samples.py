@@ -6,8 +6,7 @@ python scripts/make_demo_samples.py --out rcsb_captum/data/fashion_mnist_samples
 import argparse
 
 import torch
-
-from rcsb_captum.datasets import load_fashion_mnist
+from fashion_mnist import load_fashion_mnist
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", default="rcsb_captum/data/fashion_mnist_samples.pt")

@@ -12,9 +12,9 @@ attention at 8 x 8 (1.37 M parameters; ~0.55 s a step at batch 32 on 2 idle CPU 
 import argparse
 
 import torch
+from fashion_mnist import load_fashion_mnist
 
 from rcsb_captum import train_bridge
-from rcsb_captum.datasets import load_fashion_mnist
 
 CONFIG = {
     "image_size": 32,

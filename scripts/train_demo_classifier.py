@@ -17,9 +17,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from fashion_mnist import load_fashion_mnist
 
-from rcsb_captum.datasets import load_fashion_mnist
-from rcsb_captum.models import FashionCNN
+from rcsb_captum.demo import FashionCNN
 
 
 def main() -> None:

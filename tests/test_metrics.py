@@ -27,9 +27,9 @@ def test_flip_rate_and_probability_change():
     assert M.flipped(model, cf, 0).tolist() == [True] * 4 + [False] * 2
     assert M.flip_rate(model, cf, 0) == pytest.approx(4 / 6)
     assert M.flip_rate(model, cf, 0, counterfactual_target=1) == pytest.approx(4 / 6)
-    assert M.flip_rate(model, cf, [0] * 6, counterfactual_target=torch.zeros(6, dtype=torch.long)) == pytest.approx(
-        2 / 6
-    )
+    assert M.flip_rate(
+        model, cf, [0] * 6, counterfactual_target=torch.zeros(6, dtype=torch.long)
+    ) == pytest.approx(2 / 6)
     dp = M.probability_change(model, x, cf, 0, counterfactual_target=1)
     assert (dp[:4] > 0.9).all() and dp[4:].abs().max() < 1e-6
     assert torch.allclose(M.probability_change(model, x, cf, 0), dp, atol=1e-6)

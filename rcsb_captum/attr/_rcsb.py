@@ -3,7 +3,7 @@ r"""RCSB as a Captum attribution method."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,9 @@ def _check_region_arguments(region: Callable[..., Tensor], args: tuple) -> None:
     try:
         inspect.signature(region).bind(*args)
     except TypeError as e:
-        wanted = "(inputs, target, additional_forward_args)" if len(args) == 3 else "(inputs, target)"
+        wanted = (
+            "(inputs, target, additional_forward_args)" if len(args) == 3 else "(inputs, target)"
+        )
         raise TypeError(f"region must accept the positional arguments {wanted}: {e}") from e
     except ValueError:  # no signature to read (some builtins): find out when called
         pass

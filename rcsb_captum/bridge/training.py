@@ -63,11 +63,19 @@ def load_images(
         mode = "L" if channels == 1 else "RGB"
         arrays = []
         for path in files:
-            with Image.open(path) as im:
-                im = im.convert(mode)
-                if image_size is not None:
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                arrays.append(np.asarray(im))
+            try:
+                with Image.open(path) as im:
+                    im = im.convert(mode)
+                    if image_size is not None:
+                        im = im.resize((image_size, image_size), Image.BILINEAR)
+                    arrays.append(np.asarray(im))
+            except OSError as e:  # PIL.UnidentifiedImageError and truncated files
+                raise ValueError(f"images: {str(path)!r} is not a readable image ({e})") from e
+        sizes = sorted({a.shape[:2] for a in arrays})
+        if len(sizes) > 1:
+            raise ValueError(
+                f"images: the files have different sizes {sizes[:4]}; pass image_size to resize"
+            )
         data = torch.from_numpy(np.stack(arrays))
         data = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)
         return data.float() / 255.0

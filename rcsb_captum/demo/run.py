@@ -12,10 +12,10 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 from torch import Tensor, nn
 
-from .attr import RCSB
-from .bridge import Bridge
-from .pretrained import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
-from .regions import AttributionRegion, RandomRegion
+from ..attr import RCSB
+from ..bridge import Bridge
+from ..regions import AttributionRegion, RandomRegion
+from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 
 __all__ = ["PAIRED_CLASSES", "REGION_SOURCES", "make_region", "pick_images", "run_demo"]
 
@@ -27,7 +27,7 @@ REGION_SOURCES = ("ig", "saliency", "gradcam", "occlusion", "random")
 def make_region(
     name: str, model: nn.Module, cell_size: int = 4, area: float = 0.3, seed: int = 0
 ) -> Callable[..., Tensor]:
-    r"""A region source by name for the demo classifier (:class:`~rcsb_captum.models.FashionCNN`).
+    r"""A region source by name for the demo classifier (:class:`~rcsb_captum.demo.FashionCNN`).
 
     ``"ig"``: Integrated Gradients in a NoiseTunnel (the RCSB default); ``"saliency"``;
     ``"gradcam"``: LayerGradCam on the last convolution block (8 x 8, upsampled);
@@ -151,7 +151,7 @@ def run_demo(
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from .visualization import plot_counterfactuals
+    from ..visualization import plot_counterfactuals
 
     names = FASHION_MNIST_CLASSES
     figure = out / "counterfactuals.png"

@@ -5,8 +5,7 @@ from PIL import Image
 
 from rcsb_captum import Bridge
 from rcsb_captum.cli import main
-from rcsb_captum.datasets import read_idx
-from rcsb_captum.pretrained import load_demo_classifier, load_demo_samples
+from rcsb_captum.demo import load_demo_classifier, load_demo_samples
 
 
 def test_cli_train_bridge_on_a_folder(tmp_path):
@@ -36,60 +35,6 @@ def test_cli_train_bridge_on_a_folder(tmp_path):
     )
     bridge = Bridge.load(out)
     assert bridge.channels == 1 and bridge.image_size == 16
-
-
-def test_shipped_classifier_classifies_shipped_samples():
-    model = load_demo_classifier()
-    x, y = load_demo_samples()
-    assert x.shape == (500, 1, 32, 32) and 0 <= x.min() and x.max() <= 1
-    with torch.no_grad():
-        acc = (model(x).argmax(1) == y).float().mean().item()
-    assert acc > 0.88
-
-
-def test_read_idx(tmp_path):
-    data = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    raw = (
-        bytes([0, 0, 8, 3])
-        + b"".join(int(d).to_bytes(4, "big") for d in data.shape)
-        + data.tobytes()
-    )
-    (tmp_path / "x.idx").write_bytes(raw)
-    assert np.array_equal(read_idx(tmp_path / "x.idx"), data)
-
-
-def test_pretrained_bridge_and_default_bridge_for_demo_size(monkeypatch):
-    from rcsb_captum import RCSB, MaskRegion
-
-    bridge = Bridge.pretrained("fashion-mnist")
-    assert bridge.channels == 1 and bridge.image_size == 32
-    assert all(p.dtype == torch.float32 for p in bridge.parameters())
-    with pytest.raises(ValueError, match="name must be one of"):
-        Bridge.pretrained("imagenet")
-    monkeypatch.delenv("RCSB_CAPTUM_BRIDGE", raising=False)
-    model = load_demo_classifier()
-    x, _ = load_demo_samples()
-    mask = torch.zeros(1, 32, 32)
-    mask[:, 8:16, 8:16] = 1
-    rcsb = RCSB(model, region=MaskRegion(mask), nfe=2, n_samples=1)
-    attr = rcsb.attribute(x[:2], seed=0)  # no bridge given: the shipped one for 1 x 32 x 32
-    assert attr.shape == (2, 1, 32, 32) and attr.abs().sum() > 0
-    assert rcsb.bridge is not None and rcsb.bridge.image_size == 32
-
-
-def test_pick_images_pairs_and_classes():
-    from rcsb_captum.demo import PAIRED_CLASSES, pick_images
-
-    _, y = load_demo_samples()
-    idx, cf = pick_images(y, y, 6, "pair")
-    assert [int(y[i]) for i in idx] == list(PAIRED_CLASSES)
-    assert [PAIRED_CLASSES[int(y[i])] for i in idx] == cf.tolist()
-    idx, cf = pick_images(y, y, 4, "coat")
-    assert cf.tolist() == [4] * 4 and all(int(y[i]) != 4 for i in idx)
-    idx, cf = pick_images(y, y, 3, "any")
-    assert cf is None and len(idx) == 3
-    with pytest.raises(ValueError, match="counterfactual class"):
-        pick_images(y, y, 3, "hat")
 
 
 def test_cli_demo_writes_figure_and_results(tmp_path, capsys):

@@ -1,4 +1,5 @@
-r"""Readers for image datasets that are already on the machine (nothing is downloaded)."""
+r"""Fashion-MNIST from Debian's IDX files, for the scripts that train and sample the shipped
+demo assets (nothing is downloaded; the library itself never reads datasets)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["FASHION_MNIST_CLASSES", "load_fashion_mnist", "read_idx"]
+__all__ = ["load_fashion_mnist", "read_idx"]
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 # Debian's dataset-fashion-mnist package (MIT licence, Zalando Research).
 DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 

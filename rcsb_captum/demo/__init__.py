@@ -1,0 +1,20 @@
+r"""Everything Fashion-MNIST: the shipped demo assets, the demo classifier and the demo run.
+
+Nothing in the methods knows this sub-package; it uses the public API only.
+"""
+
+from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
+from .models import FashionCNN
+from .run import PAIRED_CLASSES, REGION_SOURCES, make_region, pick_images, run_demo
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "PAIRED_CLASSES",
+    "REGION_SOURCES",
+    "FashionCNN",
+    "load_demo_classifier",
+    "load_demo_samples",
+    "make_region",
+    "pick_images",
+    "run_demo",
+]

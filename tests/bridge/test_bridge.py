@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from rcsb_captum import Bridge
+from rcsb_captum.demo import load_demo_classifier, load_demo_samples
+
+
+def test_predict_x0_definition(tiny_bridge, tiny_reference):
+    x = tiny_reference["input_x"]
+    step = 599
+    expected = x - tiny_bridge.schedule.std_fwd[step] * tiny_bridge.network(
+        x, torch.full((2,), tiny_bridge.schedule.noise_levels[step], dtype=torch.float32)
+    )
+    assert torch.allclose(tiny_bridge.predict_x0(x, step), expected)
+
+
+def test_pretrained_bridge_and_default_bridge_for_demo_size(monkeypatch):
+    from rcsb_captum import RCSB, MaskRegion
+
+    bridge = Bridge.pretrained("fashion-mnist")
+    assert bridge.channels == 1 and bridge.image_size == 32
+    assert all(p.dtype == torch.float32 for p in bridge.parameters())
+    with pytest.raises(ValueError, match="name must be one of"):
+        Bridge.pretrained("imagenet")
+    monkeypatch.delenv("RCSB_CAPTUM_BRIDGE", raising=False)
+    model = load_demo_classifier()
+    x, _ = load_demo_samples()
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:16, 8:16] = 1
+    rcsb = RCSB(model, region=MaskRegion(mask), nfe=2, n_samples=1)
+    attr = rcsb.attribute(x[:2], seed=0)  # no bridge given: the shipped one for 1 x 32 x 32
+    assert attr.shape == (2, 1, 32, 32) and attr.abs().sum() > 0
+    assert rcsb.bridge is not None and rcsb.bridge.image_size == 32

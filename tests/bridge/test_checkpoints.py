@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from rcsb_captum import Bridge
+
+
+def test_i2sb_checkpoint_round_trip_net_and_ema(tiny_reference, tmp_path):
+    net = tiny_reference["net"]
+    ema = {
+        "decay": 0.99,
+        "num_updates": 3,
+        "collected_params": None,
+        "shadow_params": [torch.full_like(v, 0.5) for k, v in net.items()],
+    }
+    path = tmp_path / "latest.pt"
+    torch.save({"net": net, "ema": ema, "optimizer": {}, "sched": {}}, path)
+    b = Bridge.from_i2sb_checkpoint(path, config=dict(tiny_reference["config"], interval=500))
+    assert b.schedule.interval == 500
+    for k, v in b.network.state_dict().items():
+        assert torch.equal(v, net["diffusion_model." + k])
+    assert all(not p.requires_grad for p in b.parameters())
+    e = Bridge.from_i2sb_checkpoint(path, config=tiny_reference["config"], weights="ema")
+    assert all(torch.all(p == 0.5) for p in e.network.parameters())
+    # our own format carries its config
+    b.save(tmp_path / "ours.pt")
+    c = Bridge.load(tmp_path / "ours.pt")
+    assert c.schedule.interval == 500
+    x = tiny_reference["input_x"]
+    assert torch.equal(c.predict_x0(x, 10), b.predict_x0(x, 10))
+
+
+def test_checkpoint_mismatch_is_a_clear_error(tiny_reference, tmp_path):
+    net = dict(tiny_reference["net"])
+    net.pop("diffusion_model.out.2.bias")
+    net["diffusion_model.extra"] = torch.zeros(1)
+    path = tmp_path / "bad.pt"
+    torch.save({"net": net}, path)
+    with pytest.raises(ValueError, match="missing: out.2.bias.*unexpected: extra"):
+        Bridge.from_i2sb_checkpoint(path, config=tiny_reference["config"])
+    with pytest.raises(ValueError, match="no 'ema' entry"):
+        Bridge.from_i2sb_checkpoint(path, config=tiny_reference["config"], weights="ema")
+    with pytest.raises(FileNotFoundError):
+        Bridge.from_i2sb_checkpoint(tmp_path / "nope.pt")

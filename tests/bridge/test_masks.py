@@ -1,0 +1,13 @@
+import torch
+
+from rcsb_captum.bridge import random_freeform_masks
+
+
+def test_masks_respect_area_and_seed():
+    g = torch.Generator().manual_seed(0)
+    m = random_freeform_masks(64, 32, (0.1, 0.4), generator=g)
+    frac = m.mean((1, 2, 3))
+    assert m.shape == (64, 1, 32, 32) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert frac.min() >= 0.09 and frac.max() <= 0.41
+    again = random_freeform_masks(64, 32, (0.1, 0.4), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(m, again)

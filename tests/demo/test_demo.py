@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from rcsb_captum.demo import load_demo_classifier, load_demo_samples
+
+
+def test_shipped_classifier_classifies_shipped_samples():
+    model = load_demo_classifier()
+    x, y = load_demo_samples()
+    assert x.shape == (500, 1, 32, 32) and 0 <= x.min() and x.max() <= 1
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == y).float().mean().item()
+    assert acc > 0.88
+
+
+def test_pick_images_pairs_and_classes():
+    from rcsb_captum.demo import PAIRED_CLASSES, pick_images
+
+    _, y = load_demo_samples()
+    idx, cf = pick_images(y, y, 6, "pair")
+    assert [int(y[i]) for i in idx] == list(PAIRED_CLASSES)
+    assert [PAIRED_CLASSES[int(y[i])] for i in idx] == cf.tolist()
+    idx, cf = pick_images(y, y, 4, "coat")
+    assert cf.tolist() == [4] * 4 and all(int(y[i]) != 4 for i in idx)
+    idx, cf = pick_images(y, y, 3, "any")
+    assert cf is None and len(idx) == 3
+    with pytest.raises(ValueError, match="counterfactual class"):
+        pick_images(y, y, 3, "hat")
