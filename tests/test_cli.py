@@ -81,3 +81,31 @@ def test_cli_explain_with_exported_model_and_mask(tmp_path, capsys):
     records = json.loads((out / "results.json").read_text())
     assert [r["image"] for r in records] == list(map(str, files))
     assert "counterfactuals.png" in capsys.readouterr().out
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert main(["explain", str(text)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rcsb-captum explain: error: images:") and "\n" not in err
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(image)
+    bad_model = tmp_path / "model.pt"
+    bad_model.write_bytes(b"\x00corrupted")
+    assert main(["explain", str(image), "--model", str(bad_model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--model: could not load" in err and "\n" not in err
+    assert main(["explain", str(image), "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_every_option_has_help():
+    from rcsb_captum.cli import _parser
+
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.option_strings or action.dest} has no help"

@@ -4,6 +4,7 @@ import torch
 from rcsb_captum.infillers import (
     BlurInfiller,
     BridgeInfiller,
+    Infiller,
     LocalMeanInfiller,
     MeanInfiller,
     RandomColorNoiseInfiller,
@@ -58,3 +59,47 @@ def test_bridge_infiller_keeps_pixels_and_fills_the_rest(tiny_bridge, images):
     assert torch.equal(out, again)
     with pytest.raises(ValueError, match="channels"):
         inf(images[:, :1], keep)
+
+
+class Broken(Infiller):
+    def __init__(self, make):
+        self.make = make
+
+    def fill(self, images, keep, generator):
+        return self.make(images)
+
+
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (lambda x: x * float("nan"), ValueError, "non-finite"),
+        (lambda x: x[:1], ValueError, "shaped like"),
+        (lambda x: x.numpy(), TypeError, "must return a Tensor"),
+    ],
+)
+def test_infiller_outputs_are_checked(images, make, error, match):
+    keep = torch.ones(2, 1, 32, 32)
+    with pytest.raises(error, match=match):
+        Broken(make)(images, keep)
+
+
+@pytest.mark.parametrize(
+    "args,error,match",
+    [
+        ((torch.rand(2, 3, 8, 8) * 2, torch.ones(2, 1, 8, 8)), ValueError, r"\[0, 1\]"),
+        ((torch.rand(2, 3, 8, 8), torch.ones(2, 1, 4, 4)), ValueError, "keep must be"),
+        ((torch.rand(2, 3, 8, 8), [1]), TypeError, "keep must be a Tensor"),
+    ],
+)
+def test_infiller_arguments_are_checked(args, error, match):
+    with pytest.raises(error, match=match):
+        MeanInfiller()(*args)
+
+
+def test_bridge_infiller_rejects_images_the_bridge_does_not_fit(tiny_bridge):
+    with pytest.raises(ValueError, match="channels"):
+        BridgeInfiller(tiny_bridge)(torch.rand(1, 1, 32, 32), torch.ones(1, 1, 32, 32))
+    with pytest.raises(TypeError, match="bridge"):
+        BridgeInfiller("bridge.pt")
+    with pytest.raises(ValueError, match="sigma"):
+        BlurInfiller(0.0)

@@ -154,3 +154,33 @@ def test_report_skips_missing_networks_with_a_message():
         row = M.counterfactual_report(model, x, cf, 0, 1, regions, feature_extractor=nn.Flatten())
     assert row["flip_rate"] == 1.0 and row["max_outside"] == 0.0 and row["cout"] > 0.7
     assert "fid" in row and "sfid" in row and "s3" not in row
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda m, x, cf: M.flip_rate(m, cf, 5), ValueError, "outside"),
+        (lambda m, x, cf: M.flip_rate(m, cf, 0.0), TypeError, "target"),
+        (lambda m, x, cf: M.flip_rate(m, cf, 0, torch.ones(6)), TypeError, "integer"),
+        (lambda m, x, cf: M.flip_rate(m, cf * float("nan"), 0), ValueError, "counterfactuals"),
+        (lambda m, x, cf: M.cout(m, x, cf * float("nan"), 0), ValueError, "non-finite"),
+        (lambda m, x, cf: M.cout(m, x, cf, [0.0] * 6), TypeError, "integer"),
+        (lambda m, x, cf: M.cout(m, x, cf, 0, steps=0), ValueError, "steps"),
+        (lambda m, x, cf: M.probability_change(m, x, cf, 0, 9), ValueError, "outside"),
+        (lambda m, x, cf: M.probability_change(m, x, cf[:3], 0), ValueError, "same shape"),
+        (lambda m, x, cf: M.flip_rate(m, cf, 0, batch_size=0), ValueError, "batch_size"),
+        (lambda m, x, cf: M.flip_rate(lambda t: t.mean((1, 2, 3)), cf, 0), ValueError, "N x K"),
+    ],
+)
+def test_bad_metric_arguments(call, error, match):
+    x = _images()
+    with pytest.raises(error, match=match):
+        call(Threshold(), x, x.clone())
+
+
+def test_metrics_leave_a_model_in_train_mode_as_given():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2), nn.Dropout(0.9)).train()
+    x = _images()
+    a = M.flipped(model, x, 0)
+    assert torch.equal(a, M.flipped(model, x, 0))  # dropout off: repeatable
+    assert model.training

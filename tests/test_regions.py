@@ -9,8 +9,8 @@ from captum.attr import (
     Saliency,
 )
 
-from rcsb_captum import RCSB, AttributionRegion
-from rcsb_captum.regions import attribution_to_region
+from rcsb_captum import RCSB, AttributionRegion, MaskRegion, RandomRegion, SegmentationRegion
+from rcsb_captum.regions import attribution_to_region, default_region
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,67 @@ def test_default_region_is_integrated_gradients_noise_tunnel(classifier):
         and rcsb.region.attribute_kwargs["stdevs"] == 0.05
     )
     assert (rcsb.guidance_scale, rcsb.start_step, rcsb.nfe, rcsb.n_samples) == (1.5, 600, 100, 2)
+
+
+def test_auto_cell_size():
+    from rcsb_captum.regions import auto_cell_size
+
+    assert [auto_cell_size(s, s) for s in (256, 128, 64, 32, 28, 7)] == [16, 16, 8, 4, 3, 1]
+
+
+def test_cells_need_not_divide_the_image():
+    a = torch.zeros(1, 1, 28, 28)
+    a[..., 27, 27] = 5.0  # the corner cell is cut to 1 x 1 px by the border
+    a[..., 0, 0] = 1.0
+    r = attribution_to_region(a, (28, 28), cell_size=3, area=0.02)  # 2 of 100 cells
+    assert r.shape == (1, 1, 28, 28)
+    assert r[..., 27, 27] == 1 and r[..., 0:3, 0:3].eq(1).all()
+    assert r.sum() == 1 + 9
+
+
+@pytest.mark.parametrize(
+    "masks,error,match",
+    [
+        (torch.full((1, 1, 4, 4), float("nan")), ValueError, "NaN"),
+        (torch.full((1, 1, 4, 4), 1.5), ValueError, r"\[0, 1\]"),
+        (torch.zeros(1, 2, 4, 4), ValueError, "one channel|N x 1"),
+        ("mask", TypeError, "Tensor"),
+    ],
+)
+def test_mask_region_rules(masks, error, match):
+    with pytest.raises(error, match=match):
+        MaskRegion(masks)
+
+
+def test_mask_region_threshold_and_numpy():
+    soft = torch.tensor([[0.2, 0.5], [0.49, 1.0]])
+    assert MaskRegion(soft).masks[0, 0].tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    assert MaskRegion(soft.numpy() > 0.4).masks.sum() == 3
+    with pytest.raises(ValueError, match="do not fit"):
+        MaskRegion(soft)(torch.rand(1, 1, 4, 4))
+
+
+def test_noise_tunnel_region_is_seeded_per_image(classifier, images):
+    region = default_region(classifier, cell_size=8, area=0.25)
+    assert region.per_image
+    a = region(images, torch.tensor([0, 1]), seeds=[11, 12])
+    b = region(images[1:], torch.tensor([1]), seeds=[12])
+    assert torch.equal(a[1:], b)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    region(images, torch.tensor([0, 1]), seeds=[11, 12])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_random_region_arguments():
+    with pytest.raises(ValueError, match="area"):
+        RandomRegion(area=1.5)
+    with pytest.raises(ValueError, match="cell_size"):
+        RandomRegion(cell_size=None)
+    r = RandomRegion(cell_size=3, area=0.5)(torch.rand(2, 1, 28, 28))
+    assert r.shape == (2, 1, 28, 28)
+
+
+def test_segmentation_region_rejects_float_maps():
+    with pytest.raises(TypeError, match="integers"):
+        SegmentationRegion(torch.rand(1, 4, 4), labels=[1])(torch.rand(1, 3, 4, 4))

@@ -121,3 +121,78 @@ def test_fido_with_bridge_infiller_as_rcsb_region(tiny_bridge, classifier, image
         32,
         32,
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(inputs=_patch_images(2) * 3), ValueError, r"\[0, 1\]"),
+        (dict(inputs=_patch_images(2).numpy()), TypeError, "torch.Tensor"),
+        (dict(target=1.0), TypeError, "target"),
+        (dict(target=torch.tensor([1.0, 0.0])), TypeError, "integer classes"),
+        (dict(seed=-2), ValueError, "seed"),
+    ],
+)
+def test_bad_call_arguments(kwargs, error, match):
+    args = dict(inputs=_patch_images(2))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        FIDO(PatchClassifier(), MeanInfiller(0.0), mask_size=4, steps=2).attribute(**args)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(lr=0.0), "lr"),
+        (dict(l1_coef=-1.0), "l1_coef"),
+        (dict(mask_size=0), "mask_size"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(init_keep=1.0), "init_keep"),
+        (dict(infiller="blur"), "infiller"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        FIDO(PatchClassifier(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "infiller,error,match",
+    [
+        (lambda x, keep, g: x * float("nan"), ValueError, "non-finite"),
+        (lambda x, keep, g: x[:, :, :2], ValueError, "shaped like"),
+        (lambda x, keep, g: None, TypeError, "must return a Tensor"),
+    ],
+)
+def test_bad_infiller_outputs(infiller, error, match):
+    fido = FIDO(PatchClassifier(), infiller, mask_size=4, steps=2)
+    with pytest.raises(error, match=match):
+        fido.attribute(_patch_images(2), seed=0)
+    reinforce = FIDO(PatchClassifier(), infiller, mask_size=4, steps=2, estimator="reinforce")
+    with pytest.raises(error, match=match):
+        reinforce.attribute(_patch_images(2), seed=0)
+
+
+@pytest.mark.parametrize("method", [FIDO, BBMP])
+def test_model_is_left_as_given(method):
+    model = nn.Sequential(PatchClassifier(), nn.Dropout(0.5)).train()
+    method(model, MeanInfiller(0.0), mask_size=4, steps=2).attribute(_patch_images(2), seed=0)
+    assert model.training and model[1].training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_nan_logits_stop_with_a_clear_error():
+    class NaNAfterFirst(nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            NaNAfterFirst.calls += 1
+            out = PatchClassifier()(x)
+            return out if NaNAfterFirst.calls == 1 else out * float("nan")
+
+    with pytest.raises(ValueError, match="non-finite logits"):
+        FIDO(NaNAfterFirst(), MeanInfiller(0.0), mask_size=4, steps=2).attribute(
+            _patch_images(2), seed=0
+        )

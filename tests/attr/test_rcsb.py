@@ -135,3 +135,279 @@ def test_additional_forward_args_reach_the_classifier_and_the_region(tiny_bridge
     )
     assert seen == [5.0]
     assert torch.all(res.probs_before[:, 0] > 0.99)  # the shift of 5 was applied
+
+
+# -- the bad-input sweep: every kind the issue's sweep found, one case each ----------------
+
+
+class Returns(torch.nn.Module):
+    """A classifier whose output is replaced by ``make(logits)``."""
+
+    def __init__(self, base, make):
+        super().__init__()
+        self.base, self.make = base, make
+
+    def forward(self, x):
+        return self.make(self.base(x))
+
+
+def _nan_after_calls(base, calls):
+    state = {"n": 0}
+
+    def f(x):
+        state["n"] += 1
+        out = base(x)
+        return out * float("nan") if state["n"] > calls else out
+
+    return f
+
+
+@pytest.mark.parametrize(
+    "inputs,error,match",
+    [
+        (torch.rand(2, 3, 32, 32).half(), None, None),  # converted, returned in float16
+        (torch.rand(2, 3, 32, 32).double(), None, None),
+        ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), TypeError, "floating dtype"),
+        (torch.ones(2, 3, 32, 32, dtype=torch.bool), TypeError, "floating dtype"),
+        (torch.rand(0, 3, 32, 32), ValueError, "empty batch"),
+        (torch.rand(2, 3, 32, 32).numpy(), TypeError, "torch.Tensor"),
+    ],
+)
+def test_input_dtypes(classifier, tiny_bridge, inputs, error, match):
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    if error is None:
+        res = rcsb.generate(inputs, seed=0)
+        assert res.counterfactuals.dtype == inputs.dtype
+        outside = (res.regions == 0).expand_as(inputs)
+        assert torch.equal(res.counterfactuals[outside], inputs[outside])
+        assert rcsb.attribute(inputs, seed=0).dtype == inputs.dtype
+    else:
+        with pytest.raises(error, match=match):
+            rcsb.generate(inputs, seed=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(guidance_scale=-1.0), ValueError, "guidance_scale"),
+        (dict(guidance_scale=float("nan")), ValueError, "guidance_scale must be finite"),
+        (dict(guidance_scale=float("inf")), ValueError, "guidance_scale must be finite"),
+        (dict(guidance_scale="1.5"), TypeError, "guidance_scale"),
+        (dict(nfe=5.0), TypeError, "nfe must be an integer"),
+        (dict(nfe=0), ValueError, "nfe"),
+        (dict(nfe=200, start_step=100), ValueError, "nfe must be at most"),
+        (dict(start_step=1), ValueError, "start_step"),
+        (dict(n_samples=0), ValueError, "n_samples"),
+        (dict(n_samples=True), TypeError, "n_samples"),
+        (dict(classifier_input="sigmoid"), ValueError, "classifier_input"),
+        (dict(precision="fp8"), ValueError, "precision"),
+        (dict(cell_size=4), ValueError, "cell_size and area shape the default region"),
+        (dict(area=0.2), ValueError, "cell_size and area shape the default region"),
+        (dict(bridge="bridge.pt"), TypeError, "bridge must be a rcsb_captum.Bridge"),
+        (dict(region=3), TypeError, "region must be callable"),
+    ],
+)
+def test_bad_constructor_arguments(classifier, tiny_bridge, kwargs, error, match):
+    args = dict(bridge=tiny_bridge, region=MaskRegion(box_mask()))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        RCSB(classifier, **args)
+
+
+def test_bad_cell_size_and_area_of_the_default_region(classifier, tiny_bridge):
+    with pytest.raises(ValueError, match="area"):
+        RCSB(classifier, tiny_bridge, area=0.0)
+    with pytest.raises(ValueError, match="cell_size"):
+        RCSB(classifier, tiny_bridge, cell_size="big")
+    with pytest.raises(ValueError, match="cell_size"):
+        RCSB(classifier, tiny_bridge, cell_size=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(internal_batch_size=0), ValueError, "internal_batch_size"),
+        (dict(internal_batch_size=1.5), TypeError, "internal_batch_size"),
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(seed=1.5), TypeError, "seed"),
+        (dict(target=torch.tensor([0.0, 1.0])), TypeError, "integer classes"),
+        (dict(target=True), TypeError, "target"),
+        (dict(target="cat"), TypeError, "target"),
+        (dict(target=-1), ValueError, "outside"),
+        (dict(counterfactual_target=[0.5, 1.5]), TypeError, "counterfactual_target"),
+        (dict(region=torch.full((2, 1, 32, 32), 0.01)), ValueError, "empty"),
+        (dict(region=torch.full((2, 1, 32, 32), 2.0)), ValueError, r"\[0, 1\]"),
+        (dict(region=-box_mask()), ValueError, r"\[0, 1\]"),
+        (dict(region=box_mask().masked_fill(box_mask() == 0, float("nan"))), ValueError, "NaN"),
+        (dict(region=lambda x, t: None), TypeError, "None"),
+        (dict(region=lambda x, t: "mask"), TypeError, "region must be a Tensor"),
+        (dict(region=lambda x: box_mask()), TypeError, r"\(inputs, target\)"),
+        (dict(region=lambda x, t: box_mask() * float("nan")), ValueError, "NaN"),
+        (dict(region=lambda x, t: box_mask()[:, :, :16]), ValueError, "N x 1 x H x W"),
+    ],
+)
+def test_bad_call_arguments(classifier, tiny_bridge, images, kwargs, error, match):
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    with pytest.raises(error, match=match):
+        rcsb.generate(images, **kwargs)
+
+
+def test_region_callable_may_return_numpy(classifier, tiny_bridge, images):
+    rcsb = RCSB(classifier, tiny_bridge, lambda x, t: box_mask().numpy(), **FAST)
+    assert torch.equal(rcsb.generate(images, seed=0).regions, box_mask())
+
+
+def test_soft_masks_are_binarised_at_one_half(classifier, tiny_bridge, images):
+    soft = box_mask() * 0.7 + 0.2  # 0.9 inside the box, 0.2 outside
+    res = RCSB(classifier, tiny_bridge, MaskRegion(soft), **FAST).generate(images, seed=0)
+    assert torch.equal(res.regions, box_mask())
+
+
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (lambda y: y[:, :1], ValueError, "K >= 2"),
+        (lambda y: y[:, 0], ValueError, "N x K"),
+        (lambda y: (y,), TypeError, "Tensor of logits"),
+        (lambda y: y * float("nan"), ValueError, "non-finite logits"),
+        (lambda y: y.argmax(1, keepdim=True).expand(-1, 5), TypeError, "floating-point"),
+    ],
+)
+def test_bad_model_outputs(classifier, tiny_bridge, images, make, error, match):
+    rcsb = RCSB(Returns(classifier, make), tiny_bridge, MaskRegion(box_mask()), **FAST)
+    with pytest.raises(error, match=match):
+        rcsb.generate(images, seed=0)
+
+
+def test_nan_during_sampling_stops_with_the_step(classifier, tiny_bridge, images):
+    # finite on the inputs, NaN from the third classifier call on: a NaN gradient mid-way
+    f = _nan_after_calls(classifier, 3)
+    rcsb = RCSB(f, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    with pytest.raises(FloatingPointError, match=r"at step \d+ of 5"):
+        rcsb.generate(images, target=0, seed=0)
+
+
+# -- what a call must leave as it was ------------------------------------------------------
+
+
+def test_seed_fixes_the_default_region_without_touching_the_global_generator(classifier):
+    from rcsb_captum import Bridge
+
+    bridge = Bridge.from_config(
+        {
+            "image_size": 32,
+            "num_channels": 32,
+            "num_res_blocks": 1,
+            "channel_mult": "1,2",
+            "attention_resolutions": "",
+            "in_channels": 3,
+            "out_channels": 3,
+        }
+    )
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    rcsb = RCSB(classifier, bridge, start_step=20, nfe=2, n_samples=1)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = rcsb.generate(x, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(999)  # another global state must not matter
+    b = rcsb.generate(x, seed=0)
+    assert torch.equal(a.regions, b.regions) and torch.equal(a.samples, b.samples)
+    # each image's region and samples depend on (seed, index) only, not on the batch (up to
+    # the float rounding of batched kernels)
+    c = rcsb.generate(x[:1], seed=0)
+    assert torch.equal(c.regions, a.regions[:1])
+    assert torch.allclose(c.samples, a.samples[:1], atol=1e-6)
+
+
+def test_results_do_not_depend_on_the_batch(classifier, tiny_bridge, images):
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask(1)), **FAST)
+    both = rcsb.generate(images, target=0, seed=5)
+    one = rcsb.generate(images[:1], target=0, seed=5)
+    split = rcsb.generate(images, target=0, seed=5, internal_batch_size=1)
+    assert torch.allclose(both.samples[:1], one.samples, atol=1e-6)
+    assert torch.allclose(both.samples, split.samples, atol=1e-6)
+
+
+def test_random_region_depends_on_seed_and_index_only(classifier, tiny_bridge, images):
+    from rcsb_captum import RandomRegion
+
+    region = RandomRegion(cell_size=8, area=0.25, seed=0)
+    assert torch.equal(region(images), region(images))  # same object, same call, same region
+    rcsb = RCSB(classifier, tiny_bridge, region, **FAST)
+    a = rcsb.generate(images, seed=1).regions
+    assert torch.equal(rcsb.generate(images[1:], seed=1).regions, a[:1])
+    assert not torch.equal(rcsb.generate(images, seed=2).regions, a)
+
+
+def test_model_in_train_mode_is_left_as_given(tiny_bridge, images):
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Dropout(0.5),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 32 * 32, 3),
+    ).train()
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    rcsb = RCSB(model, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    a = rcsb.generate(images, target=0, seed=0)
+    b = rcsb.generate(images, target=0, seed=0)
+    assert torch.equal(a.samples, b.samples)  # dropout is off during the call
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, buffers[k]), k  # BatchNorm statistics untouched
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_nan_counterfactuals_are_never_successes(classifier, tiny_bridge, images):
+    # a NaN mid-way stops the run (see above); a finite run reports success from real argmax
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    res = rcsb.generate(images, target=0, seed=0)
+    assert torch.isfinite(res.samples).all()
+    pred = classifier(res.counterfactuals).argmax(1)
+    assert torch.equal(res.success, pred != 0)
+
+
+def test_default_cell_size_fits_28_pixel_images(classifier):
+    from rcsb_captum import Bridge
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 3))
+    bridge = Bridge.from_config(
+        {
+            "image_size": 28,
+            "num_channels": 32,
+            "num_res_blocks": 1,
+            "channel_mult": "1,2",
+            "attention_resolutions": "",
+            "in_channels": 1,
+            "out_channels": 1,
+        }
+    )
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    res = RCSB(model, bridge, start_step=20, nfe=2, n_samples=1).generate(x, seed=0)
+    assert res.regions.shape == (2, 1, 28, 28)
+    # cells of 3 px (auto) on a 10 x 10 grid whose last row and column are cut by the border:
+    # 30 of 100 cells, at most 30 full 3 x 3 cells of pixels
+    assert 0 < res.regions.mean() <= 30 * 9 / (28 * 28)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_stays_close_to_fp32(classifier, tiny_bridge, images, precision):
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), guidance_scale=0.0, **FAST)
+    ref = rcsb.generate(images, target=0, seed=0)
+    rcsb.precision = precision
+    low = rcsb.generate(images, target=0, seed=0)
+    outside = (ref.regions == 0).expand_as(images)
+    assert torch.equal(low.counterfactuals[outside], images[outside])
+    # documented tolerance: autocast of the bridge changes pixels by < 0.05 on this bridge
+    assert (low.samples - ref.samples).abs().max() < 0.05
+
+
+def test_gradient_checkpointing_gives_the_same_counterfactuals(classifier, tiny_bridge, images):
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    ref = rcsb.generate(images, target=0, seed=0)
+    rcsb.gradient_checkpointing = True
+    ck = rcsb.generate(images, target=0, seed=0)
+    assert torch.allclose(ck.samples, ref.samples, atol=1e-5)
+    blocks = [m for m in tiny_bridge.modules() if hasattr(m, "use_checkpoint")]
+    assert blocks and not any(m.use_checkpoint for m in blocks)  # restored afterwards

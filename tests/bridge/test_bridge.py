@@ -31,3 +31,42 @@ def test_pretrained_bridge_and_default_bridge_for_demo_size(monkeypatch):
     attr = rcsb.attribute(x[:2], seed=0)  # no bridge given: the shipped one for 1 x 32 x 32
     assert attr.shape == (2, 1, 32, 32) and attr.abs().sum() > 0
     assert rcsb.bridge is not None and rcsb.bridge.image_size == 32
+
+
+def test_check_inputs_and_default_for(tiny_bridge, monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="inputs have 1 channels but the bridge takes 3"):
+        tiny_bridge.check_inputs(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="built for 32 x 32"):
+        tiny_bridge.check_inputs(torch.rand(1, 3, 16, 16))
+    tiny_bridge.check_inputs(torch.rand(2, 3, 32, 32))
+    monkeypatch.delenv("RCSB_CAPTUM_BRIDGE", raising=False)
+    with pytest.raises(ValueError, match="bridge: none given"):
+        Bridge.default_for(torch.rand(1, 3, 64, 64))
+    assert Bridge.default_for(torch.rand(1, 1, 32, 32)).image_size == 32
+    path = tmp_path / "b.pt"
+    Bridge.pretrained("fashion-mnist").save(path)
+    monkeypatch.setenv("RCSB_CAPTUM_BRIDGE", str(path))
+    with pytest.raises(ValueError, match="channels"):  # the env bridge is checked too
+        Bridge.default_for(torch.rand(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ({"format": "rcsb_captum.bridge/1"}, "incomplete bridge file"),
+        ({"state_dict": {}}, "not an rcsb_captum bridge file"),
+        ([1, 2], "holds a list"),
+    ],
+)
+def test_bad_bridge_files(tmp_path, content, match):
+    from rcsb_captum.bridge.checkpoints import FORMAT
+
+    if isinstance(content, dict) and "format" in content:
+        content["format"] = FORMAT
+    path = tmp_path / "bad.pt"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match=match):
+        Bridge.load(path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not read"):
+        Bridge.load(tmp_path / "junk.pt")

@@ -36,3 +36,20 @@ def test_posterior_interpolates_between_estimate_and_state():
     assert a + b == pytest.approx(1.0)
     with pytest.raises(ValueError, match="prev_step"):
         s.posterior(500, 100, xn, x0)
+
+
+def test_marginal_takes_one_step_per_sample():
+    s = BridgeSchedule()
+    x0, x1 = torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)
+    steps = torch.tensor([0, 499, 999])
+    batched = s.marginal(steps, x0, x1)
+    for i, n in enumerate(steps.tolist()):
+        assert torch.allclose(batched[i], s.marginal(n, x0[i : i + 1], x1[i : i + 1])[0])
+    noisy = s.marginal(steps, x0, x1, ot_ode=False, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(noisy, batched)
+    with pytest.raises(ValueError, match="one step per sample"):
+        s.marginal(torch.tensor([1, 2]), x0, x1)
+    with pytest.raises(ValueError, match="one step per sample"):
+        s.marginal(torch.tensor([1.0, 2.0, 3.0]), x0, x1)
+    with pytest.raises(ValueError, match=r"step must be in \[0, 999\]"):
+        s.marginal(torch.tensor([0, 1, 1000]), x0, x1)

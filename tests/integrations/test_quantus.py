@@ -131,3 +131,27 @@ def test_road_and_irof_on_colour_images(classifier, batch):
     assert (out[0, :, :4, :4] != x[0, :, :4, :4]).all() and np.array_equal(
         out[0, :, 4:], x[0, :, 4:]
     )
+
+
+def test_explain_rejects_misspelled_keywords_and_float_targets(classifier, tiny_bridge, batch):
+    x, y = batch
+    kw = dict(bridge=tiny_bridge, start_step=50, nfe=2, n_samples=1)
+    with pytest.raises(TypeError, match="guidance_scal"):
+        Q.explain(classifier, x, y, guidance_scal=2.0, **kw)
+    with pytest.raises(TypeError, match="integer classes"):
+        Q.explain(classifier, x, y.astype(float), **kw)
+    # keys Quantus adds for its own explain funcs are accepted
+    out = Q.explain(classifier, x, y, method="RCSB", softmax=False, **kw)
+    assert out.shape == x.shape
+
+
+def test_explain_channels_last(classifier, tiny_bridge, batch):
+    x, y = batch
+    kw = dict(bridge=tiny_bridge, start_step=50, nfe=2, n_samples=1, seed=0)
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="channels-last"):
+        Q.explain(classifier, nhwc, y, **kw)
+    a = Q.explain(classifier, nhwc, y, channel_first=False, **kw)
+    b = Q.explain(classifier, x, y, **kw)
+    assert a.shape == nhwc.shape
+    assert np.allclose(a, b.transpose(0, 2, 3, 1), atol=1e-6)
