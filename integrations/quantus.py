@@ -156,9 +156,7 @@ def explain(
     if not x.is_floating_point():
         raise TypeError(f"inputs must be floating-point images in [0, 1], got {x.dtype}")
     x = x.float().to(dev).contiguous()
-    y = targets if isinstance(targets, (int, np.integer)) else np.asarray(targets)
-    if isinstance(targets, Tensor):
-        y = targets
+    y: Any = targets if isinstance(targets, (int, np.integer, Tensor)) else np.asarray(targets)
     if region is not None and region_from_model is not None:
         raise ValueError("give region or region_from_model, not both")
     if region_from_model is not None:
@@ -368,7 +366,7 @@ def road_perturb_func(
     """
     hw = int(np.prod(arr.shape[1:]))
     pixels = np.unique(np.asarray(indices).reshape(-1) % hw)
-    return noisy_linear_imputation(arr=arr, indices=pixels, noise=noise, **kwargs)
+    return noisy_linear_imputation(arr=arr, indices=pixels, noise=noise, **kwargs)  # type: ignore[arg-type]
 
 
 def irof_perturb_func(

@@ -272,7 +272,7 @@ def model_left_as_given(*funcs: Callable[..., Any] | None) -> Iterator[None]:
     ``training`` flag. Dropout and batch-norm statistics of a model in train mode would make
     results random and change the model; the library's gradients are taken with
     ``torch.autograd.grad`` for the inputs only, so no ``.grad`` of a parameter is written."""
-    modes = {}
+    modes: dict[nn.Module, bool] = {}
     for f in funcs:
         if f is None:
             continue

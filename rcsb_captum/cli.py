@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 
 def _train_bridge(args: argparse.Namespace) -> int:
@@ -54,7 +55,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str):  # type: ignore[no-untyped-def]
+def _load_model(path: str):
     import os
 
     import torch
@@ -99,6 +100,7 @@ def _explain(args: argparse.Namespace) -> int:
             for p in args.images
         ]
     )
+    region: Callable[..., torch.Tensor]
     if args.mask:
         mask = load_images(args.mask, image_size=bridge.image_size, channels=1)
         region = MaskRegion(mask > 0.5)

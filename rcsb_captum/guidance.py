@@ -101,13 +101,14 @@ class ClassifierGuidance:
         r"""Adam-stabilised, adaptively normalised and scaled update from a raw gradient."""
         b1, b2 = self.betas
         self.k += 1
-        if self.m is None:
+        if self.m is None or self.v is None:
             self.m = torch.zeros_like(grad)
             self.v = torch.zeros_like(grad)
-        self.m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        m_hat = self.m / (1 - b1**self.k)
-        v_hat = self.v / (1 - b2**self.k)
+        m, v = self.m, self.v
+        m.mul_(b1).add_(grad, alpha=1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        m_hat = m / (1 - b1**self.k)
+        v_hat: Tensor = v / (1 - b2**self.k)
         g = m_hat / (v_hat.sqrt() + self.eps)
         if self.norm0 is None:  # adaptive normalisation: first update has unit L2 norm per sample
             self.norm0 = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.ndim - 1))

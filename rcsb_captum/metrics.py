@@ -502,17 +502,17 @@ def counterfactual_report(
         )
         row["sfid"] = sfid(inputs, counterfactuals, feature_extractor, ok, batch_size=batch_size)
     for key, net, fn in (
-        ("s3", simsiam, lambda: s3(simsiam, inputs, counterfactuals, batch_size).mean().item()),
-        ("fva", face_encoder, lambda: fva(face_encoder, inputs, counterfactuals, 0.5, batch_size)),
+        ("s3", simsiam, lambda: s3(simsiam, inputs, counterfactuals, batch_size).mean().item()),  # type: ignore[arg-type]
+        ("fva", face_encoder, lambda: fva(face_encoder, inputs, counterfactuals, 0.5, batch_size)),  # type: ignore[arg-type]
         (
             "mnac",
             oracle,
-            lambda: mnac(oracle, inputs, counterfactuals, True, batch_size).mean().item(),
+            lambda: mnac(oracle, inputs, counterfactuals, True, batch_size).mean().item(),  # type: ignore[arg-type]
         ),
         (
             "lpips",
             lpips_network,
-            lambda: lpips(lpips_network, inputs, counterfactuals).mean().item(),
+            lambda: lpips(lpips_network, inputs, counterfactuals).mean().item(),  # type: ignore[arg-type]
         ),
     ):
         if net is None:

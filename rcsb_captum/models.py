@@ -39,6 +39,9 @@ class NormalizedModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
+    mean: Tensor
+    std: Tensor
+
     def forward(self, x: Tensor, *args: object) -> Tensor:
         if x.shape[1] != self.mean.shape[1]:
             raise ValueError(

@@ -45,15 +45,15 @@ def gradient_checkpointing(bridge: Bridge, enabled: bool) -> Iterator[None]:
     r"""Turn on per-block activation checkpointing (non-reentrant ``torch.utils.checkpoint``)
     of the bridge's ADM blocks for the body, then restore each block's setting."""
     blocks = [m for m in bridge.modules() if hasattr(m, "use_checkpoint")]
-    before = [m.use_checkpoint for m in blocks]
+    before = [bool(getattr(m, "use_checkpoint")) for m in blocks]  # noqa: B009
     try:
         if enabled:
             for m in blocks:
-                m.use_checkpoint = True
+                setattr(m, "use_checkpoint", True)  # noqa: B010
         yield
     finally:
         for m, b in zip(blocks, before, strict=True):
-            m.use_checkpoint = b
+            setattr(m, "use_checkpoint", b)  # noqa: B010
 
 
 def _hole_noise(

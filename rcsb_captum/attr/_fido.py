@@ -127,7 +127,7 @@ class _MaskAttribution(Attribution):
         sign = -1.0 if self.objective == "ssr" else 1.0  # SSR keeps the class, SDR destroys it
         return sign * score.view(s, n).mean(0)
 
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Tensor,
         target: ClassesLike = None,

@@ -256,7 +256,7 @@ class RCSB(Attribution):
         args = (additional_forward_args,) if extra else ()
         seeds = image_seeds(seed, n, stream=REGION_STREAM)
         if isinstance(source, RegionSource):
-            masks = source(inputs, target, *args, seeds=seeds)
+            masks = source(inputs, target, additional_forward_args if extra else None, seeds=seeds)
         else:  # a user callable may draw from the global generator: seed it, then restore it
             _check_region_arguments(source, (inputs, target, *args))
             with seeded_global_rng(seeds[0], inputs.device):
@@ -424,7 +424,7 @@ class RCSB(Attribution):
             probs_after=probs.view(n, s, -1)[idx, best],
         )
 
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Tensor,
         target: ClassesLike = None,

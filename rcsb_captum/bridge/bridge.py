@@ -107,8 +107,8 @@ class Bridge(nn.Module):
         path = os.environ.get(BRIDGE_ENV)
         if path:
             bridge = cls.load(path)
-        elif tuple(images.shape[1:]) in PRETRAINED_SHAPES:
-            bridge = cls.pretrained(PRETRAINED_SHAPES[tuple(images.shape[1:])])
+        elif (shape := tuple(int(v) for v in images.shape[1:])) in PRETRAINED_SHAPES:
+            bridge = cls.pretrained(PRETRAINED_SHAPES[shape])
         else:
             shipped = ", ".join(" x ".join(map(str, k)) for k in PRETRAINED_SHAPES)
             raise ValueError(

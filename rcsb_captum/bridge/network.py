@@ -288,7 +288,7 @@ class ADMUNet(nn.Module):
         self.out_channels = out_channels
         self.model_channels = model_channels
         self.channel_mult = tuple(channel_mult)
-        attention_resolutions = set(attention_resolutions)
+        attention_rates = set(attention_resolutions)
 
         def res(ch: int, out: int, **kw: bool) -> ResBlock:
             return ResBlock(
@@ -326,7 +326,7 @@ class ADMUNet(nn.Module):
             for _ in range(num_res_blocks):
                 layers: list[nn.Module] = [res(ch, int(mult * model_channels))]
                 ch = int(mult * model_channels)
-                if ds in attention_resolutions:
+                if ds in attention_rates:
                     layers.append(attn(ch, num_heads))
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skip_chans.append(ch)
@@ -344,7 +344,7 @@ class ADMUNet(nn.Module):
             for i in range(num_res_blocks + 1):
                 layers = [res(ch + skip_chans.pop(), int(model_channels * mult))]
                 ch = int(model_channels * mult)
-                if ds in attention_resolutions:
+                if ds in attention_rates:
                     layers.append(attn(ch, num_heads_upsample))
                 if level and i == num_res_blocks:
                     up = res(ch, ch, up=True) if resblock_updown else Upsample(ch, conv_resample)

@@ -64,10 +64,10 @@ def load_images(
         arrays = []
         for path in files:
             try:
-                with Image.open(path) as im:
-                    im = im.convert(mode)
+                with Image.open(path) as opened:
+                    im = opened.convert(mode)
                     if image_size is not None:
-                        im = im.resize((image_size, image_size), Image.BILINEAR)
+                        im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
                     arrays.append(np.asarray(im))
             except OSError as e:  # PIL.UnidentifiedImageError and truncated files
                 raise ValueError(f"images: {str(path)!r} is not a readable image ({e})") from e

@@ -46,7 +46,8 @@ def make_region(
     if name == "saliency":
         return AttributionRegion(Saliency(model), cell_size, area)
     if name == "gradcam":
-        return AttributionRegion(LayerGradCam(model, model.body[-2]), cell_size, area)
+        layer = model.body[-2]  # type: ignore[index]  # FashionCNN's last convolution block
+        return AttributionRegion(LayerGradCam(model, layer), cell_size, area)
     if name == "occlusion":
         return AttributionRegion(
             Occlusion(model), cell_size, area, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2)
@@ -193,6 +194,6 @@ def run_demo(
                 f"{r['predicted_after']:<11s} ({r['p_predicted_after']:.2f})  "
                 f"region {r['region_area']:.0%}  outside change {r['max_abs_change_outside']:g}"
             )
-        flips = sum(r["success"] for r in records)
+        flips = sum(bool(r["success"]) for r in records)
         print(f"{flips}/{len(records)} flipped in {time.perf_counter() - start:.1f} s")
     return {"figure": figure, "json": json_path, "csv": csv_path}
