@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from rcsb_captum import Bridge
+from rcsb_captum.bridge.checkpoints import strip_prefix
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -12,6 +13,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def tiny_reference():
     return torch.load(FIXTURES / "adm_tiny_reference.pt", weights_only=True)
+
+
+def tiny_bridge_from_fixture() -> Bridge:
+    """The tiny upstream ADM of the fixtures as a bridge (ImageNet-like 3 x 32 x 32)."""
+    reference = torch.load(FIXTURES / "adm_tiny_reference.pt", weights_only=True)
+    network = Bridge.from_config(reference["config"]).network
+    network.load_state_dict(strip_prefix(reference["net"]))
+    return Bridge(network, config=reference["config"])
 
 
 @pytest.fixture(scope="session")
