@@ -55,23 +55,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: str):
-    import os
-
-    import torch
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--model: no such file {path!r}")
-    try:
-        if path.endswith(".pt2"):  # torch.export.save (export with a dynamic batch dim)
-            return torch.export.load(path).module()
-        return torch.jit.load(path, map_location="cpu").eval()
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        kind = "torch.export (.pt2)" if path.endswith(".pt2") else "TorchScript"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--model: could not load {path!r} as a {kind} file: {first}") from e
-
-
 def _explain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -81,14 +64,17 @@ def _explain(args: argparse.Namespace) -> int:
     from . import RCSB, Bridge, MaskRegion
     from .bridge.training import load_images
     from .demo import FASHION_MNIST_CLASSES, load_demo_classifier, make_region
+    from .regions import named_region
+    from .run import load_model
     from .visualization import plot_counterfactuals
 
     torch.set_flush_denormal(True)
+    model: Callable[..., torch.Tensor]
     if args.model == "demo":
         model, names = load_demo_classifier(), FASHION_MNIST_CLASSES
     else:
         names = None
-        model = _load_model(args.model)
+        model = load_model(args.model)
     bridge = (
         Bridge.pretrained(args.bridge)
         if args.bridge == "fashion-mnist"
@@ -104,10 +90,19 @@ def _explain(args: argparse.Namespace) -> int:
     if args.mask:
         mask = load_images(args.mask, image_size=bridge.image_size, channels=1)
         region = MaskRegion(mask > 0.5)
-    elif args.region == "gradcam":
-        raise SystemExit("--region gradcam needs a layer; use it from Python (LayerGradCam)")
-    else:
+    elif args.model == "demo" and isinstance(model, torch.nn.Module):
         region = make_region(args.region, model, args.cell_size, args.area, args.seed)
+    else:
+        shape = (bridge.channels or x.shape[1], x.shape[-2], x.shape[-1])
+        region = named_region(
+            args.region,
+            model,
+            args.cell_size,
+            args.area,
+            image_shape=shape,
+            layer=args.gradcam_layer,
+            seed=args.seed,
+        )
     rcsb = RCSB(
         model,
         bridge,
@@ -159,6 +154,57 @@ def _explain(args: argparse.Namespace) -> int:
     for kind in ("counterfactuals.png", "counterfactuals.pt", "results.json"):
         print(f"wrote {out / kind}")
     return 0
+
+
+def _explain_dataset(args: argparse.Namespace) -> int:
+    from .run import RunSettings, explain_dataset, parse_class_map
+
+    settings = RunSettings(
+        region=args.region,
+        cell_size=args.cell_size,
+        area=args.area,
+        gradcam_layer=args.gradcam_layer,
+        counterfactual_target=parse_class_map(args.counterfactual_target),
+        guidance_scale=args.guidance_scale,
+        start_step=args.start_step,
+        nfe=args.nfe,
+        n_samples=args.n_samples,
+        classifier_input=args.classifier_input,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    config = None
+    if args.bridge_config:
+        import json
+        from pathlib import Path
+
+        config = json.loads(Path(args.bridge_config).read_text())
+    summary = explain_dataset(
+        args.images,
+        args.model,
+        args.bridge,
+        args.out_dir,
+        settings,
+        bridge_config=config,
+        feature_extractor=args.feature_extractor,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        show_progress=not args.quiet,
+    )
+    if summary is not None:
+        print(
+            f"{summary['images']} images, flip rate {summary['flip_rate']:.3f}, "
+            f"COUT {summary['cout']:.3f}; wrote {args.out_dir}/manifest.jsonl, summary.json, "
+            "summary.md, examples.png"
+        )
+    return 0
+
+
+def _devices(value: str) -> int | str:
+    return value if value == "auto" else int(value)
 
 
 def _cell_size(value: str) -> int | str:
@@ -251,6 +297,7 @@ def _parser() -> argparse.ArgumentParser:
         default="ig",
         help="region source when no --mask is given",
     )
+    ex.add_argument("--gradcam-layer", default=None, help="dotted module name for --region gradcam")
     ex.add_argument("--mask", default=None, help="an image whose bright pixels may change")
     ex.add_argument(
         "--cell-size",
@@ -282,6 +329,73 @@ def _parser() -> argparse.ArgumentParser:
         "--out-dir", default="rcsb_explain", help="folder for the figure, tensors and results.json"
     )
     ex.set_defaults(func=_explain)
+    ds = sub.add_parser(
+        "explain-dataset",
+        help="counterfactuals for a whole folder on one or many devices (Lightning Fabric), "
+        "resumable",
+    )
+    ds.add_argument(
+        "images", help="a folder (flat or one sub-folder per class) or a list file of paths"
+    )
+    ds.add_argument(
+        "--model",
+        required=True,
+        help="classifier: TorchScript file, torch.export .pt2 file or package.module:factory",
+    )
+    ds.add_argument(
+        "--bridge",
+        required=True,
+        help="'fashion-mnist', a Bridge.save file or an official I2SB/RCSB latest.pt",
+    )
+    ds.add_argument(
+        "--bridge-config", default=None, help="JSON create_model kwargs of an official checkpoint"
+    )
+    ds.add_argument("--out-dir", required=True, help="output folder; rerun to resume")
+    ds.add_argument(
+        "--counterfactual-target",
+        default=None,
+        help="class to reach: an index, a map 'a:b,c:d' or a JSON file of one (default: any)",
+    )
+    ds.add_argument("--region", choices=REGION_SOURCES, default="ig", help="region source")
+    ds.add_argument("--gradcam-layer", default=None, help="dotted module name for --region gradcam")
+    ds.add_argument(
+        "--cell-size", type=_cell_size, default="auto", help="region cell side, or 'auto'"
+    )
+    ds.add_argument("--area", type=float, default=0.3, help="largest region fraction")
+    ds.add_argument("--guidance-scale", type=float, default=1.5, help="guidance scale s")
+    ds.add_argument("--start-step", type=int, default=600, help="truncation step")
+    ds.add_argument("--nfe", type=int, default=100, help="sampling steps")
+    ds.add_argument("--n-samples", type=int, default=2, help="samples per image")
+    ds.add_argument(
+        "--classifier-input",
+        choices=("affine", "minmax"),
+        default="affine",
+        help="x0 -> classifier input mapping",
+    )
+    ds.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="bridge autocast"
+    )
+    ds.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="checkpoint the bridge's blocks (less memory)",
+    )
+    ds.add_argument("--batch-size", type=int, default=8, help="images sampled together")
+    ds.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    ds.add_argument(
+        "--feature-extractor",
+        default=None,
+        help="package.module:factory of an images -> features network for FID / sFID",
+    )
+    ds.add_argument(
+        "--accelerator", default="auto", help="Lightning Fabric accelerator: cpu, cuda, auto"
+    )
+    ds.add_argument(
+        "--devices", type=_devices, default=1, help="devices (processes) per node, or 'auto'"
+    )
+    ds.add_argument("--num-nodes", type=int, default=1, help="nodes")
+    ds.add_argument("--quiet", action="store_true", help="no progress bar")
+    ds.set_defaults(func=_explain_dataset)
     tb = sub.add_parser(
         "train-bridge", help="train an I2SB inpainting bridge on a folder of images"
     )

@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import Attribution, IntegratedGradients, NoiseTunnel
+from captum.attr import (
+    Attribution,
+    IntegratedGradients,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 from torch import Tensor
 
 from ._utils import check_int, check_number, seeded_global_rng
@@ -24,7 +31,11 @@ __all__ = [
     "auto_cell_size",
     "binarize_masks",
     "default_region",
+    "named_region",
+    "REGION_NAMES",
 ]
+
+REGION_NAMES = ("ig", "saliency", "gradcam", "occlusion", "random")
 
 CellSize = int | str | None
 
@@ -264,6 +275,57 @@ def default_region(
         stdevs=0.05,
         internal_batch_size=64,
     )
+
+
+def named_region(
+    name: str,
+    forward_func: Callable[..., Tensor],
+    cell_size: CellSize = "auto",
+    area: float = 0.3,
+    *,
+    image_shape: Sequence[int] | None = None,
+    layer: Any = None,
+    seed: int = 0,
+) -> RegionSource:
+    r"""A region source by name, for command lines and dataset runs.
+
+    ``"ig"``: the default (Integrated Gradients in a NoiseTunnel); ``"saliency"``;
+    ``"gradcam"``: ``LayerGradCam`` on ``layer`` (a module of the model, or its dotted name
+    such as ``"layer4"`` when ``forward_func`` is an ``nn.Module``); ``"occlusion"``: windows of
+    one cell, stride half a cell, over all channels (``image_shape`` ``C x H x W`` is needed to
+    size them); ``"random"``: random cells.
+    """
+    if name == "ig":
+        return default_region(forward_func, cell_size, area)
+    if name == "saliency":
+        return AttributionRegion(Saliency(forward_func), cell_size, area)
+    if name == "gradcam":
+        if isinstance(layer, str):
+            if not isinstance(forward_func, torch.nn.Module):
+                raise ValueError("layer: a dotted layer name needs forward_func to be an nn.Module")
+            try:
+                layer = forward_func.get_submodule(layer)
+            except AttributeError as e:
+                raise ValueError(f"layer: the model has no module {layer!r}") from e
+        if not isinstance(layer, torch.nn.Module):
+            raise ValueError("the 'gradcam' region needs layer= (a module or its dotted name)")
+        return AttributionRegion(LayerGradCam(forward_func, layer), cell_size, area)
+    if name == "occlusion":
+        if image_shape is None or len(image_shape) != 3:
+            raise ValueError("the 'occlusion' region needs image_shape=(C, H, W)")
+        c, h, w = (int(v) for v in image_shape)
+        cell = _resolve_cell_size(_check_cell_size(cell_size), h, w)
+        stride = max(1, cell // 2)
+        return AttributionRegion(
+            Occlusion(forward_func),
+            cell_size,
+            area,
+            sliding_window_shapes=(c, cell, cell),
+            strides=(c, stride, stride),
+        )
+    if name == "random":
+        return RandomRegion("auto" if cell_size is None else cell_size, area, seed)
+    raise ValueError(f"region must be one of {REGION_NAMES}, got {name!r}")
 
 
 class MaskRegion(RegionSource):

@@ -16,7 +16,7 @@ def _image(x: Tensor):
 
 
 def _name(k: int, class_names: Sequence[str] | None) -> str:
-    return class_names[k] if class_names is not None else str(k)
+    return class_names[k] if class_names is not None and 0 <= k < len(class_names) else str(k)
 
 
 def plot_counterfactuals(

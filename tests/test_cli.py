@@ -95,7 +95,7 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     bad_model.write_bytes(b"\x00corrupted")
     assert main(["explain", str(image), "--model", str(bad_model)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--model: could not load" in err and "\n" not in err
+    assert "model: could not load" in err and "\n" not in err
     assert main(["explain", str(image), "--model", str(tmp_path / "missing.pt")]) == 2
     assert "no such file" in capsys.readouterr().err
 

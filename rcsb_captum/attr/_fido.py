@@ -160,7 +160,7 @@ class _MaskAttribution(Attribution):
         n, _, h, w = x.shape
         size = self.mask_size or max(1, min(h, w) // 4)  # FIDO: 56 x 56 at 224 px
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        gen = as_generator(seed)
+        gen = as_generator(seed, x.device)  # draws happen on the inputs' device
         with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
             with torch.no_grad():
                 logits = check_logits(self.forward_func(x, *extra), n)

@@ -248,13 +248,14 @@ class RCSB(Attribution):
         extra: tuple,
         region: Any,
         seed: int,
+        offset: int,
     ) -> Tensor:
         source = self.region if region is None else self._call_region(region)
         n = inputs.shape[0]
         # region sources take the extra arguments only when there are any, so that plain
         # callables ``(inputs, target) -> masks`` work
         args = (additional_forward_args,) if extra else ()
-        seeds = image_seeds(seed, n, stream=REGION_STREAM)
+        seeds = image_seeds(seed, n, offset, stream=REGION_STREAM)
         if isinstance(source, RegionSource):
             masks = source(inputs, target, additional_forward_args if extra else None, seeds=seeds)
         else:  # a user callable may draw from the global generator: seed it, then restore it
@@ -287,12 +288,16 @@ class RCSB(Attribution):
         cf: Tensor | None,
         extra: tuple,
         seed: int,
+        offset: int,
         internal_batch_size: int | None,
         show_progress: bool,
     ) -> Tensor:
         n, s = x.shape[0], self.n_samples
         # image i's generator draws the hole noise of its s samples, one after the other
-        gens = [image_generator(v, x.device) for v in image_seeds(seed, n, stream=SAMPLING_STREAM)]
+        gens = [
+            image_generator(v, x.device)
+            for v in image_seeds(seed, n, offset, stream=SAMPLING_STREAM)
+        ]
         per_sample = [g for g in gens for _ in range(s)]
         rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
         x_r, m_r, t_r = rep(x), rep(masks), rep(target)
@@ -358,6 +363,7 @@ class RCSB(Attribution):
         show_progress: bool = False,
         seed: SeedLike = None,
         region: Tensor | Callable[..., Tensor] | None = None,
+        index_offset: int = 0,
     ) -> CounterfactualResult:
         r"""Draw counterfactuals; see the class docstring and :class:`CounterfactualResult`.
 
@@ -377,6 +383,8 @@ class RCSB(Attribution):
                 included (see the class docstring). ``None``: a random result.
             region (Tensor or callable, optional): Masks (``N x 1 x H x W``, ``>= 0.5`` = may
                 change) or a region source overriding the constructor's for this call.
+            index_offset (int): The global index of ``inputs[0]`` when a dataset is explained
+                in batches: image ``i`` of the call draws as image ``index_offset + i`` (0).
 
         Returns:
             CounterfactualResult: counterfactuals (best of ``n_samples`` per input), all
@@ -395,15 +403,16 @@ class RCSB(Attribution):
         if internal_batch_size is not None:
             internal_batch_size = check_int(internal_batch_size, "internal_batch_size", 1)
         base = base_seed(seed)
+        offset = check_int(index_offset, "index_offset", 0)
         x = inputs.float()
         extra = _format_additional_forward_args(additional_forward_args) or ()
         with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
             bridge = self._bridge_for(x)
             logits = self._logits(x, extra)
             tgt, cf = self._classes(logits, target, counterfactual_target)
-            masks = self._regions(x, tgt, additional_forward_args, extra, region, base)
+            masks = self._regions(x, tgt, additional_forward_args, extra, region, base, offset)
             samples = self._sample(
-                bridge, x, masks, tgt, cf, extra, base, internal_batch_size, show_progress
+                bridge, x, masks, tgt, cf, extra, base, offset, internal_batch_size, show_progress
             )
             n, s = samples.shape[:2]
             probs = torch.softmax(
@@ -434,6 +443,7 @@ class RCSB(Attribution):
         show_progress: bool = False,
         seed: SeedLike = None,
         region: Tensor | Callable[..., Tensor] | None = None,
+        index_offset: int = 0,
     ) -> Tensor:
         r"""``inputs - counterfactuals``: the counterfactual as the baseline, zero outside the
         region.
@@ -448,6 +458,7 @@ class RCSB(Attribution):
             show_progress (bool): Progress bar over the sampling steps.
             seed (int or torch.Generator, optional): Fixes every draw, regions included.
             region (Tensor or callable, optional): Masks or a region source for this call.
+            index_offset (int): Global index of ``inputs[0]`` (see :meth:`generate`).
 
         Returns:
             Tensor: shaped like ``inputs``, in their dtype.
@@ -466,6 +477,7 @@ class RCSB(Attribution):
             show_progress=show_progress,
             seed=seed,
             region=region,
+            index_offset=index_offset,
         )
         return inputs - res.counterfactuals
 

@@ -28,9 +28,9 @@ from .masks import random_freeform_masks
 from .network import ADMUNet, adm_config_from_create_model
 from .schedule import BridgeSchedule
 
-__all__ = ["bridge_from_checkpoint", "load_images", "train_bridge"]
+__all__ = ["IMAGE_SUFFIXES", "bridge_from_checkpoint", "load_images", "train_bridge"]
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def load_images(
@@ -55,7 +55,7 @@ def load_images(
         if folder.is_file():
             files = [folder]
         elif folder.is_dir():
-            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             raise ValueError(f"images: {str(folder)!r} is neither an image file nor a folder")
         if not files:

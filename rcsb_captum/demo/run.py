@@ -9,52 +9,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 from torch import Tensor, nn
 
 from ..attr import RCSB
 from ..bridge import Bridge
-from ..regions import AttributionRegion, RandomRegion
+from ..regions import REGION_NAMES, named_region
 from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 
 __all__ = ["PAIRED_CLASSES", "REGION_SOURCES", "make_region", "pick_images", "run_demo"]
 
 # shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot: the classes a person confuses
 PAIRED_CLASSES = {6: 0, 0: 6, 2: 4, 4: 2, 7: 9, 9: 7}
-REGION_SOURCES = ("ig", "saliency", "gradcam", "occlusion", "random")
+REGION_SOURCES = REGION_NAMES
 
 
 def make_region(
     name: str, model: nn.Module, cell_size: int = 4, area: float = 0.3, seed: int = 0
 ) -> Callable[..., Tensor]:
-    r"""A region source by name for the demo classifier (:class:`~rcsb_captum.demo.FashionCNN`).
-
-    ``"ig"``: Integrated Gradients in a NoiseTunnel (the RCSB default); ``"saliency"``;
-    ``"gradcam"``: LayerGradCam on the last convolution block (8 x 8, upsampled);
-    ``"occlusion"``: 4 x 4 patches, stride 2; ``"random"``: random cells.
-    """
-    if name == "ig":
-        return AttributionRegion(
-            NoiseTunnel(IntegratedGradients(model)),
-            cell_size,
-            area,
-            nt_type="smoothgrad",
-            nt_samples=5,
-            stdevs=0.05,
-            internal_batch_size=64,
-        )
-    if name == "saliency":
-        return AttributionRegion(Saliency(model), cell_size, area)
-    if name == "gradcam":
-        layer = model.body[-2]  # type: ignore[index]  # FashionCNN's last convolution block
-        return AttributionRegion(LayerGradCam(model, layer), cell_size, area)
-    if name == "occlusion":
-        return AttributionRegion(
-            Occlusion(model), cell_size, area, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2)
-        )
-    if name == "random":
-        return RandomRegion(cell_size, area, seed)
-    raise ValueError(f"region must be one of {REGION_SOURCES}, got {name!r}")
+    r"""A region source by name for the demo classifier (:class:`~rcsb_captum.demo.FashionCNN`):
+    :func:`~rcsb_captum.regions.named_region` with GradCAM on its last convolution block
+    (8 x 8, upsampled) and occlusion windows of one cell on 1 x 32 x 32 images."""
+    layer = model.body[-2] if name == "gradcam" else None  # type: ignore[index]
+    return named_region(
+        name, model, cell_size, area, image_shape=(1, 32, 32), layer=layer, seed=seed
+    )
 
 
 def _class_index(value: str | int) -> int:

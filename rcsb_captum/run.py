@@ -1,0 +1,517 @@
+r"""Dataset-scale explanation: RCSB over a folder of images on Lightning Fabric, resumable.
+
+:func:`explain_dataset` (and ``rcsb-captum explain-dataset``) runs RCSB over every image of a
+folder or list file, on one or many devices and nodes through Lightning Fabric, the engine the
+official RCSB code uses. What it guarantees:
+
+- **Shards.** Images are cut into fixed batches of ``batch_size`` consecutive indices; batch
+  ``b`` belongs to rank ``b % world_size``. Every image is handled by exactly one rank (no
+  padding sampler, no duplicates).
+- **Results depend on the image, not the run.** Image ``i`` draws from seeds derived from
+  ``(seed, i)`` (see :class:`~rcsb_captum.RCSB`); a batch always holds the same images, so an
+  interrupted and resumed run gives bit-identical results on CPU, and a run on another number
+  of processes the same results up to float rounding.
+- **Atomic outputs, resume.** Per image: ``images/<index>_counterfactual.png``,
+  ``images/<index>_region.png``, ``tensors/<index>.pt`` and last its record
+  ``records/<index>.json``, each written to a temporary file and renamed. A record exists only
+  for a finished image; a restarted run skips those and redoes the rest. ``kill -9`` at any
+  moment loses at most the batches in flight.
+- **At the end** rank 0 writes ``manifest.jsonl`` (one line per image, by index),
+  ``summary.json`` and ``summary.md`` (flip rate, mean COUT, FID / sFID when a feature
+  extractor is given) and ``examples.png``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ._utils import check_int
+from .attr import RCSB
+from .bridge.bridge import Bridge
+from .bridge.training import IMAGE_SUFFIXES, load_images
+from .regions import REGION_NAMES, named_region
+
+__all__ = [
+    "DatasetItem",
+    "RunSettings",
+    "explain_dataset",
+    "list_images",
+    "load_bridge",
+    "load_model",
+    "parse_class_map",
+]
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    r"""One image of a run: its global ``index``, file ``path`` and optional ``label``."""
+
+    index: int
+    path: str
+    label: int | None
+
+
+def list_images(
+    source: str | os.PathLike[str], class_names: Sequence[str] | None = None
+) -> tuple[list[DatasetItem], list[str] | None]:
+    r"""The images of a run and, for ImageFolder-style folders, the class names.
+
+    ``source`` is a folder of image files (flat: no labels), or a folder with one sub-folder
+    per class, or a text file listing one image per line as ``path`` or ``path label``
+    (relative paths are relative to the list file). Files are sorted by path, so the index of
+    an image is stable across runs.
+
+    Labels of class sub-folders must be the classifier's class indices: sub-folders named by
+    integers are those indices; otherwise, with ``class_names`` (the classifier's classes in
+    order) a folder's label is the position of its name there; without it, torchvision's
+    ``ImageFolder`` rule (classes sorted by name, label = position), which is right for a
+    model trained with ``ImageFolder`` on the same classes.
+    """
+    src = Path(source)
+    items: list[DatasetItem] = []
+    if src.is_file():
+        for n, line in enumerate(src.read_text().splitlines()):
+            parts = line.strip().rsplit(maxsplit=1)
+            if not parts or line.lstrip().startswith("#"):
+                continue
+            label = None
+            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                path, label = parts[0], int(parts[1])
+            else:
+                path = line.strip()
+            p = Path(path) if Path(path).is_absolute() else src.parent / path
+            if not p.is_file():
+                raise ValueError(f"images: line {n + 1} of {str(src)!r} names no file: {path!r}")
+            items.append(DatasetItem(len(items), str(p), label))
+        if not items:
+            raise ValueError(f"images: the list file {str(src)!r} names no image")
+        return items, None
+    if not src.is_dir():
+        raise ValueError(f"images: {str(src)!r} is neither a folder nor a list file")
+    subdirs = sorted(d for d in src.iterdir() if d.is_dir())
+    flat = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if subdirs and not flat:
+        names = [d.name for d in subdirs]
+        numeric = all(n.isdigit() for n in names)
+        if class_names is not None and not numeric:
+            unknown = sorted(set(names) - set(class_names))
+            if unknown:
+                raise ValueError(f"images: sub-folders {unknown} are not in class_names")
+        files = []
+        for k, d in enumerate(subdirs):
+            if numeric:
+                label = int(d.name)
+            elif class_names is not None:
+                label = list(class_names).index(d.name)
+            else:
+                label = k
+            files += [
+                (str(p), label)
+                for p in sorted(d.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            ]
+        items = [DatasetItem(i, p, label) for i, (p, label) in enumerate(files)]
+        classes = list(class_names) if class_names is not None else (None if numeric else names)
+    else:
+        items = [DatasetItem(i, str(p), None) for i, p in enumerate(flat)]
+        classes = None
+    if not items:
+        raise ValueError(f"images: no image files in {str(src)!r}")
+    return items, classes
+
+
+def load_model(spec: str | nn.Module | Callable[..., Tensor]) -> Callable[..., Tensor]:
+    r"""A classifier from a TorchScript file, a ``torch.export`` file (``.pt2``), or an import
+    path ``package.module:factory`` whose factory returns the model (``package.module:name``
+    of a module-level model works too). Modules come back in eval mode."""
+    if not isinstance(spec, str):
+        return spec
+    if ":" in spec and not os.path.exists(spec):
+        module_name, _, attr = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"model: cannot import {spec!r}: {e}") from e
+        model = obj() if callable(obj) and not isinstance(obj, nn.Module) else obj
+    else:
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"model: no such file {spec!r}")
+        try:
+            if spec.endswith(".pt2"):  # torch.export.save; export with a dynamic batch dim
+                model = torch.export.load(spec).module()
+            else:
+                model = torch.jit.load(spec, map_location="cpu")
+        except Exception as e:  # torch raises many types for a corrupt or foreign file
+            kind = "torch.export (.pt2)" if spec.endswith(".pt2") else "TorchScript"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"model: could not load {spec!r} as a {kind} file: {first}") from e
+    if not callable(model):
+        raise TypeError(f"model: {spec!r} gave a {type(model).__name__}, not a callable model")
+    if isinstance(model, nn.Module) and not spec.endswith(".pt2"):
+        model.eval()  # exported programs have no eval(); RCSB sets their flags per call
+    return model
+
+
+def load_bridge(spec: str | Bridge, config: Mapping[str, Any] | None = None) -> Bridge:
+    r"""A bridge from a name of a shipped bridge (``"fashion-mnist"``), a :meth:`Bridge.save`
+    file, or an official I2SB / RCSB ``latest.pt`` (with ``config``, default ImageNet-256)."""
+    if isinstance(spec, Bridge):
+        return spec
+    if spec == "fashion-mnist":
+        return Bridge.pretrained(spec)
+    if config is None:
+        try:
+            return Bridge.load(spec)
+        except ValueError as e:
+            if "not an rcsb_captum bridge file" not in str(e):
+                raise
+    return Bridge.from_i2sb_checkpoint(spec, config=config)
+
+
+def parse_class_map(value: str | int | Mapping[int, int] | None) -> int | dict[int, int] | None:
+    r"""A counterfactual class: ``None`` (any other class), one class (``"3"``), or a map from
+    the explained class to the class to reach (``"6:0,0:6"``, or a JSON file of such a map)."""
+    if value is None or isinstance(value, (int, np.integer)):
+        return None if value is None else int(value)
+    if isinstance(value, Mapping):
+        return {int(k): int(v) for k, v in value.items()}
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if os.path.isfile(text):
+        return {int(k): int(v) for k, v in json.loads(Path(text).read_text()).items()}
+    try:
+        pairs = [p.split(":") for p in text.split(",") if p.strip()]
+        return {int(a): int(b) for a, b in pairs}
+    except ValueError as e:
+        raise ValueError(
+            f"counterfactual_target must be a class, 'a:b,c:d' or a JSON file, got {value!r}"
+        ) from e
+
+
+# -- settings and outputs -----------------------------------------------------------------------
+
+
+@dataclass
+class RunSettings:
+    r"""Every option of a run that changes its results (stored in ``settings.json``; a resumed
+    run must use the same)."""
+
+    region: str = "ig"
+    cell_size: int | str = "auto"
+    area: float = 0.3
+    gradcam_layer: str | None = None
+    counterfactual_target: int | dict[int, int] | None = None
+    guidance_scale: float = 1.5
+    start_step: int = 600
+    nfe: int = 100
+    n_samples: int = 2
+    classifier_input: str = "affine"
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    batch_size: int = 8
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        if isinstance(self.counterfactual_target, dict):
+            d["counterfactual_target"] = {str(k): v for k, v in self.counterfactual_target.items()}
+        return d
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_png(image: Tensor, path: Path) -> None:
+    from PIL import Image
+
+    arr = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu()
+    arr = arr[0] if arr.shape[0] == 1 else arr.permute(1, 2, 0)
+    _atomic_write(path, lambda tmp: Image.fromarray(arr.numpy()).save(tmp, format="PNG"))
+
+
+def _saver(obj: object) -> Callable[[str], object]:
+    return lambda tmp: torch.save(obj, tmp)
+
+
+def _writer(text: str) -> Callable[[str], object]:
+    return lambda tmp: Path(tmp).write_text(text)
+
+
+def _record_path(out: Path, index: int) -> Path:
+    return out / "records" / f"{index:07d}.json"
+
+
+def _done(out: Path, index: int) -> bool:
+    return _record_path(out, index).exists()
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _load_batch(items: Sequence[DatasetItem], bridge: Bridge) -> Tensor:
+    size, channels = bridge.image_size, bridge.channels
+    return torch.cat([load_images(it.path, image_size=size, channels=channels) for it in items])
+
+
+def _explain_batch(
+    rcsb: RCSB,
+    items: Sequence[DatasetItem],
+    x: Tensor,
+    settings: RunSettings,
+    out: Path,
+    forward_func: Callable[..., Tensor],
+) -> None:
+    from . import metrics as M
+
+    start = time.perf_counter()
+    device = x.device
+    labels = [it.label for it in items]
+    target = torch.tensor(labels, device=device) if all(v is not None for v in labels) else None
+    cf_setting = settings.counterfactual_target
+    with torch.no_grad():
+        predicted = forward_func(x).argmax(1)
+    tgt = target if target is not None else predicted
+    cf = None
+    if isinstance(cf_setting, int):
+        cf = torch.full_like(tgt, cf_setting)
+    elif isinstance(cf_setting, dict):
+        missing = sorted({int(t) for t in tgt.tolist()} - set(cf_setting))
+        if missing:
+            raise ValueError(f"counterfactual_target: the class map has no entry for {missing}")
+        cf = torch.tensor([cf_setting[int(t)] for t in tgt.tolist()], device=device)
+    # RCSB's seeds follow the index in the call: shift them to the global index
+    res = rcsb.generate(
+        x, target=tgt, counterfactual_target=cf, seed=settings.seed, index_offset=items[0].index
+    )
+    cout = M.cout(forward_func, x, res.counterfactuals, tgt, cf, steps=20)
+    seconds = (time.perf_counter() - start) / len(items)
+    for i, it in enumerate(items):
+        stem = f"{it.index:07d}"
+        _save_png(res.counterfactuals[i], out / "images" / f"{stem}_counterfactual.png")
+        _save_png(res.regions[i], out / "images" / f"{stem}_region.png")
+        tensors = {
+            "input": x[i].cpu(),
+            "counterfactual": res.counterfactuals[i].cpu(),
+            "region": res.regions[i].cpu(),
+            "samples": res.samples[i].cpu(),
+            "probs_before": res.probs_before[i].cpu(),
+            "probs_after": res.probs_after[i].cpu(),
+        }
+        _atomic_write(out / "tensors" / f"{stem}.pt", _saver(tensors))
+        change = (res.counterfactuals[i] - x[i]).abs()
+        inside = res.regions[i].bool().expand_as(change)
+        k = int(tgt[i])
+        after = res.probs_after[i]
+        record = {
+            "index": it.index,
+            "path": it.path,
+            "label": it.label,
+            "target": k,
+            "counterfactual_target": None if cf is None else int(cf[i]),
+            "predicted_before": int(predicted[i]),
+            "predicted_after": int(after.argmax()),
+            "success": bool(res.success[i]),
+            "p_target_before": float(res.probs_before[i, k]),
+            "p_target_after": float(after[k]),
+            "p_counterfactual_after": None if cf is None else float(after[int(cf[i])]),
+            "cout": float(cout[i]),
+            "region_area": float(res.regions[i].mean()),
+            "l1_inside": float(change[inside].mean()) if inside.any() else 0.0,
+            "max_change_outside": float(change.masked_fill(inside, 0).max()),
+            "seconds": round(seconds, 4),
+        }
+        _atomic_write(_record_path(out, it.index), _writer(json.dumps(record) + "\n"))
+
+
+def _summarise(
+    out: Path,
+    items: Sequence[DatasetItem],
+    settings: RunSettings,
+    feature_extractor: Callable[[Tensor], Tensor] | None,
+    class_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    from . import metrics as M
+    from .visualization import plot_counterfactuals
+
+    records = [json.loads(_record_path(out, it.index).read_text()) for it in items]
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    _atomic_write(out / "manifest.jsonl", _writer(lines))
+    n = len(records)
+    summary: dict[str, Any] = {
+        "images": n,
+        "flip_rate": sum(r["success"] for r in records) / n,
+        "cout": float(np.mean([r["cout"] for r in records])),
+        "l1_inside": float(np.mean([r["l1_inside"] for r in records])),
+        "max_change_outside": max(r["max_change_outside"] for r in records),
+        "seconds_per_image": float(np.mean([r["seconds"] for r in records])),
+        "settings": settings.to_json(),
+    }
+    if class_names is not None:
+        summary["classes"] = list(class_names)
+    tensors = [torch.load(out / "tensors" / f"{r['index']:07d}.pt") for r in records]
+    if feature_extractor is not None:
+        real = torch.stack([t["input"] for t in tensors])
+        cfs = torch.stack([t["counterfactual"] for t in tensors])
+        ok = torch.tensor([r["success"] for r in records])
+        if int(ok.sum()) >= 2:
+            summary["fid"] = M.fid(real, cfs[ok], feature_extractor)
+            summary["sfid"] = M.sfid(real, cfs, feature_extractor, ok)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    rows = [f"| {k} | {v:.4g} |" for k, v in summary.items() if isinstance(v, (int, float))]
+    (out / "summary.md").write_text(
+        "# RCSB run summary\n\n| measure | value |\n|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    shown = tensors[:8]
+    if shown:
+        x = torch.stack([t["input"] for t in shown])
+        c = torch.stack([t["counterfactual"] for t in shown])
+        m = torch.stack([t["region"] for t in shown])
+        before = torch.stack([t["probs_before"] for t in shown])
+        after = torch.stack([t["probs_after"] for t in shown])
+        fig = plot_counterfactuals(x, c, m, before, after, class_names, None)
+        fig.savefig(out / "examples.png", dpi=100)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return summary
+
+
+def explain_dataset(
+    images: str | os.PathLike[str],
+    model: str | nn.Module | Callable[..., Tensor],
+    bridge: str | Bridge,
+    out_dir: str | os.PathLike[str],
+    settings: RunSettings | None = None,
+    *,
+    bridge_config: Mapping[str, Any] | None = None,
+    feature_extractor: str | Callable[[Tensor], Tensor] | None = None,
+    class_names: Sequence[str] | None = None,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    show_progress: bool = True,
+) -> dict[str, Any] | None:
+    r"""Explain every image of a folder or list file with RCSB; see the module docstring.
+
+    Args:
+        images (str): A folder (flat, or one sub-folder per class) or a list file.
+        model: The classifier: an ``nn.Module`` / callable, or a spec for :func:`load_model`.
+        bridge: A :class:`Bridge` or a spec for :func:`load_bridge`.
+        out_dir (str): Output folder (created; reused to resume).
+        settings (RunSettings, optional): The RCSB options of the run.
+        bridge_config (dict, optional): ``create_model`` kwargs of an official checkpoint.
+        feature_extractor (optional): ``images -> features`` for FID / sFID in the summary, or
+            a ``package.module:factory`` spec.
+        class_names (sequence of str, optional): The classifier's classes in order: labels of
+            named class sub-folders (see :func:`list_images`) and names in the figure.
+        accelerator, devices, num_nodes, strategy: Lightning Fabric's (``"cpu"``, ``"cuda"``,
+            ``"auto"``; DDP over ``devices`` x ``num_nodes`` processes when more than one).
+        show_progress (bool): A progress bar on rank 0 counting finished images of all ranks.
+
+    Returns:
+        dict: the summary on rank 0 (``None`` on the other ranks).
+    """
+    try:
+        from lightning_fabric import Fabric
+    except ImportError as e:  # pragma: no cover - lightning-fabric is a dependency
+        raise ImportError(
+            "explain_dataset needs lightning-fabric: pip install lightning-fabric"
+        ) from e
+
+    settings = settings or RunSettings()
+    if settings.region not in REGION_NAMES:
+        raise ValueError(f"region must be one of {REGION_NAMES}, got {settings.region!r}")
+    check_int(settings.batch_size, "batch_size", 1)
+    items, class_names = list_images(images, class_names)
+    out = Path(out_dir)
+    fabric = Fabric(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy
+    )
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+    if rank == 0:
+        for sub in ("images", "tensors", "records"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        stored = out / "settings.json"
+        mine = {"images": str(images), **settings.to_json()}
+        if stored.exists() and json.loads(stored.read_text()) != mine:
+            raise ValueError(
+                f"out_dir {str(out)!r} holds a run with other settings (settings.json); use "
+                "another out_dir or the same options to resume it"
+            )
+        _atomic_write(stored, _writer(json.dumps(mine, indent=2)))
+    fabric.barrier()
+
+    device = fabric.device
+    forward_func = load_model(model)
+    if isinstance(forward_func, nn.Module):
+        forward_func = forward_func.to(device)
+    the_bridge = load_bridge(bridge, bridge_config).to(device)
+    shape = (the_bridge.channels or 3, the_bridge.image_size or 0, the_bridge.image_size or 0)
+    layer = settings.gradcam_layer
+    region = named_region(
+        settings.region,
+        forward_func,
+        settings.cell_size,
+        settings.area,
+        image_shape=shape,
+        layer=layer,
+        seed=settings.seed,
+    )
+    rcsb = RCSB(
+        forward_func,
+        the_bridge,
+        region,
+        guidance_scale=settings.guidance_scale,
+        start_step=settings.start_step,
+        nfe=settings.nfe,
+        n_samples=settings.n_samples,
+        classifier_input=settings.classifier_input,
+        precision=settings.precision,
+        gradient_checkpointing=settings.gradient_checkpointing,
+    )
+    b = settings.batch_size
+    batches = [items[i : i + b] for i in range(0, len(items), b)]
+    mine_batches = [bt for k, bt in enumerate(batches) if k % world == rank]
+    bar = None
+    if rank == 0 and show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc="explain-dataset", unit="img")
+    for batch in mine_batches:
+        if bar is not None:  # the global count: records of every rank on the shared disk
+            bar.n = len(os.listdir(out / "records"))
+            bar.refresh()
+        if all(_done(out, it.index) for it in batch):
+            continue
+        x = _load_batch(batch, the_bridge).to(device)
+        _explain_batch(rcsb, batch, x, settings, out, forward_func)
+    fabric.barrier()
+    if rank != 0:
+        return None
+    if bar is not None:
+        bar.n = len(os.listdir(out / "records"))
+        bar.close()
+    extractor = (
+        load_model(feature_extractor) if isinstance(feature_extractor, str) else feature_extractor
+    )
+    return _summarise(out, items, settings, extractor, class_names)
