@@ -11,24 +11,61 @@ def _train_bridge(args: argparse.Namespace) -> int:
     import torch
 
     from . import train_bridge
+    from .bridge.presets import default_preset, preset_config
     from .bridge.training import load_images
 
     torch.set_flush_denormal(True)
-    images = load_images(
-        args.images, image_size=args.image_size, channels=1 if args.grayscale else None
+    channels = 1 if args.grayscale else args.channels
+    images = load_images(args.images, image_size=args.image_size, channels=channels)
+    size, channels = images.shape[-1], images.shape[1]
+    device_type = "cpu" if args.accelerator == "cpu" or not torch.cuda.is_available() else "cuda"
+    config = preset_config(
+        args.preset or default_preset(size, device_type),
+        size,
+        channels,
+        num_channels=args.num_channels,
+        channel_mult=args.channel_mult,
+        num_res_blocks=args.num_res_blocks,
+        attention_resolutions=args.attention_resolutions,
     )
-    bridge = train_bridge(
-        images,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        mask_area=(args.min_area, args.max_area),
-        checkpoint_path=args.checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-    )
+    try:
+        bridge = train_bridge(
+            images,
+            config=config,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            accumulate=args.accumulate,
+            lr=args.lr,
+            mask_area=(args.min_area, args.max_area),
+            init=args.init,
+            init_weights=args.init_weights,
+            checkpoint_path=args.checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            seed=args.seed,
+            accelerator=args.accelerator,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            precision=args.precision,
+        )
+    except KeyboardInterrupt:
+        if args.checkpoint:
+            print(f"interrupted; saved {args.checkpoint} (rerun the command to resume)")
+        raise
     bridge.save(args.out)
     print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bridge.checkpoints import read_checkpoint
+    from .bridge.training import bridge_from_checkpoint
+
+    bridge = bridge_from_checkpoint(args.checkpoint)
+    bridge.save(args.out, dtype=torch.float16 if args.half else None)
+    step = read_checkpoint(args.checkpoint)["step"]
+    print(f"wrote {args.out} (EMA weights after {step} steps)")
     return 0
 
 
@@ -400,13 +437,56 @@ def _parser() -> argparse.ArgumentParser:
         "train-bridge", help="train an I2SB inpainting bridge on a folder of images"
     )
     tb.add_argument("images", help="folder of image files")
+    tb.add_argument(
+        "--preset",
+        choices=("tiny", "small", "celeba-128", "imagenet-256"),
+        default=None,
+        help="network size (default: fits the image size and the device; see the README)",
+    )
+    tb.add_argument("--num-channels", type=int, default=None, help="base width (overrides preset)")
+    tb.add_argument(
+        "--channel-mult", default=None, help="width multipliers per level, e.g. '1,2,2'"
+    )
+    tb.add_argument("--num-res-blocks", type=int, default=None, help="residual blocks per level")
+    tb.add_argument(
+        "--attention-resolutions",
+        default=None,
+        help="resolutions with self-attention, e.g. '32,16,8'",
+    )
+    tb.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=None,
+        help="read images as 1 or 3 channels (default: the data's own)",
+    )
+    tb.add_argument(
+        "--accumulate", type=int, default=1, help="micro-batches per step (gradient accumulation)"
+    )
+    tb.add_argument("--init", default=None, help="fine-tune from an I2SB latest.pt or bridge file")
+    tb.add_argument(
+        "--init-weights",
+        choices=("ema", "net"),
+        default="ema",
+        help="which weights of an official --init checkpoint",
+    )
+    tb.add_argument(
+        "--accelerator", default="cpu", help="Lightning Fabric accelerator: cpu, cuda, auto"
+    )
+    tb.add_argument("--devices", type=_devices, default=1, help="devices (processes) per node")
+    tb.add_argument("--num-nodes", type=int, default=1, help="nodes")
+    tb.add_argument(
+        "--precision",
+        default="32-true",
+        help="Fabric precision: 32-true, bf16-mixed, 16-mixed",
+    )
     tb.add_argument("--out", default="bridge.pt", help="bridge file to write (Bridge.save format)")
     tb.add_argument(
         "--image-size", type=int, default=None, help="resize the images to this square side"
     )
-    tb.add_argument("--grayscale", action="store_true", help="read the images as 1-channel")
+    tb.add_argument("--grayscale", action="store_true", help="same as --channels 1")
     tb.add_argument("--steps", type=int, default=20_000, help="total optimisation steps")
-    tb.add_argument("--batch-size", type=int, default=32, help="images per step")
+    tb.add_argument("--batch-size", type=int, default=32, help="images per micro-batch and device")
     tb.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
     tb.add_argument(
         "--min-area",
@@ -424,6 +504,11 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     tb.add_argument("--seed", type=int, default=0, help="seed of all training randomness")
     tb.set_defaults(func=_train_bridge)
+    ex_ = sub.add_parser("export", help="write a bridge file from a train-bridge checkpoint")
+    ex_.add_argument("checkpoint", help="a train-bridge --checkpoint file")
+    ex_.add_argument("out", help="bridge file to write")
+    ex_.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    ex_.set_defaults(func=_export)
     return parser
 
 

@@ -2,7 +2,7 @@
 resumed run is bit-identical to an uninterrupted one).
 
     python scripts/train_demo_bridge.py --steps 8000 --seed 0 --checkpoint demo_bridge.ckpt
-    python scripts/export_bridge.py demo_bridge.ckpt rcsb_captum/data/fashion_mnist_bridge.pt --half
+    rcsb-captum export demo_bridge.ckpt rcsb_captum/data/fashion_mnist_bridge.pt --half
 
 Data: the 60 000 Fashion-MNIST training images (Debian's dataset-fashion-mnist, MIT), padded to
 32 x 32, grayscale. Network: ADM, 32 channels, multipliers 1,2,2, one residual block per level,

@@ -279,6 +279,7 @@ class ADMUNet(nn.Module):
         use_new_attention_order: bool = False,
         conv_resample: bool = True,
         use_checkpoint: bool = False,
+        cond_dim: int | None = None,
     ) -> None:
         super().__init__()
         if num_heads_upsample == -1:
@@ -316,6 +317,16 @@ class ADMUNet(nn.Module):
             nn.SiLU(),
             nn.Linear(time_embed_dim, time_embed_dim),
         )
+        # a conditioning vector (DiffAE's z_sem) added to the time embedding, so that it acts
+        # through every residual block's scale-shift, as DiffAE conditions its decoder
+        # (Preechakul et al., CVPR 2022); absent in I2SB bridges (no keys are added)
+        self.cond_dim = cond_dim
+        if cond_dim is not None:
+            self.cond_embed = nn.Sequential(
+                nn.Linear(cond_dim, time_embed_dim),
+                nn.SiLU(),
+                nn.Linear(time_embed_dim, time_embed_dim),
+            )
         ch = input_ch = int(self.channel_mult[0] * model_channels)
         self.input_blocks = nn.ModuleList(
             [TimestepEmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))]
@@ -356,7 +367,7 @@ class ADMUNet(nn.Module):
             GroupNorm32(ch), nn.SiLU(), _zero(nn.Conv2d(input_ch, out_channels, 3, padding=1))
         )
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"x must be N x {self.in_channels} x H x W, got shape {tuple(x.shape)}"
@@ -370,6 +381,13 @@ class ADMUNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(t, self.model_channels).to(x.dtype))
+        if (cond is None) != (self.cond_dim is None):
+            raise ValueError(
+                "cond must be given exactly when the network was built with cond_dim "
+                f"(cond_dim={self.cond_dim})"
+            )
+        if cond is not None:
+            emb = emb + self.cond_embed(cond.to(emb.dtype))
         hs = []
         h = x
         for block in self.input_blocks:

@@ -22,8 +22,9 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from .._utils import check_int
 from .bridge import Bridge
-from .checkpoints import read_checkpoint
+from .checkpoints import check_state_dict, read_checkpoint
 from .masks import random_freeform_masks
 from .network import ADMUNet, adm_config_from_create_model
 from .schedule import BridgeSchedule
@@ -45,8 +46,8 @@ def load_images(
             array. Arrays may be ``N x H x W`` (grayscale), ``N x C x H x W`` or ``N x H x W x C``;
             integer arrays are divided by 255.
         image_size (int, optional): Resize (bilinear) to ``image_size`` square when given.
-        channels (int, optional): 1 or 3; folders are read as grayscale or RGB accordingly
-            (default RGB).
+        channels (int, optional): 1 or 3; files are read as grayscale or RGB accordingly.
+            Default: the data's own (1 when every file is grayscale, else 3).
     """
     if isinstance(source, (str, os.PathLike)):
         from PIL import Image
@@ -60,6 +61,15 @@ def load_images(
             raise ValueError(f"images: {str(folder)!r} is neither an image file nor a folder")
         if not files:
             raise ValueError(f"images: no image files in {str(folder)!r}")
+        if channels is None:  # follow the data: grayscale files give a 1-channel batch
+            gray = set()
+            for path in files:
+                try:
+                    with Image.open(path) as probe:
+                        gray.add(probe.mode in ("1", "L", "LA", "I", "I;16", "F"))
+                except OSError as e:
+                    raise ValueError(f"images: {str(path)!r} is not a readable image ({e})") from e
+            channels = 1 if gray == {True} else 3
         mode = "L" if channels == 1 else "RGB"
         arrays = []
         for path in files:
@@ -127,78 +137,113 @@ def bridge_from_checkpoint(path: str | os.PathLike[str]) -> Bridge:
     return bridge
 
 
-def _default_config(image_size: int, channels: int) -> dict[str, Any]:
-    # A ~2 M-parameter ADM for small images; same module types as the official bridges.
-    return {
-        "image_size": image_size,
-        "num_channels": 64,
-        "num_res_blocks": 1,
-        "channel_mult": "1,2,2",
-        "attention_resolutions": str(max(image_size // 4, 1)),
-        "num_head_channels": 32,
-        "use_scale_shift_norm": True,
-        "resblock_updown": True,
-        "dropout": 0.0,
-        "in_channels": channels,
-        "out_channels": channels,
-    }
+def _step_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
+    # the draws of one micro-batch of one rank at one step: derived, not carried, so that a
+    # checkpoint resumes exactly on the same devices and cleanly on another number of them
+    words = np.random.SeedSequence([seed, step, rank, micro]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed((int(words[0]) << 30) ^ int(words[1]))
+
+
+def _fabric(accelerator: str, devices: int | str, num_nodes: int, precision: str, strategy: str):
+    try:
+        from lightning_fabric import Fabric
+    except ImportError:  # pragma: no cover - the `lightning` package ships the same class
+        from lightning.fabric import Fabric  # type: ignore[no-redef]
+    return Fabric(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=precision,  # type: ignore[arg-type]
+        strategy=strategy,
+    )
 
 
 def train_bridge(
     images: str | os.PathLike[str] | Tensor | np.ndarray,
     *,
     config: Mapping[str, Any] | None = None,
+    preset: str | None = None,
     steps: int = 20_000,
     batch_size: int = 32,
+    accumulate: int = 1,
     lr: float = 5e-4,
     weight_decay: float = 0.0,
     ema_decay: float = 0.999,
     mask_area: tuple[float, float] = (0.1, 0.4),
     interval: int = 1000,
     beta_max: float = 1.0,
+    init: str | os.PathLike[str] | None = None,
+    init_weights: str = "ema",
     checkpoint_path: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 500,
     seed: int = 0,
     show_progress: bool = True,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    precision: str = "32-true",
+    strategy: str = "auto",
 ) -> Bridge:
-    r"""Train an I2SB inpainting bridge (OT-ODE, free-form masks) on ``images``.
+    r"""Train an I2SB inpainting bridge (OT-ODE, free-form masks) on ``images``, on one or
+    many devices and nodes through Lightning Fabric (DDP).
 
-    Training is exactly resumable: with ``checkpoint_path`` set, the network, its EMA, the
-    optimiser and the random state are written every ``checkpoint_every`` steps and at the end,
-    and a later call with the same path continues from the last written step up to ``steps``.
+    Each step every process draws its own micro-batches of ``batch_size`` images; the global
+    batch is ``batch_size x accumulate x devices x num_nodes``. The draws of a micro-batch come
+    from a generator seeded with ``(seed, step, rank, micro)``, so training is exactly
+    resumable: with ``checkpoint_path`` set, the network, its EMA and the optimiser are written
+    every ``checkpoint_every`` steps, on Ctrl-C and at the end; a later call with the same path
+    continues from the last written step up to ``steps`` (bit-identical on the same devices),
+    also on another number of devices.
 
     Args:
-        images: Training images in ``[0, 1]`` (see :func:`load_images` for the accepted forms).
-        config (dict, optional): guided-diffusion ``create_model`` kwargs of the network
-            (default: a ~2 M-parameter ADM for the images' size and channels).
+        images: Training images in ``[0, 1]`` (see :func:`load_images`; folders keep their
+            channels: grayscale files train a 1-channel bridge).
+        config (dict, optional): guided-diffusion ``create_model`` kwargs of the network.
+        preset (str, optional): A size from :func:`~rcsb_captum.bridge.presets.preset_config`
+            (``tiny``, ``small``, ``celeba-128``, ``imagenet-256``) when ``config`` is not
+            given; default :func:`~rcsb_captum.bridge.presets.default_preset` for the images'
+            size and the accelerator.
         steps (int): Total optimisation steps.
-        batch_size (int): Images per step.
-        lr (float): AdamW learning rate.
-        weight_decay (float): AdamW weight decay.
+        batch_size (int): Images per micro-batch and process.
+        accumulate (int): Micro-batches per optimisation step (gradient accumulation).
+        lr (float), weight_decay (float): AdamW's.
         ema_decay (float): Decay of the weights' exponential moving average.
         mask_area (tuple[float, float]): Range of the hole fraction of the random masks.
-        interval (int): Schedule length ``N``.
-        beta_max (float): Schedule's ``beta_max`` (1.0 for inpainting, as I2SB).
+        interval (int), beta_max (float): The schedule (1000 and 1.0 for inpainting, as I2SB).
+        init (str, optional): Start from a bridge: an official I2SB / RCSB ``latest.pt`` (whose
+            network must be the configured one) or a :meth:`Bridge.save` file (fine-tuning).
+        init_weights (str): ``"ema"`` or ``"net"`` weights of an official checkpoint.
         checkpoint_path (str, optional): File for resumable training checkpoints.
         checkpoint_every (int): Steps between checkpoints.
-        seed (int): Seed of all randomness (batches, masks, noise, steps, initial weights).
-        show_progress (bool): Show a tqdm bar with the running loss.
+        seed (int): Seed of all randomness (initial weights, batches, masks, noise, steps).
+        show_progress (bool): A tqdm bar with the running loss (rank 0).
+        accelerator, devices, num_nodes, precision, strategy: Lightning Fabric's
+            (``precision="bf16-mixed"`` for autocast training on GPUs).
 
     Returns:
-        Bridge: holding the EMA weights, frozen and in eval mode.
+        Bridge: holding the EMA weights, frozen and in eval mode, on the CPU.
 
     Examples::
 
         >>> bridge = train_bridge("my_images/", steps=5000, checkpoint_path="bridge.ckpt")
         >>> bridge.save("bridge.pt")
     """
-    if steps < 1 or batch_size < 1 or checkpoint_every < 1:
-        raise ValueError("steps, batch_size and checkpoint_every must be positive")
+    from .presets import default_preset, preset_config
+
+    steps = check_int(steps, "steps", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    accumulate = check_int(accumulate, "accumulate", 1)
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
     data = load_images(images)
     n, channels, height, width = data.shape
     if height != width:
         raise ValueError(f"images must be square, got {height} x {width}")
-    config = dict(_default_config(height, channels) if config is None else config)
+    fabric = _fabric(accelerator, devices, num_nodes, precision, strategy)
+    fabric.launch()
+    if config is None:
+        name = preset or default_preset(height, fabric.device.type)
+        config = preset_config(name, height, channels)
+    config = dict(config)
     net_kwargs = adm_config_from_create_model(config)
     if net_kwargs["image_size"] != height or net_kwargs["in_channels"] != channels:
         raise ValueError(
@@ -208,9 +253,14 @@ def train_bridge(
     schedule = BridgeSchedule(interval=interval, beta_max=beta_max)
     torch.manual_seed(seed)
     network = ADMUNet(**net_kwargs)
-    ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    if init is not None:
+        try:
+            start_from = Bridge.load(init)
+        except ValueError:
+            start_from = Bridge.from_i2sb_checkpoint(init, config=config, weights=init_weights)
+        check_state_dict(network, start_from.network.state_dict())
+        network.load_state_dict(start_from.network.state_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
     start = 0
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = read_checkpoint(checkpoint_path)
@@ -220,16 +270,19 @@ def train_bridge(
                 "delete it or pass the config it was trained with"
             )
         network.load_state_dict(state["network"])
-        ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
         start = int(state["step"])
-
-    std_fwd = torch.tensor(schedule.std_fwd, dtype=torch.float32)
-    noise_levels = torch.tensor(schedule.noise_levels, dtype=torch.float32)
+    model, optimizer = fabric.setup(network, optimizer)
+    ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    if start:
+        ema.load_state_dict(state["ema"])
+    device = fabric.device
+    std_fwd = torch.tensor(schedule.std_fwd, dtype=torch.float32, device=device)
+    noise_levels = torch.tensor(schedule.noise_levels, dtype=torch.float32, device=device)
+    rank = fabric.global_rank
 
     def save(step: int) -> None:
-        if checkpoint_path is None:
+        if checkpoint_path is None or rank != 0:
             return
         tmp = f"{os.fspath(checkpoint_path)}.tmp"
         torch.save(
@@ -238,38 +291,58 @@ def train_bridge(
                 "config": config,
                 "interval": interval,
                 "beta_max": beta_max,
-                "network": network.state_dict(),
-                "ema": ema.state_dict(),
+                "network": {k: v.cpu() for k, v in network.state_dict().items()},
+                "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
             },
             tmp,
         )
         os.replace(tmp, checkpoint_path)
 
-    network.train()
-    bar = tqdm(total=steps, initial=start, disable=not show_progress, desc="train bridge")
-    running = None
-    for step in range(start, steps):
-        idx = torch.randint(n, (batch_size,), generator=generator)
+    def micro_loss(step: int, micro: int) -> Tensor:
+        g = _step_generator(seed, step, rank, micro)
+        idx = torch.randint(n, (batch_size,), generator=g)
         x0 = data[idx] * 2 - 1
-        mask = random_freeform_masks(batch_size, height, mask_area, generator=generator)
-        eps = torch.randn(x0.shape, generator=generator)
+        mask = random_freeform_masks(batch_size, height, mask_area, generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        t = torch.randint(interval, (batch_size,), generator=g)
+        x0, mask, eps, t = (v.to(device) for v in (x0, mask, eps, t))
         x1 = (1 - mask) * x0 + mask * eps
-        t = torch.randint(interval, (batch_size,), generator=generator)
         x_t = schedule.marginal(t, x0, x1, ot_ode=True)
         label = (x_t - x0) / std_fwd[t].view(-1, 1, 1, 1)
-        pred = network(x_t, noise_levels[t])
-        loss = F.mse_loss(pred * mask, label * mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.update_parameters(network)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
-        bar.update(1)
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            save(step + 1)
-    bar.close()
+        pred = model(x_t, noise_levels[t]).float()
+        return F.mse_loss(pred * mask, label * mask)
+
+    model.train()
+    bar = tqdm(
+        total=steps, initial=start, disable=not show_progress or rank != 0, desc="train bridge"
+    )
+    running = None
+    completed = start
+    try:
+        for step in range(start, steps):
+            total = 0.0
+            for micro in range(accumulate):
+                with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
+                    loss = micro_loss(step, micro) / accumulate
+                    fabric.backward(loss)
+                total += float(loss.detach())
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.update_parameters(network)
+            running = total if running is None else 0.98 * running + 0.02 * total
+            bar.set_postfix(loss=f"{running:.4f}")
+            bar.update(1)
+            completed = step + 1
+            if completed % checkpoint_every == 0 and completed < steps:
+                save(completed)
+    except KeyboardInterrupt:
+        save(completed)  # the steps completed so far; a resumed run goes on from there
+        raise
+    finally:
+        bar.close()
     save(steps)
-    return Bridge(ema.module, schedule, config=config, ot_ode=True)
+    fabric.barrier()
+    out = ADMUNet(**net_kwargs)
+    out.load_state_dict({k: v.cpu() for k, v in ema.module.state_dict().items()})
+    return Bridge(out, schedule, config=config, ot_ode=True)
