@@ -1,40 +1,74 @@
-"""Train the Fashion-MNIST demo Diffusion Autoencoder that GCD and BB-LIG use (resumable:
-re-run the same command to continue).
+"""Train the Fashion-MNIST demo Diffusion Autoencoder that GCD and BB-LIG use. Resumable:
+the run goes in chunks of 500 steps, each one resumed from the checkpoint; re-run the same
+command to continue, on any device (the draws come from one CPU generator).
 
-    python scripts/train_demo_diffae.py --steps 6000 --seed 0 --checkpoint demo_diffae.ckpt \
-        --out rcsb_captum/data/fashion_mnist_diffae.pt
+    python scripts/train_demo_diffae.py --steps 6000 --batch-size 128 --seed 0 \
+        --checkpoint demo_diffae.ckpt --out rcsb_captum/data/fashion_mnist_diffae.pt [--device cuda]
 
-Data: the 60 000 Fashion-MNIST training images (Debian's dataset-fashion-mnist, MIT), padded to
-32 x 32. Model: rcsb_captum.autoencoder's default for 1 x 32 x 32 (semantic encoder of width 32
-to z_sem of 64; ADM decoder of 32 channels, multipliers 1,2,2, one residual block per level,
-attention at 8 x 8); DDPM linear betas, 1000 steps; AdamW 2e-4, batch 32, EMA 0.999. The file
-written holds the EMA weights in float16.
+Data: the 60 000 Fashion-MNIST training images (Debian's dataset-fashion-mnist, MIT; or an
+``.npz`` with an ``images`` array given by --data), padded to 32 x 32. Model:
+rcsb_captum.autoencoder's default for 1 x 32 x 32 (semantic encoder of width 32 to z_sem of 64;
+ADM decoder of 32 channels, multipliers 1,2,2, one residual block per level, attention at
+8 x 8; 1.8 M parameters); DDPM linear betas, 1000 steps; AdamW 2e-4, EMA 0.999. The file written
+holds the EMA weights in float16. --max-seconds stops after the chunk that passes it.
 """
 
 import argparse
+import os
+import time
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from fashion_mnist import load_fashion_mnist
 
 from rcsb_captum.autoencoder import train_diffae
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=6000)
+parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--checkpoint", default="demo_diffae.ckpt")
 parser.add_argument("--out", default="demo_diffae.pt", help="DiffAE file (float16)")
+parser.add_argument("--device", default="cpu")
+parser.add_argument("--data", default=None, help=".npz with uint8 'images' N x 28 x 28")
+parser.add_argument("--max-seconds", type=float, default=None)
 args = parser.parse_args()
 torch.set_flush_denormal(True)
-images, _ = load_fashion_mnist("train")
-ae = train_diffae(
-    images,
-    steps=args.steps,
-    batch_size=32,
-    lr=2e-4,
-    ema_decay=0.999,
-    checkpoint_path=args.checkpoint,
-    checkpoint_every=250,
-    seed=args.seed,
-)
+if args.data:
+    raw = torch.from_numpy(np.load(args.data)["images"]).float().div(255)[:, None]
+    images = F.pad(raw, (2, 2, 2, 2))
+else:
+    images, _ = load_fashion_mnist("train")
+start, done = time.time(), 0
+if os.path.exists(args.checkpoint):
+    done = int(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["step"])
+ae = None
+while done < args.steps:
+    done = min(args.steps, done + 500)
+    ae = train_diffae(
+        images,
+        steps=done,
+        batch_size=args.batch_size,
+        lr=2e-4,
+        ema_decay=0.999,
+        checkpoint_path=args.checkpoint,
+        checkpoint_every=250,
+        seed=args.seed,
+        device=args.device,
+        show_progress=False,
+    )
+    print(f"{done} steps, {time.time() - start:.0f} s", flush=True)
+    if args.max_seconds and time.time() - start > args.max_seconds:
+        break
+if ae is None:  # nothing left to train: export the checkpoint
+    ae = train_diffae(
+        images,
+        steps=done,
+        batch_size=args.batch_size,
+        checkpoint_path=args.checkpoint,
+        seed=args.seed,
+        show_progress=False,
+    )
 ae.save(args.out, dtype=torch.float16)
-print(f"wrote {args.out}")
+print(f"wrote {args.out} after {done} steps")

@@ -247,6 +247,7 @@ def train_diffae(
     checkpoint_every: int = 500,
     seed: int = 0,
     show_progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> DiffusionAutoencoder:
     r"""Train a DiffAE (encoder and decoder jointly, DDPM noise regression conditioned on the
     encoder's ``z_sem``, as DiffAE) on ``images`` (``N x C x H x W`` in ``[0, 1]``).
@@ -255,8 +256,11 @@ def train_diffae(
     model, its EMA, the optimiser and the random state are saved every ``checkpoint_every``
     steps, on Ctrl-C and at the end, and a later call continues up to ``steps``.
 
+    All draws come from one CPU generator (then moved to ``device``), so a run on another
+    device sees the same batches, steps and noise.
+
     Returns:
-        DiffusionAutoencoder: the EMA weights, in eval mode.
+        DiffusionAutoencoder: the EMA weights, in eval mode, on the CPU.
     """
     images = format_images(images, "images").float()
     n, c, h, w = images.shape
@@ -264,7 +268,8 @@ def train_diffae(
         raise ValueError(f"images must be square, got {h} x {w}")
     config = dict(_default_config(h, c) if config is None else config)
     torch.manual_seed(seed)
-    model = DiffusionAutoencoder(config)
+    device = torch.device(device)
+    model = DiffusionAutoencoder(config).to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
@@ -275,6 +280,7 @@ def train_diffae(
             raise ValueError("checkpoint_path was written for another config")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
+        ema.to(device)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         start = int(state["step"])
@@ -287,8 +293,8 @@ def train_diffae(
             {
                 "step": step,
                 "config": config,
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
+                "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(),
             },
@@ -307,6 +313,7 @@ def train_diffae(
             x0 = images[torch.randint(n, (batch_size,), generator=generator)] * 2 - 1
             t = torch.randint(total, (batch_size,), generator=generator)
             noise = torch.randn(x0.shape, generator=generator)
+            x0, t, noise = x0.to(device), t.to(device), noise.to(device)
             a = ab[t].view(-1, 1, 1, 1)
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
             z = model.encoder(x0)
@@ -326,7 +333,8 @@ def train_diffae(
         raise
     finally:
         bar.close()
-    save(steps)
+    if start < steps:  # a checkpoint already past `steps` is left as it is
+        save(steps)
     out = DiffusionAutoencoder(config)
-    out.load_state_dict(ema.module.state_dict())
+    out.load_state_dict({k: v.cpu() for k, v in ema.module.state_dict().items()})
     return out.eval().requires_grad_(False)

@@ -341,7 +341,8 @@ def train_bridge(
         raise
     finally:
         bar.close()
-    save(steps)
+    if start < steps:  # a checkpoint already past `steps` is left as it is
+        save(steps)
     fabric.barrier()
     out = ADMUNet(**net_kwargs)
     out.load_state_dict({k: v.cpu() for k, v in ema.module.state_dict().items()})
