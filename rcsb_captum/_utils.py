@@ -34,6 +34,7 @@ __all__ = [
     "check_int",
     "check_logits",
     "check_number",
+    "deterministic_kernels",
     "flush_denormal",
     "format_classes",
     "format_images",
@@ -285,6 +286,37 @@ def model_left_as_given(*funcs: Callable[..., Any] | None) -> Iterator[None]:
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+# -- repeatable CUDA kernels -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
+    r"""Deterministic cuDNN and PyTorch kernels for the body (``cudnn.deterministic``, no
+    ``cudnn.benchmark``, ``torch.use_deterministic_algorithms(True, warn_only=True)``), then
+    the caller's settings back. On CUDA the default kernels of convolution backward passes
+    add in a varying order; RCSB's Adam-normalised guidance lifts those last-bit differences
+    to visible ones, so without this a seed would not repeat a result on a GPU."""
+    if not enabled:
+        yield
+        return
+    import torch.backends.cudnn as cudnn
+
+    before = (
+        cudnn.deterministic,
+        cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    try:
+        cudnn.deterministic, cudnn.benchmark = True, False
+        if not before[2]:  # a caller's strict setting is kept as it is
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before[0], before[1]
+        torch.use_deterministic_algorithms(before[2], warn_only=before[3])
 
 
 # -- CPU speed -------------------------------------------------------------------------------

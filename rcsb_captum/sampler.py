@@ -147,9 +147,8 @@ def sample_rcsb(
             x = schedule.posterior(prev, n, x_tilde, x0_hat, ot_ode=True).detach()
             x = torch.where(mask, x, x_keep)
             bad = ~torch.isfinite(x).all()
-            first_bad = torch.where(
-                bad & (first_bad < 0), torch.tensor(n, device=device), first_bad
-            )
+            here = torch.full((), n, dtype=torch.long, device=device)  # a fill, not a host copy
+            first_bad = torch.where(bad & (first_bad < 0), here, first_bad)
     if int(first_bad) >= 0:
         step = int(first_bad)
         index = [n for _, n in pairs].index(step)

@@ -21,6 +21,7 @@ from .._utils import (
     check_int,
     check_logits,
     check_number,
+    deterministic_kernels,
     flush_denormal,
     format_classes,
     format_images,
@@ -123,6 +124,9 @@ class RCSB(Attribution):
             bridge's forward and backward. The sampler and guidance state stay in float32.
         gradient_checkpointing (bool): Checkpoint the bridge's blocks during the guided
             backward pass (less memory, about one more forward pass of time).
+        deterministic (bool): On CUDA, run deterministic cuDNN / PyTorch kernels during a call
+            (the caller's settings are restored after), so that a seed repeats the result;
+            ``False`` trades that for speed. No effect on CPU, which is deterministic.
 
     Reproducibility: with an int ``seed``, image ``i`` of a call draws its hole noise from a
     generator seeded with ``image_seeds(seed, n)[i]`` and a random region source draws from
@@ -158,6 +162,7 @@ class RCSB(Attribution):
         area: float | None = None,
         precision: str = "fp32",
         gradient_checkpointing: bool = False,
+        deterministic: bool = True,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -196,6 +201,7 @@ class RCSB(Attribution):
         self.classifier_input = classifier_input
         self.precision = precision
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.deterministic = bool(deterministic)
 
     # ------------------------------------------------------------------ named steps
 
@@ -406,7 +412,11 @@ class RCSB(Attribution):
         offset = check_int(index_offset, "index_offset", 0)
         x = inputs.float()
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
+        with (
+            model_left_as_given(self.forward_func),
+            flush_denormal(x.device.type == "cpu"),
+            deterministic_kernels(self.deterministic and x.device.type == "cuda"),
+        ):
             bridge = self._bridge_for(x)
             logits = self._logits(x, extra)
             tgt, cf = self._classes(logits, target, counterfactual_target)
