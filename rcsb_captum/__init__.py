@@ -1,12 +1,18 @@
 r"""rcsb_captum: region-constrained visual counterfactuals (RCSB) as a Captum attribution method."""
 
-from .attr import BBMP, FIDO, RCSB, CounterfactualResult
+from .attr import BBLIG, BBMP, FIDO, GCD, RCSB, CounterfactualDirections, CounterfactualResult
+from .autoencoder import DiffusionAutoencoder, LatentAutoencoder
 from .bridge import Bridge, BridgeSchedule, train_bridge
 from .models import NormalizedModel
 from .regions import AttributionRegion, MaskRegion, RandomRegion, SegmentationRegion
 
 __all__ = [
+    "BBLIG",
     "BBMP",
+    "GCD",
+    "CounterfactualDirections",
+    "DiffusionAutoencoder",
+    "LatentAutoencoder",
     "FIDO",
     "RCSB",
     "AttributionRegion",

@@ -1,0 +1,178 @@
+import pytest
+import torch
+from torch import nn
+
+from rcsb_captum import BBLIG, GCD, RCSB, AttributionRegion, Bridge, CounterfactualDirections
+from rcsb_captum.autoencoder import LatentAutoencoder
+
+D, SIDE = 4, 4
+
+
+class LinearAE(LatentAutoencoder):
+    """z = W x (orthonormal rows); the stochastic code is the rest of x, so decoding is exact
+    and moving z moves the image along W's rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        q, _ = torch.linalg.qr(
+            torch.randn(SIDE * SIDE, D, generator=torch.Generator().manual_seed(0))
+        )
+        self.register_buffer("w", q.T.contiguous())  # D x 16
+
+    def encode(self, images):
+        return images.flatten(1) @ self.w.T
+
+    def encode_stochastic(self, images, z):
+        return images.flatten(1) - z @ self.w
+
+    def decode(self, z, noise=None):
+        flat = z @ self.w + (noise if noise is not None else 0)
+        return flat.view(-1, 1, SIDE, SIDE)
+
+
+class OneCoordinate(nn.Module):
+    """Class 1 iff latent coordinate 0 exceeds 1.0."""
+
+    def __init__(self, ae: LinearAE) -> None:
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, x):
+        s = (x.flatten(1) @ self.ae.w[0]) - 1.0
+        return torch.stack([-2 * s, 2 * s], 1)
+
+
+def _images(n, seed=1):
+    return torch.rand(n, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(seed)) * 0.4
+
+
+@pytest.fixture(scope="module")
+def toy():
+    ae = LinearAE()
+    model = OneCoordinate(ae)
+    x = _images(1)
+    gcd = GCD(
+        model,
+        ae,
+        n_iters=2,
+        n_batches=2,
+        batch_size=64,
+        proxy_epochs=150,
+        max_step=4.0,
+        line_steps=16,
+        noise_stds=(0.2, 0.5, 1.0),
+    )
+    dirs = gcd.find(x, seed=0)
+    return ae, model, dirs
+
+
+def test_directions_find_the_decisive_coordinate_and_transfer(toy):
+    ae, model, dirs = toy
+    assert dirs.source_class == 0 and len(dirs) == 2 + 4
+    assert torch.allclose(dirs.directions.norm(dim=1), torch.ones(len(dirs)), atol=1e-5)
+    g = dirs.best("g")
+    assert abs(float(dirs.directions[g, 0])) > 0.9  # the g-direction is latent coordinate 0
+    assert dirs.flipped[g]
+    others = _images(50, seed=2)
+    with torch.no_grad():
+        at_step = (model(dirs.apply(ae, others)).argmax(1) == 1).float().mean()
+        farther = (model(dirs.apply(ae, others, step=2 * float(dirs.steps[g]))).argmax(1) == 1)
+    # global: the direction found on one image flips most others at the source's step (images
+    # farther from the boundary need more), and all of them a little farther along
+    assert at_step > 0.6 and farther.float().mean() > 0.95
+
+
+def test_directions_save_load_round_trip(toy, tmp_path):
+    _, _, dirs = toy
+    dirs.save(tmp_path / "d.pt")
+    back = CounterfactualDirections.load(tmp_path / "d.pt")
+    assert torch.equal(back.directions, dirs.directions) and back.kinds == dirs.kinds
+    assert torch.equal(back.steps, dirs.steps) and back.source_class == dirs.source_class
+    torch.save({"format": "other"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="CounterfactualDirections.save"):
+        CounterfactualDirections.load(tmp_path / "x.pt")
+
+
+def test_gcd_only_queries_the_classifier(toy):
+    ae, model, _ = toy
+
+    class NoGrad(nn.Module):
+        def forward(self, x):
+            assert not torch.is_grad_enabled(), "GCD took a gradient through the classifier"
+            return model(x)
+
+    dirs = GCD(NoGrad(), ae, n_iters=1, n_batches=1, batch_size=16, proxy_epochs=5).find(
+        _images(1), seed=0
+    )
+    assert len(dirs) == 6
+
+
+@pytest.mark.parametrize("approx", [True, False])
+def test_bblig_completeness(toy, approx):
+    ae, model, dirs = toy
+    x = _images(4, seed=3)
+    lig = BBLIG(model, ae, direction=dirs, n_steps=64, approx_grad=approx)
+    attr, delta = lig.attribute(x, target=0, return_convergence_delta=True)
+    assert attr.shape == x.shape
+    # a linear decoder makes the latent path straight in pixel space: the finite-difference
+    # estimate is complete up to float error, the left Riemann sum of exact gradients to
+    # O(1 / n_steps)
+    tol = 1e-4 if approx else 0.05
+    assert delta.abs().max() < tol, delta
+
+
+def test_bblig_as_rcsb_region_source(toy):
+    ae, model, dirs = toy
+    lig = BBLIG(model, ae, direction=dirs, n_steps=8)
+    region = AttributionRegion(lig, cell_size=2, area=0.25)
+    masks = region(_images(2, seed=4), torch.tensor([0, 0]))
+    assert masks.shape == (2, 1, SIDE, SIDE) and masks.mean() == pytest.approx(0.25)
+    bridge = Bridge.from_config(
+        {
+            "image_size": SIDE,
+            "num_channels": 32,
+            "num_res_blocks": 1,
+            "channel_mult": "1",
+            "attention_resolutions": "",
+            "in_channels": 1,
+            "out_channels": 1,
+        }
+    )
+    res = RCSB(model, bridge, region, start_step=20, nfe=2, n_samples=1).generate(
+        _images(2, seed=4), target=0, seed=0
+    )
+    assert torch.equal(res.regions, masks)
+
+
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (lambda ae, m: GCD(m, "ae"), TypeError, "LatentAutoencoder"),
+        (lambda ae, m: GCD(m, ae, preset="fast"), ValueError, "preset"),
+        (lambda ae, m: GCD(m, ae, n_iter=3), TypeError, "unknown GCD settings"),
+        (lambda ae, m: GCD(m, ae, n_iters=0), ValueError, "n_iters"),
+        (lambda ae, m: GCD(m, ae).find(_images(2)), ValueError, "one image"),
+        (lambda ae, m: GCD(m, ae).find(_images(1) + 1), ValueError, r"\[0, 1\]"),
+        (
+            lambda ae, m: GCD(m, ae).find(_images(1), target=0, counterfactual_target=0),
+            ValueError,
+            "differ",
+        ),
+        (lambda ae, m: BBLIG(m, ae).attribute(_images(1)), ValueError, "direction"),
+        (
+            lambda ae, m: BBLIG(m, ae, direction=torch.ones(3)).attribute(_images(1)),
+            ValueError,
+            "entries",
+        ),
+        (lambda ae, m: BBLIG(m, ae, n_steps=0), ValueError, "n_steps"),
+        (
+            lambda ae, m: BBLIG(m, ae, direction=torch.ones(D)).attribute(_images(1), target=0.5),
+            TypeError,
+            "target",
+        ),
+    ],
+)
+def test_bad_arguments(toy, make, error, match):
+    ae, model, _ = toy
+    with pytest.raises(error, match=match):
+        make(ae, model)
