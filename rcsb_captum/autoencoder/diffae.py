@@ -116,6 +116,10 @@ class DiffusionAutoencoder(LatentAutoencoder):
             resblock_updown=True,
             cond_dim=c["z_dim"],
         )
+        # z_sem is standardised with statistics of the training images (DiffAE's
+        # conds_mean / conds_std), so that latent steps are in units of the data's spread
+        self.register_buffer("z_mean", torch.zeros(c["z_dim"]))
+        self.register_buffer("z_std", torch.ones(c["z_dim"]))
         betas = np.linspace(1e-4, 0.02, c["timesteps"], dtype=np.float64)
         alphas_cumprod = torch.from_numpy(np.cumprod(1 - betas)).float()
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
@@ -123,6 +127,8 @@ class DiffusionAutoencoder(LatentAutoencoder):
         self.decode_steps = check_int(decode_steps, "decode_steps", 1, c["timesteps"])
 
     alphas_cumprod: Tensor
+    z_mean: Tensor
+    z_std: Tensor
 
     @property
     def z_dim(self) -> int:
@@ -140,7 +146,7 @@ class DiffusionAutoencoder(LatentAutoencoder):
         return self.encoder(images * 2 - 1)
 
     def eps(self, x_t: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        r"""The decoder's noise prediction at integer steps ``t``."""
+        r"""The decoder's noise prediction at integer steps ``t`` given raw ``z_sem``."""
         return self.unet(x_t, t.to(x_t.dtype), z)
 
     def _grid(self, steps: int) -> list[int]:
@@ -159,9 +165,20 @@ class DiffusionAutoencoder(LatentAutoencoder):
     # -- the interface --------------------------------------------------------------------
 
     @torch.no_grad()
+    def fit_latent_stats(self, images: Tensor, batch_size: int = 500) -> None:
+        r"""Set the standardisation of ``z_sem`` from (training) images."""
+        images = format_images(images, "images").float()
+        z = torch.cat(
+            [self.semantic(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        )
+        self.z_mean.copy_(z.mean(0))
+        self.z_std.copy_(z.std(0).clamp_min(1e-6))
+
+    @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
+        r"""The standardised semantic code ``(z_sem - mean) / std`` (``N x z_dim``)."""
         images = format_images(images, "images")
-        return self.semantic(images.float())
+        return (self.semantic(images.float()) - self.z_mean) / self.z_std
 
     @torch.no_grad()
     def encode_stochastic(
@@ -169,6 +186,7 @@ class DiffusionAutoencoder(LatentAutoencoder):
     ) -> Tensor:
         r"""DDIM inversion of ``images`` to ``x_T`` given ``z`` (``steps``: ``encode_steps``)."""
         x = format_images(images, "images").float() * 2 - 1
+        z = z * self.z_std + self.z_mean  # the decoder is conditioned on the raw code
         grid = self._grid(steps or self.encode_steps)
         pairs = list(zip([-1, *grid[:-1]], grid, strict=True))
         for prev, t in tqdm(pairs, disable=not show_progress, desc="DDIM encode", leave=False):
@@ -199,6 +217,7 @@ class DiffusionAutoencoder(LatentAutoencoder):
                 f"noise must be {(z.shape[0], *self.image_shape)}, got {tuple(noise.shape)}"
             )
         x = noise
+        z = z * self.z_std + self.z_mean  # standardised -> raw, differentiably
         grid = self._grid(steps or self.decode_steps)
         pairs = list(zip(grid[::-1], [*grid[::-1][1:], -1], strict=True))
         for t, t_next in tqdm(pairs, disable=not show_progress, desc="DDIM decode", leave=False):
@@ -222,7 +241,10 @@ class DiffusionAutoencoder(LatentAutoencoder):
         if obj.get("format") != FORMAT or "config" not in obj or "state_dict" not in obj:
             raise ValueError(f"{os.fspath(path)!r} is not an rcsb_captum DiffAE file")
         ae = cls(obj["config"], **kwargs)
-        ae.load_state_dict(obj["state_dict"])
+        state = dict(obj["state_dict"])
+        for key, default in (("z_mean", ae.z_mean), ("z_std", ae.z_std)):
+            state.setdefault(key, default)  # files from before the standardisation
+        ae.load_state_dict(state)
         return ae.eval().requires_grad_(False)
 
     @classmethod
@@ -337,4 +359,6 @@ def train_diffae(
         save(steps)
     out = DiffusionAutoencoder(config)
     out.load_state_dict({k: v.cpu() for k, v in ema.module.state_dict().items()})
-    return out.eval().requires_grad_(False)
+    out.eval().requires_grad_(False)
+    out.fit_latent_stats(images[: min(len(images), 10_000)])
+    return out
