@@ -115,3 +115,14 @@ def test_random_region_arguments():
 def test_segmentation_region_rejects_float_maps():
     with pytest.raises(TypeError, match="integers"):
         SegmentationRegion(torch.rand(1, 4, 4), labels=[1])(torch.rand(1, 3, 4, 4))
+
+
+def test_default_region_does_not_warn_about_captum_batch_sizes(classifier):
+    import warnings
+
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    region = default_region(classifier, cell_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Captum warns when internal_batch_size < examples
+        masks = region(x, torch.zeros(16, dtype=torch.long), seeds=list(range(16)))
+    assert masks.shape == (16, 1, 32, 32)

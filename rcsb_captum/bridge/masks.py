@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._utils import as_generator
+
 __all__ = ["random_freeform_masks"]
 
 
@@ -49,7 +51,7 @@ def random_freeform_masks(
     n: int,
     size: int,
     area: tuple[float, float] = (0.1, 0.4),
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | int | None = None,
     device: torch.device | str = "cpu",
 ) -> Tensor:
     r"""Random masks of strokes and boxes covering a fraction of the image within ``area``.
@@ -58,7 +60,8 @@ def random_freeform_masks(
         n (int): Number of masks.
         size (int): Side of the square masks.
         area (tuple[float, float]): Smallest and largest fraction of the pixels in the hole.
-        generator (torch.Generator, optional): Source of randomness (reproducible masks).
+        generator (torch.Generator or int, optional): Source of randomness: a generator, a
+            seed, or ``None`` for a random draw (the package's seed rule, ``rcsb_captum._utils``).
         device: Where to build the masks.
 
     Returns:
@@ -68,7 +71,7 @@ def random_freeform_masks(
     if not 0 < lo <= hi < 1:
         raise ValueError(f"area must satisfy 0 < low <= high < 1, got {area!r}")
     device = torch.device(device)
-    g = generator if generator is not None else torch.Generator(device).manual_seed(0)
+    g = as_generator(generator, device)  # the package's seed rule (None: a random draw)
     out = torch.zeros(n, size, size, dtype=torch.bool, device=device)
     todo = torch.arange(n, device=device)
     for _ in range(20):  # rejection rounds; almost all masks land in range in the first one

@@ -76,7 +76,7 @@ def test_directions_find_the_decisive_coordinate_and_transfer(toy):
     others = _images(50, seed=2)
     with torch.no_grad():
         at_step = (model(dirs.apply(ae, others)).argmax(1) == 1).float().mean()
-        farther = (model(dirs.apply(ae, others, step=2 * float(dirs.steps[g]))).argmax(1) == 1)
+        farther = model(dirs.apply(ae, others, step=2 * float(dirs.steps[g]))).argmax(1) == 1
     # global: the direction found on one image flips most others at the source's step (images
     # farther from the boundary need more), and all of them a little farther along
     assert at_step > 0.6 and farther.float().mean() > 0.95

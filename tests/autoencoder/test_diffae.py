@@ -57,3 +57,17 @@ def test_bad_arguments():
         ae.encode(torch.full((1, 1, 8, 8), 2.0))
     with pytest.raises(ValueError, match="encode_steps"):
         DiffusionAutoencoder(CONFIG, encode_steps=0)
+
+
+def test_shipped_diffae_reconstructs_held_out_images():
+    from rcsb_captum.demo import load_demo_samples
+
+    ae = DiffusionAutoencoder.pretrained("fashion-mnist", encode_steps=20, decode_steps=20)
+    x, _ = load_demo_samples()
+    x = x[:4]
+    z = ae.encode(x)
+    assert z.shape == (4, 64) and z.abs().mean() < 3  # standardised codes
+    rec = ae.decode(z, ae.encode_stochastic(x, z))
+    assert (rec - x).square().mean() < 0.02
+    with pytest.raises(ValueError, match="name"):
+        DiffusionAutoencoder.pretrained("celeba")

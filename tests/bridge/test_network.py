@@ -25,3 +25,22 @@ def test_official_configs_have_official_keys_and_shapes(name):
     mine = [("diffusion_model." + k, list(v.shape)) for k, v in net.state_dict().items()]
     assert mine == list(ref["state_dict_shapes"].items())  # same keys, shapes and order
     assert sum(p.numel() for p in net.parameters()) == ref["num_parameters"]
+
+
+def test_checkpointing_gives_the_same_gradients(tiny_bridge):
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def grad(checkpointing):
+        for m in tiny_bridge.modules():
+            if hasattr(m, "use_checkpoint"):
+                m.use_checkpoint = checkpointing
+        xi = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(tiny_bridge.predict_x0(xi, 500).square().sum(), xi)
+        return g
+
+    try:
+        plain, checked = grad(False), grad(True)
+    finally:
+        grad(False)
+    assert torch.allclose(plain, checked, atol=1e-5)
