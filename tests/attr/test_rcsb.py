@@ -411,3 +411,20 @@ def test_gradient_checkpointing_gives_the_same_counterfactuals(classifier, tiny_
     assert torch.allclose(ck.samples, ref.samples, atol=1e-5)
     blocks = [m for m in tiny_bridge.modules() if hasattr(m, "use_checkpoint")]
     assert blocks and not any(m.use_checkpoint for m in blocks)  # restored afterwards
+
+
+def test_x0_guidance_keeps_outside_exact_repeats_and_guides(classifier, tiny_bridge, images):
+    x = images.repeat(2, 1, 1, 1)
+    cf = (classifier(x).argmax(1) + 1) % 5
+    kw = dict(start_step=200, nfe=10, n_samples=1, guidance_grad="x0")
+    probs = {}
+    for scale in (0.0, 3.0):
+        rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask(4)), guidance_scale=scale, **kw)
+        res = rcsb.generate(x, counterfactual_target=cf, seed=0)
+        outside = (res.regions == 0).expand_as(x)
+        assert torch.equal(res.counterfactuals[outside], x[outside])
+        assert torch.equal(rcsb.generate(x, counterfactual_target=cf, seed=0).samples, res.samples)
+        probs[scale] = res.probs_after.gather(1, cf[:, None]).mean().item()
+    assert probs[3.0] > probs[0.0]
+    with pytest.raises(ValueError, match="guidance_grad"):
+        RCSB(classifier, tiny_bridge, guidance_grad="x1")
