@@ -329,7 +329,8 @@ def named_region(
 
 
 class MaskRegion(RegionSource):
-    r"""User-given masks: ``H x W``, ``1 x H x W`` or ``N x 1 x H x W`` (broadcast over the batch),
+    r"""User-given masks: ``H x W``, ``1 x H x W``, ``N x H x W`` or ``N x 1 x H x W`` (a single
+    mask is broadcast over the batch),
     bool or numbers in ``[0, 1]``; a pixel may change where the mask is ``>= 0.5`` (see
     :func:`binarize_masks`)."""
 
@@ -338,6 +339,8 @@ class MaskRegion(RegionSource):
             masks = torch.from_numpy(np.ascontiguousarray(masks))
         if not isinstance(masks, Tensor):
             raise TypeError(f"masks must be a Tensor or numpy array, got {type(masks).__name__}")
+        if masks.ndim == 3 and masks.shape[0] > 1:  # N x H x W: one mask per input
+            masks = masks[:, None]
         while masks.ndim < 4:
             masks = masks[None]
         if masks.ndim != 4 or masks.shape[1] != 1:

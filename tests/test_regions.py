@@ -126,3 +126,11 @@ def test_default_region_does_not_warn_about_captum_batch_sizes(classifier):
         warnings.simplefilter("error")  # Captum warns when internal_batch_size < examples
         masks = region(x, torch.zeros(16, dtype=torch.long), seeds=list(range(16)))
     assert masks.shape == (16, 1, 32, 32)
+
+
+def test_mask_region_takes_one_mask_per_input_without_a_channel():
+    masks = torch.zeros(3, 8, 8)
+    masks[1, :4] = 1
+    region = MaskRegion(masks)
+    assert region.masks.shape == (3, 1, 8, 8)
+    assert torch.equal(region(torch.rand(3, 1, 8, 8))[:, 0], masks)

@@ -420,7 +420,7 @@ class RCSB(Attribution):
             internal_batch_size = check_int(internal_batch_size, "internal_batch_size", 1)
         base = base_seed(seed)
         offset = check_int(index_offset, "index_offset", 0)
-        x = inputs.float()
+        x = inputs.detach().float()  # no graph is built through the caller's inputs
         extra = _format_additional_forward_args(additional_forward_args) or ()
         with (
             model_left_as_given(self.forward_func),
@@ -440,7 +440,9 @@ class RCSB(Attribution):
             )
         best, ok, _ = self._select(samples, probs, tgt, cf)
         idx = torch.arange(n, device=best.device)
-        samples = torch.where(masks[:, None].bool(), samples.to(inputs.dtype), inputs[:, None])
+        samples = torch.where(
+            masks[:, None].bool(), samples.to(inputs.dtype), inputs.detach()[:, None]
+        )
         return CounterfactualResult(
             counterfactuals=samples[idx, best],
             samples=samples,

@@ -428,3 +428,11 @@ def test_x0_guidance_keeps_outside_exact_repeats_and_guides(classifier, tiny_bri
     assert probs[3.0] > probs[0.0]
     with pytest.raises(ValueError, match="guidance_grad"):
         RCSB(classifier, tiny_bridge, guidance_grad="x1")
+
+
+def test_inputs_that_require_grad(classifier, tiny_bridge, images):
+    x = images.clone().requires_grad_(True)
+    res = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST).generate(x, seed=0)
+    assert res.counterfactuals.grad_fn is None
+    outside = (res.regions == 0).expand_as(x)
+    assert torch.equal(res.counterfactuals[outside], images[outside])
