@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--n-images", type=int, default=60)
     p.add_argument("--nfe", nargs="+", type=int, default=[25, 100])
     p.add_argument("--grads", nargs="+", default=["xt", "x0"])
+    p.add_argument("--samplers", nargs="+", default=["i2sb", "heun"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -65,52 +66,61 @@ def main() -> None:
     masks = region(x, y, seeds=seeds)
     region_s = (time.perf_counter() - t) / len(x)
     rows = []
-    for nfe in a.nfe:
-        for grad in a.grads:
-            rcsb = RCSB(model, bridge, nfe=nfe, guidance_grad=grad)
-            t = time.perf_counter()
-            res = rcsb.generate(x, target=y, counterfactual_target=cf, seed=a.seed, region=masks)
-            seconds = (time.perf_counter() - t) / len(x)
-            ok = res.success
-            cout = M.cout(model, x, res.counterfactuals, y, cf, steps=20)
-            hf = high_frequency_ratio(x, res.counterfactuals, res.regions)
-            l1 = ((res.counterfactuals - x).abs() * res.regions).flatten(1).sum(
-                1
-            ) / res.regions.flatten(1).sum(1)
-            fid = (
-                M.fid(x, res.counterfactuals[ok], model.features)
-                if int(ok.sum()) >= 2
-                else float("nan")
-            )
-            row = {
-                "nfe": nfe,
-                "guidance_grad": grad,
-                "images": len(x),
-                "flip rate": float(ok.float().mean()),
-                "flip s.e.": se(ok),
-                "COUT": float(cout.mean()),
-                "COUT s.e.": se(cout),
-                "FID (clf)": fid,
-                "L1 inside": float(l1.mean()),
-                "L1 s.e.": se(l1),
-                "HF ratio": float(hf.mean()),
-                "HF s.e.": se(hf),
-                "sampling s/image": seconds,
-                "region s/image": region_s,
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    ref = next((r for r in rows if r["nfe"] == max(a.nfe) and r["guidance_grad"] == "xt"), rows[0])
+    combos = [(n, g, sm) for n in a.nfe for g in a.grads for sm in a.samplers]
+    for nfe, grad, sampler in combos:
+        rcsb = RCSB(model, bridge, nfe=nfe, guidance_grad=grad, sampler=sampler)
+        t = time.perf_counter()
+        res = rcsb.generate(x, target=y, counterfactual_target=cf, seed=a.seed, region=masks)
+        seconds = (time.perf_counter() - t) / len(x)
+        ok = res.success
+        cout = M.cout(model, x, res.counterfactuals, y, cf, steps=20)
+        hf = high_frequency_ratio(x, res.counterfactuals, res.regions)
+        l1 = ((res.counterfactuals - x).abs() * res.regions).flatten(1).sum(
+            1
+        ) / res.regions.flatten(1).sum(1)
+        fid = (
+            M.fid(x, res.counterfactuals[ok], model.features)
+            if int(ok.sum()) >= 2
+            else float("nan")
+        )
+        row = {
+            "nfe": nfe,
+            "guidance_grad": grad,
+            "sampler": sampler,
+            "network forwards": nfe if sampler == "i2sb" else 2 * nfe - 1,
+            "images": len(x),
+            "flip rate": float(ok.float().mean()),
+            "flip s.e.": se(ok),
+            "COUT": float(cout.mean()),
+            "COUT s.e.": se(cout),
+            "FID (clf)": fid,
+            "L1 inside": float(l1.mean()),
+            "L1 s.e.": se(l1),
+            "HF ratio": float(hf.mean()),
+            "HF s.e.": se(hf),
+            "sampling s/image": seconds,
+            "region s/image": region_s,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    ref = next(
+        (
+            r
+            for r in rows
+            if r["nfe"] == max(a.nfe) and r["guidance_grad"] == "xt" and r["sampler"] == "i2sb"
+        ),
+        rows[0],
+    )
     lines = [
-        "| NFE | guidance_grad | images | flip rate (s.e.) | COUT (s.e.) | FID (clf) | L1 inside | HF ratio (s.e.) | sampling s/image | + region s/image | speed-up vs NFE "
-        f"{ref['nfe']} xt |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| steps | sampler | forwards | guidance_grad | images | flip rate (s.e.) | COUT (s.e.) | FID (clf) | L1 inside | HF ratio (s.e.) | sampling s/image | + region s/image | speed-up vs "
+        f"{ref['nfe']} steps i2sb xt |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     total_ref = ref["sampling s/image"] + ref["region s/image"]
     for r in rows:
         total = r["sampling s/image"] + r["region s/image"]
         lines.append(
-            f"| {r['nfe']} | {r['guidance_grad']} | {r['images']} | {r['flip rate']:.3f} ({r['flip s.e.']:.3f}) | "
+            f"| {r['nfe']} | {r['sampler']} | {r['network forwards']} | {r['guidance_grad']} | {r['images']} | {r['flip rate']:.3f} ({r['flip s.e.']:.3f}) | "
             f"{r['COUT']:.3f} ({r['COUT s.e.']:.3f}) | {r['FID (clf)']:.1f} | {r['L1 inside']:.3f} | "
             f"{r['HF ratio']:.2f} ({r['HF s.e.']:.2f}) | {r['sampling s/image']:.2f} | {r['region s/image']:.2f} | "
             f"{total_ref / total:.2f}x |"
@@ -122,7 +132,7 @@ def main() -> None:
         Path(a.out).write_text(
             "# RCSB speed against quality (shipped Fashion-MNIST models, 2 CPU cores)\n\n"
             f"`python benchmarks/speed_quality.py --n-images {a.n_images} --nfe {' '.join(map(str, a.nfe))} "
-            f"--grads {' '.join(a.grads)}`\n\n" + text + "\n"
+            f"--grads {' '.join(a.grads)} --samplers {' '.join(a.samplers)}`\n\n" + text + "\n"
         )
 
 

@@ -33,7 +33,7 @@ from .._utils import (
 from ..bridge.bridge import Bridge
 from ..guidance import CLASSIFIER_INPUTS, ClassifierGuidance
 from ..regions import CellSize, MaskRegion, RegionSource, binarize_masks, default_region
-from ..sampler import GUIDANCE_GRADS, PRECISIONS, sample_rcsb
+from ..sampler import GUIDANCE_GRADS, PRECISIONS, SAMPLERS, sample_rcsb
 
 __all__ = ["RCSB", "CounterfactualResult"]
 
@@ -127,6 +127,9 @@ class RCSB(Attribution):
         guidance_grad (str): ``"xt"`` (default, the official: the classifier's gradient
             through the bridge) or ``"x0"`` (the classifier's gradient at x̂0 applied to the
             state, no backward pass through the bridge; about half the cost of a step).
+        sampler (str): ``"i2sb"`` (default, the official OT-ODE posterior steps) or ``"heun"``
+            (second-order steps of the same ODE, one more bridge forward per step; see
+            :func:`~rcsb_captum.sampler.sample_rcsb`). Same checkpoints, no retraining.
         deterministic (bool): On CUDA, run deterministic cuDNN / PyTorch kernels during a call
             (the caller's settings are restored after), so that a seed repeats the result;
             ``False`` trades that for speed. No effect on CPU, which is deterministic.
@@ -167,6 +170,7 @@ class RCSB(Attribution):
         gradient_checkpointing: bool = False,
         deterministic: bool = True,
         guidance_grad: str = "xt",
+        sampler: str = "i2sb",
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -211,6 +215,9 @@ class RCSB(Attribution):
                 f"guidance_grad must be one of {GUIDANCE_GRADS}, got {guidance_grad!r}"
             )
         self.guidance_grad = guidance_grad
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler
 
     # ------------------------------------------------------------------ named steps
 
@@ -342,6 +349,7 @@ class RCSB(Attribution):
                     precision=self.precision,
                     checkpointing=self.gradient_checkpointing,
                     guidance_grad=self.guidance_grad,
+                    sampler=self.sampler,
                 )
             )
         return torch.cat(outs).view(n, s, *x.shape[1:])

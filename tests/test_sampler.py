@@ -1,0 +1,58 @@
+import pytest
+import torch
+from torch import nn
+
+from rcsb_captum import RCSB, Bridge, MaskRegion
+from rcsb_captum.sampler import sample_rcsb
+
+
+class ConstantEstimate(Bridge):
+    """A bridge whose x0 estimate is the same image at every state and step."""
+
+    def __init__(self, x0: torch.Tensor) -> None:
+        super().__init__(nn.Conv2d(3, 3, 1))
+        self.x0 = x0
+
+    def predict_x0(self, x_t, step):
+        return self.x0.expand_as(x_t) + 0 * x_t
+
+
+def _box(n=2):
+    m = torch.zeros(n, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    return m
+
+
+def test_heun_reduces_to_the_i2sb_posterior_when_the_estimates_agree(images):
+    x0 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    bridge = ConstantEstimate(x0)
+    kw = dict(start_step=300, nfe=7)
+    euler = sample_rcsb(
+        bridge, images, _box(), None, generator=torch.Generator().manual_seed(0), **kw
+    )
+    heun = sample_rcsb(
+        bridge,
+        images,
+        _box(),
+        None,
+        generator=torch.Generator().manual_seed(0),
+        sampler="heun",
+        **kw,
+    )
+    assert torch.allclose(heun, euler, atol=1e-6)
+
+
+def test_heun_with_a_real_network(classifier, tiny_bridge, images):
+    kw = dict(start_step=100, nfe=4, n_samples=1)
+    heun = RCSB(classifier, tiny_bridge, MaskRegion(_box()), sampler="heun", **kw)
+    a = heun.generate(images, target=0, seed=0)
+    b = heun.generate(images, target=0, seed=0)
+    assert torch.equal(a.samples, b.samples)
+    outside = (a.regions == 0).expand_as(images)
+    assert torch.equal(a.counterfactuals[outside], images[outside])
+    plain = RCSB(classifier, tiny_bridge, MaskRegion(_box()), **kw).generate(
+        images, target=0, seed=0
+    )
+    assert not torch.allclose(plain.samples, a.samples)  # the second evaluation matters
+    with pytest.raises(ValueError, match="sampler"):
+        RCSB(classifier, tiny_bridge, sampler="ddim")
