@@ -3,7 +3,9 @@
 For paired-class images (shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot) the
 classifier gets right, one region per image (IG + NoiseTunnel, cells of 4 px, area 0.3; timed
 once, reused by every row), and for each NFE x guidance_grad: flip rate, COUT, FID in the
-classifier's feature space (successful counterfactuals against the inputs), L1 inside the
+classifier's and in the oracle's feature space (successful counterfactuals against the
+inputs; the oracle is a second classifier of another architecture and seed that plays no part
+in guidance), oracle agreement (the oracle also sees the counterfactual class), L1 inside the
 region, the high-frequency ratio (mean |Laplacian| inside the region, counterfactual over input:
 1 = as smooth as the input), and seconds per image of the sampling, each with its standard
 error where it is a mean over images. All rows run in one process, one after the other.
@@ -24,7 +26,13 @@ import torch.nn.functional as F
 
 from rcsb_captum import RCSB, Bridge
 from rcsb_captum import metrics as M
-from rcsb_captum.demo import PAIRED_CLASSES, load_demo_classifier, load_demo_samples, make_region
+from rcsb_captum.demo import (
+    PAIRED_CLASSES,
+    load_demo_classifier,
+    load_demo_oracle,
+    load_demo_samples,
+    make_region,
+)
 
 
 def high_frequency_ratio(x: torch.Tensor, cf: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -53,6 +61,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
+    oracle = load_demo_oracle()  # another architecture and seed; never used for guidance
     bridge = Bridge.pretrained("fashion-mnist")
     images, labels = load_demo_samples()
     with torch.no_grad():
@@ -83,6 +92,12 @@ def main() -> None:
             if int(ok.sum()) >= 2
             else float("nan")
         )
+        oracle_fid = (
+            M.fid(x, res.counterfactuals[ok], oracle.features)
+            if int(ok.sum()) >= 2
+            else float("nan")
+        )
+        agree = M.flipped(oracle, res.counterfactuals, y, cf)  # the oracle sees the cf class
         row = {
             "nfe": nfe,
             "guidance_grad": grad,
@@ -94,6 +109,9 @@ def main() -> None:
             "COUT": float(cout.mean()),
             "COUT s.e.": se(cout),
             "FID (clf)": fid,
+            "FID (oracle)": oracle_fid,
+            "oracle agreement": float(agree.float().mean()),
+            "oracle s.e.": se(agree),
             "L1 inside": float(l1.mean()),
             "L1 s.e.": se(l1),
             "HF ratio": float(hf.mean()),
@@ -112,16 +130,17 @@ def main() -> None:
         rows[0],
     )
     lines = [
-        "| steps | sampler | forwards | guidance_grad | images | flip rate (s.e.) | COUT (s.e.) | FID (clf) | L1 inside | HF ratio (s.e.) | sampling s/image | + region s/image | speed-up vs "
+        "| steps | sampler | forwards | guidance_grad | images | flip rate (s.e.) | COUT (s.e.) | FID (clf) | FID (oracle) | oracle agreement (s.e.) | L1 inside | HF ratio (s.e.) | sampling s/image | + region s/image | speed-up vs "
         f"{ref['nfe']} steps i2sb xt |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     total_ref = ref["sampling s/image"] + ref["region s/image"]
     for r in rows:
         total = r["sampling s/image"] + r["region s/image"]
         lines.append(
             f"| {r['nfe']} | {r['sampler']} | {r['network forwards']} | {r['guidance_grad']} | {r['images']} | {r['flip rate']:.3f} ({r['flip s.e.']:.3f}) | "
-            f"{r['COUT']:.3f} ({r['COUT s.e.']:.3f}) | {r['FID (clf)']:.1f} | {r['L1 inside']:.3f} | "
+            f"{r['COUT']:.3f} ({r['COUT s.e.']:.3f}) | {r['FID (clf)']:.1f} | {r['FID (oracle)']:.1f} | "
+            f"{r['oracle agreement']:.3f} ({r['oracle s.e.']:.3f}) | {r['L1 inside']:.3f} | "
             f"{r['HF ratio']:.2f} ({r['HF s.e.']:.2f}) | {r['sampling s/image']:.2f} | {r['region s/image']:.2f} | "
             f"{total_ref / total:.2f}x |"
         )

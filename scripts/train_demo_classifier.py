@@ -1,9 +1,11 @@
-"""Train the shipped Fashion-MNIST demo classifier.
+"""Train the shipped Fashion-MNIST demo classifier (and the oracle that judges it).
 
 Reproduce the shipped weights with:
 
     python scripts/train_demo_classifier.py --epochs 4 --seed 0 \
         --out rcsb_captum/data/fashion_mnist_classifier.pt
+    python scripts/train_demo_classifier.py --arch oracle --epochs 1 --seed 1 \
+        --out rcsb_captum/data/fashion_mnist_oracle.pt
 
 Data: Debian's dataset-fashion-mnist package (MIT). Images are zero-padded 28 -> 32. The test
 images with index >= 9000 are never used here (they are where the shipped sample set comes
@@ -19,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from fashion_mnist import load_fashion_mnist
 
-from rcsb_captum.demo import FashionCNN
+from rcsb_captum.demo import FashionCNN, OracleNet
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=("fashion-cnn", "oracle"), default="fashion-cnn")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -38,7 +41,7 @@ def main() -> None:
         x, y = x[: args.limit], y[: args.limit]
     xt, yt = load_fashion_mnist("test")
     xt, yt = xt[:9000], yt[:9000]
-    model = FashionCNN()
+    model = FashionCNN() if args.arch == "fashion-cnn" else OracleNet()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * (len(x) // args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)

@@ -3,8 +3,13 @@ r"""Everything Fashion-MNIST: the shipped demo assets, the demo classifier and t
 Nothing in the methods knows this sub-package; it uses the public API only.
 """
 
-from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
-from .models import FashionCNN
+from .assets import (
+    FASHION_MNIST_CLASSES,
+    load_demo_classifier,
+    load_demo_oracle,
+    load_demo_samples,
+)
+from .models import FashionCNN, OracleNet
 from .run import PAIRED_CLASSES, REGION_SOURCES, make_region, pick_images, run_demo
 
 __all__ = [
@@ -12,7 +17,9 @@ __all__ = [
     "PAIRED_CLASSES",
     "REGION_SOURCES",
     "FashionCNN",
+    "OracleNet",
     "load_demo_classifier",
+    "load_demo_oracle",
     "load_demo_samples",
     "make_region",
     "pick_images",

@@ -7,9 +7,14 @@ from importlib import resources
 import torch
 from torch import Tensor
 
-from .models import FashionCNN
+from .models import FashionCNN, OracleNet
 
-__all__ = ["FASHION_MNIST_CLASSES", "load_demo_classifier", "load_demo_samples"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "load_demo_classifier",
+    "load_demo_oracle",
+    "load_demo_samples",
+]
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -45,3 +50,14 @@ def load_demo_samples() -> tuple[Tensor, Tensor]:
     with resources.as_file(_data_file("fashion_mnist_samples.pt")) as path:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     return obj["images"].float() / 255.0, obj["labels"]
+
+
+def load_demo_oracle() -> OracleNet:
+    r"""The shipped second classifier (:class:`~rcsb_captum.demo.OracleNet`), for judging
+    counterfactuals with a network that played no part in guiding them. Trained by
+    ``scripts/train_demo_classifier.py --arch oracle --epochs 1 --seed 1``; in eval mode."""
+    with resources.as_file(_data_file("fashion_mnist_oracle.pt")) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model = OracleNet()
+    model.load_state_dict(state["state_dict"])
+    return model.eval()

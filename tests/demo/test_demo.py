@@ -26,3 +26,16 @@ def test_pick_images_pairs_and_classes():
     assert cf is None and len(idx) == 3
     with pytest.raises(ValueError, match="counterfactual class"):
         pick_images(y, y, 3, "hat")
+
+
+def test_shipped_oracle_is_another_classifier_that_agrees_mostly():
+    from rcsb_captum.demo import OracleNet, load_demo_oracle
+
+    oracle, model = load_demo_oracle(), load_demo_classifier()
+    assert isinstance(oracle, OracleNet) and not oracle.training
+    x, y = load_demo_samples()
+    with torch.no_grad():
+        acc = (oracle(x).argmax(1) == y).float().mean()
+        agree = (oracle(x).argmax(1) == model(x).argmax(1)).float().mean()
+    assert acc > 0.8 and agree > 0.8
+    assert oracle.features(x[:2]).shape == (2, 128)
