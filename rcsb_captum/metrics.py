@@ -46,10 +46,6 @@ def _check_pair(inputs: Tensor, counterfactuals: Tensor, check_range: bool = Tru
         )
 
 
-def _classes(value: Any, n: int, name: str, device: torch.device, num_classes: int) -> Tensor:
-    return format_classes(value, n, num_classes, name, device)
-
-
 @torch.no_grad()
 def _apply(func: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
     batch_size = check_int(batch_size, "batch_size", 1)
@@ -90,8 +86,8 @@ def flipped(
     pred, k = logits.argmax(1), logits.shape[1]
     n, dev = counterfactuals.shape[0], pred.device
     if counterfactual_target is not None:
-        return pred == _classes(counterfactual_target, n, "counterfactual_target", dev, k)
-    return pred != _classes(target, n, "target", dev, k)
+        return pred == format_classes(counterfactual_target, n, k, "counterfactual_target", dev)
+    return pred != format_classes(target, n, k, "target", dev)
 
 
 def flip_rate(
@@ -132,9 +128,9 @@ def probability_change(
     after = _probs(forward_func, counterfactuals, batch_size)
     n, dev, k = inputs.shape[0], before.device, before.shape[1]
     if counterfactual_target is not None:
-        c = _classes(counterfactual_target, n, "counterfactual_target", dev, k)[:, None]
+        c = format_classes(counterfactual_target, n, k, "counterfactual_target", dev)[:, None]
         return (after.gather(1, c) - before.gather(1, c))[:, 0]
-    t = _classes(target, n, "target", dev, k)[:, None]
+    t = format_classes(target, n, k, "target", dev)[:, None]
     return (before.gather(1, t) - after.gather(1, t))[:, 0]
 
 
@@ -177,11 +173,11 @@ def cout(
     dev = inputs.device
     logits = _logits(forward_func, counterfactuals, batch_size)
     k = logits.shape[1]
-    t = _classes(target, n, "target", dev, k)
+    t = format_classes(target, n, k, "target", dev)
     if counterfactual_target is None:
         c = logits.argmax(1).to(dev)
     else:
-        c = _classes(counterfactual_target, n, "counterfactual_target", dev, k)
+        c = format_classes(counterfactual_target, n, k, "counterfactual_target", dev)
     diff = (counterfactuals - inputs).abs().sum(1).flatten(1)  # N x HW
     order = diff.argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(

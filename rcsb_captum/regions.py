@@ -2,7 +2,6 @@ r"""Region sources: where RCSB may change the image (binary masks ``N x 1 x H x 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -163,14 +162,6 @@ def attribution_to_region(
     keep = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top.indices, top.values > 0)
     region = keep.view_as(cells).float()
     return region.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :h, :w].contiguous()
-
-
-def _accepts(method: Callable[..., Any], name: str) -> bool:
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class AttributionRegion(RegionSource):
