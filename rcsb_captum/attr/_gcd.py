@@ -243,7 +243,7 @@ class GCD:
         check_int(self.settings["n_hessian"], "n_hessian", 0)
         check_number(self.settings["max_step"], "max_step", 0, low_open=True)
 
-    def _query(self, images: Tensor, source: int) -> Tensor:
+    def _query(self, images: Tensor) -> Tensor:
         with torch.no_grad():
             logits = check_logits(self.forward_func(images), images.shape[0])
         return torch.log_softmax(logits.float(), 1)
@@ -276,7 +276,7 @@ class GCD:
         x = image.float()
         gen = as_generator(seed)
         with model_left_as_given(self.forward_func, ae):
-            logp0 = self._query(x, 0)[0]
+            logp0 = self._query(x)[0]
             k = logp0.shape[0]
             source = (
                 int(logp0.argmax())
@@ -303,12 +303,12 @@ class GCD:
                     delta = torch.randn(b, dim, generator=gen) * pick[:, None]
                     delta = delta.to(z.device)
                     rendered = ae.decode(z + delta, self._expand(noise, b))
-                    logp = self._query(rendered, source)[:, source]
+                    logp = self._query(rendered)[:, source]
                     dist = self.distance(rendered, x.expand_as(rendered)).float()
                     deltas.append(delta)
                     answers.append(torch.stack([logp, dist], 1))
-                self._fit(proxy, torch.cat(deltas), torch.cat(answers), gen)
-            directions, kinds = self._directions(proxy, dim, z.device)
+                mean, std = self._fit(proxy, torch.cat(deltas), torch.cat(answers), gen)
+            directions, kinds = self._directions(proxy, mean, std, dim, z.device)
             steps, flipped = self._line_search(z, noise, directions, source, cf)
         return CounterfactualDirections(
             directions=directions.detach().cpu(),
@@ -324,12 +324,15 @@ class GCD:
     def _expand(noise: Tensor | None, n: int) -> Tensor | None:
         return None if noise is None else noise.expand(n, *noise.shape[1:]).contiguous()
 
-    def _fit(self, proxy: _Proxy, delta: Tensor, answers: Tensor, gen: torch.Generator) -> None:
+    def _fit(
+        self, proxy: _Proxy, delta: Tensor, answers: Tensor, gen: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        # fits the proxy to standardised answers (so that the loss weights mean what they say)
+        # and returns the (mean, std) that undo the standardisation
         st = self.settings
-        # standardise both outputs so that the loss weights mean what they say
-        self._mean = answers.mean(0)
-        self._std = answers.std(0).clamp_min(1e-6)
-        y = (answers - self._mean) / self._std
+        mean = answers.mean(0)
+        std = answers.std(0).clamp_min(1e-6)
+        y = (answers - mean) / std
         w = torch.tensor([1.0, float(st["distance_weight"])], device=y.device)
         opt = torch.optim.AdamW(proxy.parameters(), lr=float(st["proxy_lr"]))
         n = delta.shape[0]
@@ -343,16 +346,16 @@ class GCD:
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
+        return mean, std
 
     def _directions(
-        self, proxy: _Proxy, dim: int, device: torch.device
+        self, proxy: _Proxy, mean: Tensor, std: Tensor, dim: int, device: torch.device
     ) -> tuple[Tensor, list[str]]:
         st = self.settings
         proxy.requires_grad_(False)
-        scale = self._std
 
         def objective(delta: Tensor, w_cls: float, w_dist: float) -> Tensor:
-            out = proxy(delta[None])[0] * scale + self._mean  # back to log p and distance
+            out = proxy(delta[None])[0] * std + mean  # back to log p and distance
             return w_cls * out[0] + w_dist * out[1]
 
         zero = torch.zeros(dim, device=device)
@@ -365,8 +368,6 @@ class GCD:
                 kinds.append(f"g({w_cls:g},{w_dist:g})")
             if st["n_hessian"]:
                 hess = torch.autograd.functional.hessian(lambda d: objective(d, 1.0, 0.0), zero)
-                d0 = zero.clone().requires_grad_(True)
-                (g,) = torch.autograd.grad(objective(d0, 1.0, 0.0), d0)
                 values, vectors = torch.linalg.eigh(0.5 * (hess + hess.T))
                 order = values.abs().argsort(descending=True)[: st["n_hessian"]]
                 for i, j in enumerate(order.tolist()):
@@ -392,7 +393,7 @@ class GCD:
         for d in directions:
             codes = z + alphas[:, None].to(z.device) * d[None].to(z.device)
             rendered = self.autoencoder.decode(codes, self._expand(noise, n))
-            pred = self._query(rendered, source).argmax(1).cpu()
+            pred = self._query(rendered).argmax(1).cpu()
             hit = pred == cf if cf is not None else pred != source
             first = int(hit.float().argmax()) if bool(hit.any()) else n - 1
             steps.append(alphas[first])
