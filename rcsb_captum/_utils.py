@@ -34,12 +34,14 @@ __all__ = [
     "check_int",
     "check_logits",
     "check_number",
+    "derive_seed",
     "deterministic_kernels",
     "flush_denormal",
     "format_classes",
     "format_images",
     "image_generator",
     "image_seeds",
+    "make_fabric",
     "model_left_as_given",
     "seeded_global_rng",
 ]
@@ -225,15 +227,17 @@ def base_seed(seed: SeedLike, name: str = "seed") -> int:
 SAMPLING_STREAM, REGION_STREAM = 0, 1
 
 
+def derive_seed(*keys: int) -> int:
+    r"""``numpy.random.SeedSequence(keys)`` reduced to 62 bits: independent seeds for distinct
+    key tuples, the same on every machine and in every process."""
+    words = np.random.SeedSequence(list(keys)).generate_state(2, np.uint32)
+    return (int(words[0]) << 30) ^ int(words[1])
+
+
 def image_seeds(seed: int, n: int, offset: int = 0, stream: int = SAMPLING_STREAM) -> list[int]:
-    r"""The seed of image ``offset + i`` for ``i < n``:
-    ``numpy.random.SeedSequence([seed, index, stream])`` reduced to 62 bits. Independent for
-    every ``(seed, index, stream)``, the same on every machine and in every process."""
-    out = []
-    for index in range(offset, offset + n):
-        words = np.random.SeedSequence([seed, index, stream]).generate_state(2, np.uint32)
-        out.append((int(words[0]) << 30) ^ int(words[1]))
-    return out
+    r"""The seed of image ``offset + i`` for ``i < n``: ``derive_seed(seed, index, stream)``.
+    Independent for every ``(seed, index, stream)``."""
+    return [derive_seed(seed, index, stream) for index in range(offset, offset + n)]
 
 
 def image_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -286,6 +290,37 @@ def model_left_as_given(*funcs: Callable[..., Any] | None) -> Iterator[None]:
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+# -- Lightning Fabric --------------------------------------------------------------------------
+
+
+def make_fabric(
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    precision: str = "32-true",
+    strategy: str = "auto",
+) -> Any:
+    r"""A ``lightning_fabric.Fabric`` (or the same class from the ``lightning`` package),
+    imported only when a dataset run or a training run asks for one."""
+    try:
+        from lightning_fabric import Fabric
+    except ImportError:  # pragma: no cover - the `lightning` package ships the same class
+        try:
+            from lightning.fabric import Fabric  # type: ignore[no-redef]
+        except ImportError as e:
+            raise ImportError(
+                "dataset runs and bridge training need lightning-fabric: "
+                "pip install lightning-fabric"
+            ) from e
+    return Fabric(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=precision,  # type: ignore[arg-type]
+        strategy=strategy,
+    )
 
 
 # -- repeatable CUDA kernels -------------------------------------------------------------------

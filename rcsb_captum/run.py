@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._utils import check_int
+from ._utils import check_int, make_fabric
 from .attr import RCSB
 from .bridge.bridge import Bridge
 from .bridge.training import IMAGE_SUFFIXES, load_images
@@ -430,22 +430,13 @@ def explain_dataset(
     Returns:
         dict: the summary on rank 0 (``None`` on the other ranks).
     """
-    try:
-        from lightning_fabric import Fabric
-    except ImportError as e:  # pragma: no cover - lightning-fabric is a dependency
-        raise ImportError(
-            "explain_dataset needs lightning-fabric: pip install lightning-fabric"
-        ) from e
-
     settings = settings or RunSettings()
     if settings.region not in REGION_NAMES:
         raise ValueError(f"region must be one of {REGION_NAMES}, got {settings.region!r}")
     check_int(settings.batch_size, "batch_size", 1)
     items, class_names = list_images(images, class_names)
     out = Path(out_dir)
-    fabric = Fabric(
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy
-    )
+    fabric = make_fabric(accelerator, devices, num_nodes, strategy=strategy)
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
     if rank == 0:

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .._utils import check_int
+from .._utils import check_int, derive_seed, make_fabric
 from .bridge import Bridge
 from .checkpoints import check_state_dict, read_checkpoint
 from .masks import random_freeform_masks
@@ -140,22 +140,7 @@ def bridge_from_checkpoint(path: str | os.PathLike[str]) -> Bridge:
 def _step_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
     # the draws of one micro-batch of one rank at one step: derived, not carried, so that a
     # checkpoint resumes exactly on the same devices and cleanly on another number of them
-    words = np.random.SeedSequence([seed, step, rank, micro]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed((int(words[0]) << 30) ^ int(words[1]))
-
-
-def _fabric(accelerator: str, devices: int | str, num_nodes: int, precision: str, strategy: str):
-    try:
-        from lightning_fabric import Fabric
-    except ImportError:  # pragma: no cover - the `lightning` package ships the same class
-        from lightning.fabric import Fabric  # type: ignore[no-redef]
-    return Fabric(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        precision=precision,  # type: ignore[arg-type]
-        strategy=strategy,
-    )
+    return torch.Generator().manual_seed(derive_seed(seed, step, rank, micro))
 
 
 def train_bridge(
@@ -238,7 +223,7 @@ def train_bridge(
     n, channels, height, width = data.shape
     if height != width:
         raise ValueError(f"images must be square, got {height} x {width}")
-    fabric = _fabric(accelerator, devices, num_nodes, precision, strategy)
+    fabric = make_fabric(accelerator, devices, num_nodes, precision, strategy)
     fabric.launch()
     if config is None:
         name = preset or default_preset(height, fabric.device.type)
