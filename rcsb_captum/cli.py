@@ -271,6 +271,43 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...]) -> None:
+    # the region and sampling options that `explain` and `explain-dataset` share
+    p.add_argument(
+        "--region",
+        choices=region_names,
+        default="ig",
+        help="region source (explain: used when no --mask is given)",
+    )
+    p.add_argument("--gradcam-layer", default=None, help="dotted module name for --region gradcam")
+    p.add_argument(
+        "--cell-size",
+        type=_cell_size,
+        default="auto",
+        help="region cell side in pixels, or 'auto' (16 at >= 128 px, side/8 below)",
+    )
+    p.add_argument(
+        "--area", type=float, default=0.3, help="largest fraction of the image in the region"
+    )
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.5,
+        help="classifier-guidance scale s (the paper's 1.5)",
+    )
+    p.add_argument(
+        "--start-step",
+        type=int,
+        default=600,
+        help="truncation: start at this bridge step (600 of 1000)",
+    )
+    p.add_argument("--nfe", type=int, default=100, help="sampling steps")
+    p.add_argument(
+        "--n-samples", type=int, default=2, help="counterfactuals drawn per image; the best is kept"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rcsb-captum", description="Region-constrained counterfactuals"
@@ -328,40 +365,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="class to reach (default: any class but the target)",
     )
-    ex.add_argument(
-        "--region",
-        choices=REGION_SOURCES,
-        default="ig",
-        help="region source when no --mask is given",
-    )
-    ex.add_argument("--gradcam-layer", default=None, help="dotted module name for --region gradcam")
+    _add_rcsb_options(ex, REGION_SOURCES)
     ex.add_argument("--mask", default=None, help="an image whose bright pixels may change")
-    ex.add_argument(
-        "--cell-size",
-        type=_cell_size,
-        default="auto",
-        help="region cell side in pixels, or 'auto' (16 at >= 128 px, side/8 below)",
-    )
-    ex.add_argument(
-        "--area", type=float, default=0.3, help="largest fraction of the image in the region"
-    )
-    ex.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=1.5,
-        help="classifier-guidance scale s (the paper's 1.5)",
-    )
-    ex.add_argument(
-        "--start-step",
-        type=int,
-        default=600,
-        help="truncation: start at this bridge step (600 of 1000)",
-    )
-    ex.add_argument("--nfe", type=int, default=100, help="sampling steps")
-    ex.add_argument(
-        "--n-samples", type=int, default=2, help="counterfactuals drawn per image; the best is kept"
-    )
-    ex.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     ex.add_argument(
         "--out-dir", default="rcsb_explain", help="folder for the figure, tensors and results.json"
     )
@@ -393,16 +398,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="class to reach: an index, a map 'a:b,c:d' or a JSON file of one (default: any)",
     )
-    ds.add_argument("--region", choices=REGION_SOURCES, default="ig", help="region source")
-    ds.add_argument("--gradcam-layer", default=None, help="dotted module name for --region gradcam")
-    ds.add_argument(
-        "--cell-size", type=_cell_size, default="auto", help="region cell side, or 'auto'"
-    )
-    ds.add_argument("--area", type=float, default=0.3, help="largest region fraction")
-    ds.add_argument("--guidance-scale", type=float, default=1.5, help="guidance scale s")
-    ds.add_argument("--start-step", type=int, default=600, help="truncation step")
-    ds.add_argument("--nfe", type=int, default=100, help="sampling steps")
-    ds.add_argument("--n-samples", type=int, default=2, help="samples per image")
+    _add_rcsb_options(ds, REGION_SOURCES)
     ds.add_argument(
         "--classifier-input",
         choices=("affine", "minmax"),
@@ -418,7 +414,6 @@ def _parser() -> argparse.ArgumentParser:
         help="checkpoint the bridge's blocks (less memory)",
     )
     ds.add_argument("--batch-size", type=int, default=8, help="images sampled together")
-    ds.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     ds.add_argument(
         "--feature-extractor",
         default=None,
