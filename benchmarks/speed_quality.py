@@ -1,30 +1,41 @@
 """Speed against quality of RCSB's levers on the shipped Fashion-MNIST models (issue 12).
 
 For paired-class images (shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot) the
-classifier gets right, one region per image (IG + NoiseTunnel, cells of 4 px, area 0.3; timed
-once, reused by every row), and for each NFE x guidance_grad: flip rate, COUT, FID in the
-classifier's and in the oracle's feature space (successful counterfactuals against the
-inputs; the oracle is a second classifier of another architecture and seed that plays no part
-in guidance), oracle agreement (the oracle also sees the counterfactual class), L1 inside the
+classifier gets right: one region per image and region source (timed once, cached, reused by
+every row), then for every combination of the options given (steps x guidance_grad x sampler x
+guidance_norm x guidance_scale x guidance_schedule x region source): flip rate, COUT, FID in the
+classifier's and in the oracle's feature space (successful counterfactuals against the inputs;
+the oracle is a second classifier of another architecture and seed that plays no part in
+guidance), oracle agreement (the oracle also sees the counterfactual class; its ceiling is the
+oracle's accuracy on real images of these classes, printed in the header), L1 inside the
 region, the high-frequency ratio (mean |Laplacian| inside the region, counterfactual over input:
-1 = as smooth as the input), and seconds per image of the sampling, each with its standard
-error where it is a mean over images. All rows run in one process, one after the other.
+1 = as smooth as the input) and seconds per image of the region and of the sampling, each with
+its standard error where it is a mean over images.
 
-    python benchmarks/speed_quality.py --n-images 60 --nfe 25 100 --grads xt x0 \
-        --out benchmarks/results/speed_quality.md
+Rows are appended to a JSON-lines file as they finish and a row already there is not run
+again, so a long study can be stopped and resumed and several invocations (different option
+lists) fill one table; ``--table`` writes the Markdown table of every row in the file. All
+timings are on one machine; run one study at a time.
+
+    python benchmarks/speed_quality.py --rows benchmarks/results/speed_quality.jsonl \\
+        --n-images 200 --nfe 10 25 50 100 --grads xt x0 --samplers i2sb heun
+    python benchmarks/speed_quality.py --rows benchmarks/results/speed_quality.jsonl \\
+        --table benchmarks/results/speed_quality.md
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from captum.attr import IntegratedGradients
 
-from rcsb_captum import RCSB, Bridge
+from rcsb_captum import RCSB, AttributionRegion, Bridge
 from rcsb_captum import metrics as M
 from rcsb_captum.demo import (
     PAIRED_CLASSES,
@@ -32,6 +43,18 @@ from rcsb_captum.demo import (
     load_demo_oracle,
     load_demo_samples,
     make_region,
+)
+
+KEYS = (
+    "images",
+    "nfe",
+    "guidance_grad",
+    "sampler",
+    "guidance_norm",
+    "guidance_scale",
+    "guidance_schedule",
+    "region",
+    "seed",
 )
 
 
@@ -50,109 +73,186 @@ def se(t: torch.Tensor) -> float:
     return float(t.std() / len(t) ** 0.5) if len(t) > 1 else float("nan")
 
 
+def region_source(name: str, model: torch.nn.Module):
+    """``ig-nt``: the default (IG, 50 steps, in a 5-sample NoiseTunnel: 250 passes an image);
+    ``ig16``: plain IG with 16 steps, batched; ``saliency``; ``gradcam`` (last conv block)."""
+    if name == "ig-nt":
+        return make_region("ig", model, 4, 0.3)
+    if name == "ig16":
+        return AttributionRegion(
+            IntegratedGradients(model), 4, 0.3, n_steps=16, internal_batch_size=512
+        )
+    return make_region(name, model, 4, 0.3)
+
+
+def load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def key_of(row: dict) -> tuple:
+    return tuple(row[k] for k in KEYS)
+
+
+def run_row(cfg: dict, model, oracle, bridge, x, y, cf, masks, region_s: float) -> dict:
+    rcsb = RCSB(
+        model,
+        bridge,
+        nfe=cfg["nfe"],
+        guidance_grad=cfg["guidance_grad"],
+        sampler=cfg["sampler"],
+        guidance_norm=cfg["guidance_norm"],
+        guidance_scale=cfg["guidance_scale"],
+        guidance_schedule=cfg["guidance_schedule"],
+    )
+    t = time.perf_counter()
+    res = rcsb.generate(x, target=y, counterfactual_target=cf, seed=cfg["seed"], region=masks)
+    seconds = (time.perf_counter() - t) / len(x)
+    ok = res.success
+    cout = M.cout(model, x, res.counterfactuals, y, cf, steps=20)
+    hf = high_frequency_ratio(x, res.counterfactuals, res.regions)
+    inside = res.regions.flatten(1).sum(1)
+    l1 = ((res.counterfactuals - x).abs() * res.regions).flatten(1).sum(1) / inside
+    enough = int(ok.sum()) >= 2
+    fid = M.fid(x, res.counterfactuals[ok], model.features) if enough else float("nan")
+    oracle_fid = M.fid(x, res.counterfactuals[ok], oracle.features) if enough else float("nan")
+    agree = M.flipped(oracle, res.counterfactuals, y, cf)
+    return {
+        **cfg,
+        "forwards": cfg["nfe"] if cfg["sampler"] == "i2sb" else 2 * cfg["nfe"] - 1,
+        "flip": float(ok.float().mean()),
+        "flip_se": se(ok),
+        "cout": float(cout.mean()),
+        "cout_se": se(cout),
+        "fid_clf": fid,
+        "fid_oracle": oracle_fid,
+        "oracle": float(agree.float().mean()),
+        "oracle_se": se(agree),
+        "l1": float(l1.mean()),
+        "l1_se": se(l1),
+        "hf": float(hf.mean()),
+        "hf_se": se(hf),
+        "sampling_s": seconds,
+        "region_s": region_s,
+    }
+
+
+def table(rows: list[dict], header: str) -> str:
+    ref = [
+        r
+        for r in rows
+        if (r["nfe"], r["guidance_grad"], r["sampler"], r["guidance_norm"])
+        == (100, "xt", "i2sb", "l2")
+        and (r["guidance_scale"], r["guidance_schedule"], r["region"]) == (1.5, "constant", "ig-nt")
+    ]
+    ref_total = ref[0]["sampling_s"] + ref[0]["region_s"] if ref else None
+    head = (
+        "| region | steps | sampler | forwards | grad | norm | scale | schedule | images | "
+        "flip (s.e.) | COUT (s.e.) | FID clf | FID oracle | oracle agr. (s.e.) | L1 in | "
+        "HF ratio (s.e.) | region s/img | sampling s/img | speed-up |"
+    )
+    lines = [header, "", head, "|" + "---|" * (head.count("|") - 1)]
+    order = lambda r: (  # noqa: E731
+        r["region"] != "ig-nt",
+        r["region"],
+        r["guidance_norm"],
+        r["guidance_schedule"],
+        r["guidance_scale"],
+        r["nfe"],
+        r["guidance_grad"],
+        r["sampler"],
+    )
+    for r in sorted(rows, key=order):
+        total = r["sampling_s"] + r["region_s"]
+        speed = f"{ref_total / total:.2f}x" if ref_total else "-"
+        lines.append(
+            f"| {r['region']} | {r['nfe']} | {r['sampler']} | {r['forwards']} | "
+            f"{r['guidance_grad']} | {r['guidance_norm']} | {r['guidance_scale']:g} | "
+            f"{r['guidance_schedule']} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
+            f"{r['cout']:.3f} ({r['cout_se']:.3f}) | {r['fid_clf']:.1f} | {r['fid_oracle']:.2f} | "
+            f"{r['oracle']:.3f} ({r['oracle_se']:.3f}) | {r['l1']:.3f} | "
+            f"{r['hf']:.2f} ({r['hf_se']:.2f}) | {r['region_s']:.3f} | {r['sampling_s']:.2f} | "
+            f"{speed} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--n-images", type=int, default=60)
+    p.add_argument("--rows", required=True, help="JSON-lines file of finished rows (appended)")
+    p.add_argument("--n-images", type=int, default=200)
     p.add_argument("--nfe", nargs="+", type=int, default=[25, 100])
-    p.add_argument("--grads", nargs="+", default=["xt", "x0"])
-    p.add_argument("--samplers", nargs="+", default=["i2sb", "heun"])
+    p.add_argument("--grads", nargs="+", default=["xt"])
+    p.add_argument("--samplers", nargs="+", default=["i2sb"])
+    p.add_argument("--norms", nargs="+", default=["l2"])
+    p.add_argument("--scales", nargs="+", type=float, default=[1.5])
+    p.add_argument("--schedules", nargs="+", default=["constant"])
+    p.add_argument("--regions", nargs="+", default=["ig-nt"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
+    p.add_argument("--table", default=None, help="write the Markdown table of all rows here")
     a = p.parse_args()
+    rows_path = Path(a.rows)
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
     oracle = load_demo_oracle()  # another architecture and seed; never used for guidance
-    bridge = Bridge.pretrained("fashion-mnist")
     images, labels = load_demo_samples()
     with torch.no_grad():
         pred = model(images).argmax(1)
-    keep = torch.tensor([int(y) in PAIRED_CLASSES for y in labels]) & (pred == labels)
+        oracle_pred = oracle(images).argmax(1)
+    paired = torch.tensor([int(c) in PAIRED_CLASSES for c in labels])
+    ceiling = float((oracle_pred == labels)[paired].float().mean())
+    if a.table:
+        header = (
+            "# RCSB speed against quality (shipped Fashion-MNIST models, 2 CPU cores)\n\n"
+            "Written by `benchmarks/speed_quality.py` from `"
+            f"{rows_path.name}`. Oracle agreement ceiling (the oracle's accuracy on real test "
+            f"images of the six paired classes): {ceiling:.3f}. Speed-up: total seconds per "
+            "image (region + sampling) of the paper setting (ig-nt, 100 steps, i2sb, xt, l2, "
+            "1.5, constant) over the row's."
+        )
+        Path(a.table).write_text(table(load_rows(rows_path), header))
+        print(Path(a.table).read_text())
+        return
+    bridge = Bridge.pretrained("fashion-mnist")
+    keep = paired & (pred == labels)
     x, y = images[keep][: a.n_images], labels[keep][: a.n_images]
+    if len(x) < a.n_images:
+        raise SystemExit(f"only {len(x)} paired, correctly classified images are shipped")
     cf = torch.tensor([PAIRED_CLASSES[int(c)] for c in y])
-    region = make_region("ig", model, 4, 0.3)
-    t = time.perf_counter()
-    seeds = list(range(len(x)))
-    masks = region(x, y, seeds=seeds)
-    region_s = (time.perf_counter() - t) / len(x)
-    rows = []
-    combos = [(n, g, sm) for n in a.nfe for g in a.grads for sm in a.samplers]
-    for nfe, grad, sampler in combos:
-        rcsb = RCSB(model, bridge, nfe=nfe, guidance_grad=grad, sampler=sampler)
-        t = time.perf_counter()
-        res = rcsb.generate(x, target=y, counterfactual_target=cf, seed=a.seed, region=masks)
-        seconds = (time.perf_counter() - t) / len(x)
-        ok = res.success
-        cout = M.cout(model, x, res.counterfactuals, y, cf, steps=20)
-        hf = high_frequency_ratio(x, res.counterfactuals, res.regions)
-        l1 = ((res.counterfactuals - x).abs() * res.regions).flatten(1).sum(
-            1
-        ) / res.regions.flatten(1).sum(1)
-        fid = (
-            M.fid(x, res.counterfactuals[ok], model.features)
-            if int(ok.sum()) >= 2
-            else float("nan")
-        )
-        oracle_fid = (
-            M.fid(x, res.counterfactuals[ok], oracle.features)
-            if int(ok.sum()) >= 2
-            else float("nan")
-        )
-        agree = M.flipped(oracle, res.counterfactuals, y, cf)  # the oracle sees the cf class
-        row = {
+    done = {key_of(r) for r in load_rows(rows_path)}
+    cache_path = rows_path.with_suffix(f".regions{a.n_images}.pt")
+    cache = torch.load(cache_path) if cache_path.exists() else {}
+    combos = itertools.product(
+        a.regions, a.norms, a.schedules, a.scales, a.nfe, a.grads, a.samplers
+    )
+    for region, norm, schedule, scale, nfe, grad, sampler in combos:
+        cfg = {
+            "images": len(x),
             "nfe": nfe,
             "guidance_grad": grad,
             "sampler": sampler,
-            "network forwards": nfe if sampler == "i2sb" else 2 * nfe - 1,
-            "images": len(x),
-            "flip rate": float(ok.float().mean()),
-            "flip s.e.": se(ok),
-            "COUT": float(cout.mean()),
-            "COUT s.e.": se(cout),
-            "FID (clf)": fid,
-            "FID (oracle)": oracle_fid,
-            "oracle agreement": float(agree.float().mean()),
-            "oracle s.e.": se(agree),
-            "L1 inside": float(l1.mean()),
-            "L1 s.e.": se(l1),
-            "HF ratio": float(hf.mean()),
-            "HF s.e.": se(hf),
-            "sampling s/image": seconds,
-            "region s/image": region_s,
+            "guidance_norm": norm,
+            "guidance_scale": scale,
+            "guidance_schedule": schedule,
+            "region": region,
+            "seed": a.seed,
         }
-        rows.append(row)
+        if key_of(cfg) in done:
+            continue
+        if region not in cache:
+            source = region_source(region, model)
+            t = time.perf_counter()
+            masks = source(x, y, seeds=list(range(len(x))))
+            cache[region] = (masks, (time.perf_counter() - t) / len(x))
+            rows_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(cache, cache_path)
+        masks, region_s = cache[region]
+        row = run_row(cfg, model, oracle, bridge, x, y, cf, masks, region_s)
+        with rows_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        done.add(key_of(cfg))
         print(json.dumps(row), flush=True)
-    ref = next(
-        (
-            r
-            for r in rows
-            if r["nfe"] == max(a.nfe) and r["guidance_grad"] == "xt" and r["sampler"] == "i2sb"
-        ),
-        rows[0],
-    )
-    lines = [
-        "| steps | sampler | forwards | guidance_grad | images | flip rate (s.e.) | COUT (s.e.) | FID (clf) | FID (oracle) | oracle agreement (s.e.) | L1 inside | HF ratio (s.e.) | sampling s/image | + region s/image | speed-up vs "
-        f"{ref['nfe']} steps i2sb xt |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    total_ref = ref["sampling s/image"] + ref["region s/image"]
-    for r in rows:
-        total = r["sampling s/image"] + r["region s/image"]
-        lines.append(
-            f"| {r['nfe']} | {r['sampler']} | {r['network forwards']} | {r['guidance_grad']} | {r['images']} | {r['flip rate']:.3f} ({r['flip s.e.']:.3f}) | "
-            f"{r['COUT']:.3f} ({r['COUT s.e.']:.3f}) | {r['FID (clf)']:.1f} | {r['FID (oracle)']:.1f} | "
-            f"{r['oracle agreement']:.3f} ({r['oracle s.e.']:.3f}) | {r['L1 inside']:.3f} | "
-            f"{r['HF ratio']:.2f} ({r['HF s.e.']:.2f}) | {r['sampling s/image']:.2f} | {r['region s/image']:.2f} | "
-            f"{total_ref / total:.2f}x |"
-        )
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(
-            "# RCSB speed against quality (shipped Fashion-MNIST models, 2 CPU cores)\n\n"
-            f"`python benchmarks/speed_quality.py --n-images {a.n_images} --nfe {' '.join(map(str, a.nfe))} "
-            f"--grads {' '.join(a.grads)} --samplers {' '.join(a.samplers)}`\n\n" + text + "\n"
-        )
 
 
 if __name__ == "__main__":

@@ -148,6 +148,10 @@ def _explain(args: argparse.Namespace) -> int:
         start_step=args.start_step,
         nfe=args.nfe,
         n_samples=args.n_samples,
+        guidance_grad=args.guidance_grad,
+        sampler=args.sampler,
+        guidance_norm=args.guidance_norm,
+        guidance_schedule=args.guidance_schedule,
     )
     res = rcsb.generate(
         x,
@@ -209,6 +213,10 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         classifier_input=args.classifier_input,
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
+        guidance_grad=args.guidance_grad,
+        sampler=args.sampler,
+        guidance_norm=args.guidance_norm,
+        guidance_schedule=args.guidance_schedule,
         batch_size=args.batch_size,
         seed=args.seed,
     )
@@ -273,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...]) -> None:
     # the region and sampling options that `explain` and `explain-dataset` share
+    from .guidance import GUIDANCE_NORMS
+    from .sampler import GUIDANCE_GRADS, GUIDANCE_SCHEDULES, SAMPLERS
+
     p.add_argument(
         "--region",
         choices=region_names,
@@ -304,6 +315,32 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
     p.add_argument("--nfe", type=int, default=100, help="sampling steps")
     p.add_argument(
         "--n-samples", type=int, default=2, help="counterfactuals drawn per image; the best is kept"
+    )
+    p.add_argument(
+        "--guidance-grad",
+        choices=GUIDANCE_GRADS,
+        default="xt",
+        help="xt: the classifier's gradient through the bridge (the paper); x0: at the x0 "
+        "estimate, no backward pass through the bridge (about half the time a step)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="i2sb",
+        help="i2sb: the paper's posterior steps; heun: second-order steps of the same ODE",
+    )
+    p.add_argument(
+        "--guidance-norm",
+        choices=GUIDANCE_NORMS,
+        default="l2",
+        help="l2: the first update's norm is the scale (the paper); rms: the per-pixel strength "
+        "l2 has at 3 x 256 x 256, at any image size",
+    )
+    p.add_argument(
+        "--guidance-schedule",
+        choices=GUIDANCE_SCHEDULES,
+        default="constant",
+        help="constant (the paper) or sigma (the scale fades with the bridge's noise level)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
 

@@ -14,9 +14,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["CLASSIFIER_INPUTS", "ClassifierGuidance", "to_unit_range"]
+__all__ = [
+    "CLASSIFIER_INPUTS",
+    "GUIDANCE_NORMS",
+    "REFERENCE_NUMEL",
+    "ClassifierGuidance",
+    "to_unit_range",
+]
 
 CLASSIFIER_INPUTS = ("affine", "minmax")
+GUIDANCE_NORMS = ("l2", "rms")
+# elements of one image at the paper's setting (3 x 256 x 256, ImageNet): "rms" normalisation
+# gives every resolution the per-element strength that "l2" gives there
+REFERENCE_NUMEL = 3 * 256 * 256
 
 
 def to_unit_range(x: Tensor, mode: str = "affine") -> Tensor:
@@ -52,6 +62,13 @@ class ClassifierGuidance:
         target (Tensor): Class per sample being explained.
         scale (float): Guidance scale ``s``.
         classifier_input (str): ``"affine"`` or ``"minmax"`` (see :func:`to_unit_range`).
+        normalization (str): How the first update is sized. ``"l2"`` (the official): its L2
+            norm per sample is ``scale``, so each element gets about ``scale / sqrt(D)`` for
+            ``D = C·H·W`` (Adam's first step is the gradient's sign) and a 1 x 32 x 32 image
+            gets 14 times the per-pixel push of a 3 x 256 x 256 one. ``"rms"``: its root mean
+            square per element is ``scale / sqrt(3·256·256)`` whatever the size, the per-pixel
+            strength ``"l2"`` has at the paper's resolution; the two are identical at
+            3 x 256 x 256.
         betas, eps: Adam stabilisation constants (0.9, 0.999, 1e-8 as upstream).
     """
 
@@ -63,6 +80,7 @@ class ClassifierGuidance:
         counterfactual_target: Tensor | None,
         scale: float,
         classifier_input: str = "affine",
+        normalization: str = "l2",
         additional_forward_args: tuple = (),
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -72,6 +90,11 @@ class ClassifierGuidance:
         self.counterfactual_target = counterfactual_target
         self.scale = float(scale)
         self.classifier_input = classifier_input
+        if normalization not in GUIDANCE_NORMS:
+            raise ValueError(
+                f"guidance_norm must be one of {GUIDANCE_NORMS}, got {normalization!r}"
+            )
+        self.normalization = normalization
         self.additional_forward_args = additional_forward_args
         self.betas = betas
         self.eps = eps
@@ -97,8 +120,9 @@ class ClassifierGuidance:
         # log(1 - p) computed stably from log p
         return torch.log(-torch.expm1(lp_t.clamp(max=-1e-7))).sum()
 
-    def step(self, grad: Tensor) -> Tensor:
-        r"""Adam-stabilised, adaptively normalised and scaled update from a raw gradient."""
+    def step(self, grad: Tensor, weight: float = 1.0) -> Tensor:
+        r"""Adam-stabilised, adaptively normalised and scaled update from a raw gradient;
+        ``weight`` multiplies the scale at this step (a guidance schedule, 1 = the official)."""
         b1, b2 = self.betas
         self.k += 1
         if self.m is None or self.v is None:
@@ -111,5 +135,8 @@ class ClassifierGuidance:
         v_hat: Tensor = v / (1 - b2**self.k)
         g = m_hat / (v_hat.sqrt() + self.eps)
         if self.norm0 is None:  # adaptive normalisation: first update has unit L2 norm per sample
-            self.norm0 = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.ndim - 1))
-        return self.scale * g / self.norm0
+            norm0 = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+            if self.normalization == "rms":  # unit L2 norm at REFERENCE_NUMEL elements
+                norm0 = norm0 * (REFERENCE_NUMEL / g[0].numel()) ** 0.5
+            self.norm0 = norm0.view(-1, *[1] * (g.ndim - 1))
+        return (self.scale * weight) * g / self.norm0

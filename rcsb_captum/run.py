@@ -223,6 +223,10 @@ class RunSettings:
     classifier_input: str = "affine"
     precision: str = "fp32"
     gradient_checkpointing: bool = False
+    guidance_grad: str = "xt"
+    sampler: str = "i2sb"
+    guidance_norm: str = "l2"
+    guidance_schedule: str = "constant"
     batch_size: int = 8
     seed: int = 0
 
@@ -444,7 +448,13 @@ def explain_dataset(
             (out / sub).mkdir(parents=True, exist_ok=True)
         stored = out / "settings.json"
         mine = {"images": str(images), **settings.to_json()}
-        if stored.exists() and json.loads(stored.read_text()) != mine:
+        # an option added after a run was started has its default in that run
+        before = (
+            {**RunSettings().to_json(), **json.loads(stored.read_text())}
+            if stored.exists()
+            else mine
+        )
+        if before != mine:
             raise ValueError(
                 f"out_dir {str(out)!r} holds a run with other settings (settings.json); use "
                 "another out_dir or the same options to resume it"
@@ -479,6 +489,10 @@ def explain_dataset(
         classifier_input=settings.classifier_input,
         precision=settings.precision,
         gradient_checkpointing=settings.gradient_checkpointing,
+        guidance_grad=settings.guidance_grad,
+        sampler=settings.sampler,
+        guidance_norm=settings.guidance_norm,
+        guidance_schedule=settings.guidance_schedule,
     )
     b = settings.batch_size
     batches = [items[i : i + b] for i in range(0, len(items), b)]

@@ -22,14 +22,38 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .bridge.bridge import Bridge
-from .bridge.schedule import space_indices
+from .bridge.schedule import BridgeSchedule, space_indices
 from .guidance import ClassifierGuidance
 
-__all__ = ["GUIDANCE_GRADS", "PRECISIONS", "SAMPLERS", "autocast", "sample_rcsb"]
+__all__ = [
+    "GUIDANCE_GRADS",
+    "GUIDANCE_SCHEDULES",
+    "PRECISIONS",
+    "SAMPLERS",
+    "autocast",
+    "guidance_weights",
+    "sample_rcsb",
+]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 GUIDANCE_GRADS = ("xt", "x0")
 SAMPLERS = ("i2sb", "heun")
+GUIDANCE_SCHEDULES = ("constant", "sigma")
+
+
+def guidance_weights(schedule: BridgeSchedule, steps: Sequence[int], kind: str) -> list[float]:
+    r"""Per-step multipliers of the guidance scale over the trajectory's steps ``steps`` (grid
+    indices, first step first). ``"constant"``: 1 at every step (the official).
+    ``"sigma"``: ``sigma_n / sigma_first``, the bridge's noise level relative to the first
+    step's, so the push fades as the trajectory settles and the last, nearly noiseless steps
+    (where a pixel-wise push can no longer be smoothed by the bridge) are left almost
+    unguided."""
+    if kind not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {kind!r}")
+    if kind == "constant":
+        return [1.0] * len(steps)
+    std = schedule.std_fwd
+    return [float(std[n] / std[steps[0]]) for n in steps]
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -91,6 +115,7 @@ def sample_rcsb(
     checkpointing: bool = False,
     guidance_grad: str = "xt",
     sampler: str = "i2sb",
+    guidance_schedule: str = "constant",
 ) -> Tensor:
     r"""Counterfactuals in ``[0, 1]``; pixels where ``region == 0`` equal ``images`` bit for bit.
 
@@ -118,6 +143,8 @@ def sample_rcsb(
             network forward at ``s'`` and averages the two slopes (Karras et al., NeurIPS
             2022, Alg. 1), and takes the plain Euler (I2SB) step into ``s' = 0``. It reduces
             to ``"i2sb"`` whenever the two estimates of x0 agree.
+        guidance_schedule (str): ``"constant"`` (the official) or ``"sigma"`` (the scale
+            fades with the noise level; see :func:`guidance_weights`).
 
     Raises:
         FloatingPointError: the network or the classifier produced NaN / inf; says at which
@@ -141,6 +168,7 @@ def sample_rcsb(
     x_keep = x
     grid = space_indices(start_step, nfe + 1)
     pairs = list(zip(grid[:-1], grid[1:], strict=True))[::-1]
+    weights = guidance_weights(schedule, [n for _, n in pairs], guidance_schedule)
     # first step (grid index) with a non-finite estimate, -1 while none: kept on the device
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     guided = guidance is not None and guidance.scale != 0
@@ -151,7 +179,10 @@ def sample_rcsb(
         return out.float()
 
     with gradient_checkpointing(bridge, checkpointing and guided):
-        for prev, n in tqdm(pairs, disable=not show_progress, desc="RCSB", leave=False):
+        steps = zip(pairs, weights, strict=True)
+        for (prev, n), w in tqdm(
+            steps, total=len(pairs), disable=not show_progress, desc="RCSB", leave=False
+        ):
             if guided and guidance_grad == "x0":
                 assert guidance is not None
                 with torch.no_grad():
@@ -159,7 +190,7 @@ def sample_rcsb(
                 with torch.enable_grad():
                     x0_in = x0_hat.detach().requires_grad_(True)
                     (grad,) = torch.autograd.grad(guidance.objective(x0_in), x0_in)
-                x_tilde = x + guidance.step(grad)
+                x_tilde = x + guidance.step(grad, w)
             elif guided:
                 assert guidance is not None
                 with torch.enable_grad():
@@ -167,7 +198,7 @@ def sample_rcsb(
                     x0_hat = x0_estimate(x_in, n)
                     (grad,) = torch.autograd.grad(guidance.objective(x0_hat), x_in)
                 x0_hat = x0_hat.detach()
-                x_tilde = x + guidance.step(grad)
+                x_tilde = x + guidance.step(grad, w)
             else:
                 with torch.no_grad():
                     x0_hat = x0_estimate(x, n)

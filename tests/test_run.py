@@ -1,5 +1,7 @@
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,3 +179,26 @@ def test_killed_run_resumes_to_the_same_results(reference, folder, tmp_path):
         assert torch.equal(a[k]["samples"], b[k]["samples"]), k
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert [strip(r) for r in _manifest(out)] == [strip(r) for r in _manifest(ref)]
+
+
+def test_a_run_started_before_an_option_existed_resumes(reference, folder, tmp_path):
+    ref, summary = reference
+    out = tmp_path / "older"
+    shutil.copytree(ref, out)
+    stored = json.loads((out / "settings.json").read_text())
+    for key in ("guidance_norm", "guidance_schedule", "sampler", "guidance_grad"):
+        del stored[key]  # written by a version without these options (their defaults)
+    (out / "settings.json").write_text(json.dumps(stored))
+    run = lambda s: explain_dataset(  # noqa: E731
+        folder,
+        "rcsb_captum.demo:load_demo_classifier",
+        "fashion-mnist",
+        out,
+        s,
+        accelerator="cpu",
+        show_progress=False,
+    )
+    again = run(SETTINGS)
+    assert again["images"] == summary["images"]
+    with pytest.raises(ValueError, match="other settings"):
+        run(dataclasses.replace(SETTINGS, guidance_norm="rms"))

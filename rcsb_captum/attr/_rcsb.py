@@ -31,9 +31,9 @@ from .._utils import (
     seeded_global_rng,
 )
 from ..bridge.bridge import Bridge
-from ..guidance import CLASSIFIER_INPUTS, ClassifierGuidance
+from ..guidance import CLASSIFIER_INPUTS, GUIDANCE_NORMS, ClassifierGuidance
 from ..regions import CellSize, MaskRegion, RegionSource, binarize_masks, default_region
-from ..sampler import GUIDANCE_GRADS, PRECISIONS, SAMPLERS, sample_rcsb
+from ..sampler import GUIDANCE_GRADS, GUIDANCE_SCHEDULES, PRECISIONS, SAMPLERS, sample_rcsb
 
 __all__ = ["RCSB", "CounterfactualResult"]
 
@@ -130,6 +130,13 @@ class RCSB(Attribution):
         sampler (str): ``"i2sb"`` (default, the official OT-ODE posterior steps) or ``"heun"``
             (second-order steps of the same ODE, one more bridge forward per step; see
             :func:`~rcsb_captum.sampler.sample_rcsb`). Same checkpoints, no retraining.
+        guidance_norm (str): ``"l2"`` (default, the official: the first update's L2 norm is
+            ``guidance_scale`` whatever the image size) or ``"rms"`` (its per-element size is
+            what ``"l2"`` gives at the paper's 3 x 256 x 256, at any size; identical there).
+            See :class:`~rcsb_captum.guidance.ClassifierGuidance`.
+        guidance_schedule (str): ``"constant"`` (default, the official) or ``"sigma"`` (the
+            scale fades with the bridge's noise level, leaving the last steps nearly
+            unguided; see :func:`~rcsb_captum.sampler.guidance_weights`).
         deterministic (bool): On CUDA, run deterministic cuDNN / PyTorch kernels during a call
             (the caller's settings are restored after), so that a seed repeats the result;
             ``False`` trades that for speed. No effect on CPU, which is deterministic.
@@ -171,6 +178,8 @@ class RCSB(Attribution):
         deterministic: bool = True,
         guidance_grad: str = "xt",
         sampler: str = "i2sb",
+        guidance_norm: str = "l2",
+        guidance_schedule: str = "constant",
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -218,6 +227,16 @@ class RCSB(Attribution):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler = sampler
+        if guidance_norm not in GUIDANCE_NORMS:
+            raise ValueError(
+                f"guidance_norm must be one of {GUIDANCE_NORMS}, got {guidance_norm!r}"
+            )
+        self.guidance_norm = guidance_norm
+        if guidance_schedule not in GUIDANCE_SCHEDULES:
+            raise ValueError(
+                f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {guidance_schedule!r}"
+            )
+        self.guidance_schedule = guidance_schedule
 
     # ------------------------------------------------------------------ named steps
 
@@ -334,6 +353,7 @@ class RCSB(Attribution):
                 counterfactual_target=None if cf_r is None else cf_r[sl],
                 scale=self.guidance_scale,
                 classifier_input=self.classifier_input,
+                normalization=self.guidance_norm,
                 additional_forward_args=extra,
             )
             outs.append(
@@ -350,6 +370,7 @@ class RCSB(Attribution):
                     checkpointing=self.gradient_checkpointing,
                     guidance_grad=self.guidance_grad,
                     sampler=self.sampler,
+                    guidance_schedule=self.guidance_schedule,
                 )
             )
         return torch.cat(outs).view(n, s, *x.shape[1:])

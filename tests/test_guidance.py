@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from rcsb_captum import RCSB, MaskRegion
+from rcsb_captum.bridge.schedule import BridgeSchedule, space_indices
+from rcsb_captum.guidance import REFERENCE_NUMEL, ClassifierGuidance
+from rcsb_captum.sampler import guidance_weights
+
+
+def _guidance(normalization: str, scale: float = 1.5) -> ClassifierGuidance:
+    return ClassifierGuidance(
+        lambda x: x.flatten(1)[:, :3],
+        target=torch.zeros(2, dtype=torch.long),
+        counterfactual_target=None,
+        scale=scale,
+        normalization=normalization,
+    )
+
+
+def _first_update(normalization: str, shape, weight: float = 1.0) -> torch.Tensor:
+    grad = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    return _guidance(normalization).step(grad, weight)
+
+
+def test_rms_is_the_official_l2_at_the_papers_resolution():
+    shape = (3, 256, 256)
+    assert torch.equal(_first_update("rms", shape), _first_update("l2", shape))
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32), (3, 128, 128), (3, 512, 512)])
+def test_rms_gives_every_size_the_papers_per_element_strength(shape):
+    l2 = _first_update("l2", shape).flatten(1)
+    rms = _first_update("rms", shape).flatten(1)
+    # "l2": the first update's norm is the scale whatever the size ...
+    assert torch.allclose(l2.norm(dim=1), torch.full((2,), 1.5), rtol=1e-5)
+    # ... "rms": its root mean square is the scale over sqrt(3 * 256 * 256)
+    target = 1.5 / REFERENCE_NUMEL**0.5
+    assert torch.allclose(rms.pow(2).mean(1).sqrt(), torch.full((2,), target), rtol=1e-5)
+
+
+def test_step_weight_scales_the_update_linearly():
+    shape = (1, 8, 8)
+    assert torch.allclose(_first_update("l2", shape, 0.25), 0.25 * _first_update("l2", shape))
+
+
+def test_sigma_schedule_fades_with_the_noise_level():
+    schedule = BridgeSchedule(interval=1000)
+    grid = space_indices(600, 26)
+    steps = [n for n in grid[1:]][::-1]  # first step first, as the sampler walks them
+    w = guidance_weights(schedule, steps, "sigma")
+    assert w[0] == 1.0 and all(a > b for a, b in zip(w, w[1:], strict=False))
+    assert w[-1] == pytest.approx(schedule.std_fwd[steps[-1]] / schedule.std_fwd[steps[0]])
+    assert guidance_weights(schedule, steps, "constant") == [1.0] * len(steps)
+    with pytest.raises(ValueError, match="guidance_schedule"):
+        guidance_weights(schedule, steps, "cosine")
+
+
+def _box(n=2):
+    m = torch.zeros(n, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    return m
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(guidance_norm="rms"), dict(guidance_schedule="sigma")],
+    ids=["rms", "sigma"],
+)
+def test_new_guidance_options_keep_outside_exact_repeat_and_guide(
+    classifier, tiny_bridge, images, options
+):
+    x = images.repeat(2, 1, 1, 1)
+    cf = (classifier(x).argmax(1) + 1) % 5
+    # rms at 3 x 32 x 32 needs sqrt(3 * 256 * 256 / (3 * 32 * 32)) = 8 times l2's scale
+    strong = 24.0 if options.get("guidance_norm") == "rms" else 3.0
+    kw = dict(start_step=200, nfe=10, n_samples=1, **options)
+    probs = {}
+    for scale in (0.0, strong):
+        rcsb = RCSB(classifier, tiny_bridge, MaskRegion(_box(4)), guidance_scale=scale, **kw)
+        res = rcsb.generate(x, counterfactual_target=cf, seed=0)
+        outside = (res.regions == 0).expand_as(x)
+        assert torch.equal(res.counterfactuals[outside], x[outside])
+        assert torch.equal(rcsb.generate(x, counterfactual_target=cf, seed=0).samples, res.samples)
+        probs[scale] = res.probs_after.gather(1, cf[:, None]).mean().item()
+    assert probs[strong] > probs[0.0]
+
+
+def test_rms_equals_l2_at_the_equivalent_scale(classifier, tiny_bridge, images):
+    kw = dict(start_step=100, nfe=5, n_samples=1)
+    ratio = (REFERENCE_NUMEL / images[0].numel()) ** 0.5  # 8 at 3 x 32 x 32
+    l2 = RCSB(classifier, tiny_bridge, MaskRegion(_box()), guidance_scale=1.5, **kw)
+    rms = RCSB(
+        classifier,
+        tiny_bridge,
+        MaskRegion(_box()),
+        guidance_scale=1.5 * ratio,
+        guidance_norm="rms",
+        **kw,
+    )
+    a = l2.generate(images, target=0, seed=0).samples
+    b = rms.generate(images, target=0, seed=0).samples
+    assert torch.allclose(a, b, atol=1e-5)
+    sigma = RCSB(
+        classifier, tiny_bridge, MaskRegion(_box()), guidance_schedule="sigma", **kw
+    ).generate(images, target=0, seed=0)
+    assert not torch.allclose(sigma.samples, a, atol=1e-4)  # the schedule matters
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(guidance_norm="l1"), "guidance_norm"),
+        (dict(guidance_schedule="linear"), "guidance_schedule"),
+    ],
+)
+def test_bad_guidance_options(classifier, tiny_bridge, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RCSB(classifier, tiny_bridge, **kwargs)
