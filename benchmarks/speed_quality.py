@@ -54,6 +54,7 @@ KEYS = (
     "guidance_scale",
     "guidance_schedule",
     "region",
+    "n_samples",
     "seed",
 )
 
@@ -88,14 +89,15 @@ def region_source(name: str, model: torch.nn.Module):
 def load_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"n_samples": 2, **r} for r in rows]  # rows written before n_samples was a key
 
 
 def key_of(row: dict) -> tuple:
     return tuple(row[k] for k in KEYS)
 
 
-def run_row(cfg: dict, model, oracle, bridge, x, y, cf, masks, region_s: float) -> dict:
+def run_row(cfg: dict, model, oracle, bridge, x, y, cf, masks, region_s: float, batch: int) -> dict:
     rcsb = RCSB(
         model,
         bridge,
@@ -105,9 +107,17 @@ def run_row(cfg: dict, model, oracle, bridge, x, y, cf, masks, region_s: float) 
         guidance_norm=cfg["guidance_norm"],
         guidance_scale=cfg["guidance_scale"],
         guidance_schedule=cfg["guidance_schedule"],
+        n_samples=cfg["n_samples"],
     )
     t = time.perf_counter()
-    res = rcsb.generate(x, target=y, counterfactual_target=cf, seed=cfg["seed"], region=masks)
+    res = rcsb.generate(
+        x,
+        target=y,
+        counterfactual_target=cf,
+        seed=cfg["seed"],
+        region=masks,
+        internal_batch_size=batch,
+    )
     seconds = (time.perf_counter() - t) / len(x)
     ok = res.success
     cout = M.cout(model, x, res.counterfactuals, y, cf, steps=20)
@@ -145,10 +155,11 @@ def table(rows: list[dict], header: str) -> str:
         if (r["nfe"], r["guidance_grad"], r["sampler"], r["guidance_norm"])
         == (100, "xt", "i2sb", "l2")
         and (r["guidance_scale"], r["guidance_schedule"], r["region"]) == (1.5, "constant", "ig-nt")
+        and r["n_samples"] == 2
     ]
     ref_total = ref[0]["sampling_s"] + ref[0]["region_s"] if ref else None
     head = (
-        "| region | steps | sampler | forwards | grad | norm | scale | schedule | images | "
+        "| region | samples | steps | sampler | forwards | grad | norm | scale | schedule | images | "
         "flip (s.e.) | COUT (s.e.) | FID clf | FID oracle | oracle agr. (s.e.) | L1 in | "
         "HF ratio (s.e.) | region s/img | sampling s/img | speed-up |"
     )
@@ -156,18 +167,19 @@ def table(rows: list[dict], header: str) -> str:
     order = lambda r: (  # noqa: E731
         r["region"] != "ig-nt",
         r["region"],
+        -r["n_samples"],
         r["guidance_norm"],
         r["guidance_schedule"],
         r["guidance_scale"],
-        r["nfe"],
-        r["guidance_grad"],
-        r["sampler"],
+        -r["nfe"],
+        r["guidance_grad"] != "xt",
+        r["sampler"] != "i2sb",
     )
     for r in sorted(rows, key=order):
         total = r["sampling_s"] + r["region_s"]
         speed = f"{ref_total / total:.2f}x" if ref_total else "-"
         lines.append(
-            f"| {r['region']} | {r['nfe']} | {r['sampler']} | {r['forwards']} | "
+            f"| {r['region']} | {r['n_samples']} | {r['nfe']} | {r['sampler']} | {r['forwards']} | "
             f"{r['guidance_grad']} | {r['guidance_norm']} | {r['guidance_scale']:g} | "
             f"{r['guidance_schedule']} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
             f"{r['cout']:.3f} ({r['cout_se']:.3f}) | {r['fid_clf']:.1f} | {r['fid_oracle']:.2f} | "
@@ -189,8 +201,13 @@ def main() -> None:
     p.add_argument("--scales", nargs="+", type=float, default=[1.5])
     p.add_argument("--schedules", nargs="+", default=["constant"])
     p.add_argument("--regions", nargs="+", default=["ig-nt"])
+    p.add_argument("--n-samples", nargs="+", type=int, default=[2])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="images sampled together (not the result)"
+    )
     p.add_argument("--table", default=None, help="write the Markdown table of all rows here")
+    p.add_argument("--note", default="", help="a paragraph for the table's header")
     a = p.parse_args()
     rows_path = Path(a.rows)
     torch.set_flush_denormal(True)
@@ -208,9 +225,11 @@ def main() -> None:
             "Written by `benchmarks/speed_quality.py` from `"
             f"{rows_path.name}`. Oracle agreement ceiling (the oracle's accuracy on real test "
             f"images of the six paired classes): {ceiling:.3f}. Speed-up: total seconds per "
-            "image (region + sampling) of the paper setting (ig-nt, 100 steps, i2sb, xt, l2, "
+            "image (region + sampling) of the paper setting (ig-nt, 2 samples, 100 steps, i2sb, xt, l2, "
             "1.5, constant) over the row's."
         )
+        if a.note:
+            header += "\n\n" + a.note
         Path(a.table).write_text(table(load_rows(rows_path), header))
         print(Path(a.table).read_text())
         return
@@ -224,9 +243,9 @@ def main() -> None:
     cache_path = rows_path.with_suffix(f".regions{a.n_images}.pt")
     cache = torch.load(cache_path) if cache_path.exists() else {}
     combos = itertools.product(
-        a.regions, a.norms, a.schedules, a.scales, a.nfe, a.grads, a.samplers
+        a.regions, a.n_samples, a.norms, a.schedules, a.scales, a.nfe, a.grads, a.samplers
     )
-    for region, norm, schedule, scale, nfe, grad, sampler in combos:
+    for region, n_samples, norm, schedule, scale, nfe, grad, sampler in combos:
         cfg = {
             "images": len(x),
             "nfe": nfe,
@@ -236,6 +255,7 @@ def main() -> None:
             "guidance_scale": scale,
             "guidance_schedule": schedule,
             "region": region,
+            "n_samples": n_samples,
             "seed": a.seed,
         }
         if key_of(cfg) in done:
@@ -248,7 +268,7 @@ def main() -> None:
             rows_path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(cache, cache_path)
         masks, region_s = cache[region]
-        row = run_row(cfg, model, oracle, bridge, x, y, cf, masks, region_s)
+        row = run_row(cfg, model, oracle, bridge, x, y, cf, masks, region_s, a.batch_size)
         with rows_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done.add(key_of(cfg))

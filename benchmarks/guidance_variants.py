@@ -1,0 +1,122 @@
+"""Guidance variants that are not options of RCSB, tried against the speckle (issue 12).
+
+Each variant replaces one piece of :class:`rcsb_captum.guidance.ClassifierGuidance` or of the
+step weights for the duration of a run (the library is not changed) and is scored like
+``speed_quality.py`` on the first ``n`` paired-class images with the default (IG +
+NoiseTunnel) regions: flip rate, COUT, oracle agreement, L1 inside, high-frequency ratio. Two
+references are printed first: real images of the counterfactual class (the high-frequency ratio
+of a real change of class inside the same regions) and unguided inpainting (the bridge's own).
+
+    const:S      the official guidance at scale S
+    stopF:S      the official guidance, switched off for the last fraction F of the steps
+    blurB:S      the classifier's gradient blurred (Gaussian, sigma B px) before Adam
+    noadam:S     no Adam: the raw gradient, its first update L2-normalised to S
+
+    python benchmarks/guidance_variants.py --n-images 30 --nfe 25 const:0 const:1.5 \\
+        stop0.3:1.5 stop0.3:3 blur1:1.5 blur1:3 blur1.5:3 noadam:1.5 noadam:4
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from speed_quality import high_frequency_ratio
+
+from rcsb_captum import RCSB, Bridge
+from rcsb_captum import guidance as G
+from rcsb_captum import metrics as M
+from rcsb_captum import sampler as S
+from rcsb_captum.demo import (
+    PAIRED_CLASSES,
+    load_demo_classifier,
+    load_demo_oracle,
+    load_demo_samples,
+    make_region,
+)
+
+_official_step = G.ClassifierGuidance.step
+
+
+def _gaussian(sigma: float, channels: int) -> torch.Tensor:
+    k = torch.exp(-(torch.arange(-2, 3).float() ** 2) / (2 * sigma**2))
+    k = k / k.sum()
+    return (k[:, None] * k[None, :]).view(1, 1, 5, 5).repeat(channels, 1, 1, 1)
+
+
+def variant(name: str) -> contextlib.AbstractContextManager:
+    if name == "const":
+        return contextlib.nullcontext()
+    if name.startswith("stop"):
+        frac = float(name[4:])
+
+        def weights(schedule, steps, kind):
+            return [1.0 if i < len(steps) * (1 - frac) else 0.0 for i in range(len(steps))]
+
+        return mock.patch.object(S, "guidance_weights", weights)
+    if name.startswith("blur"):
+        sigma = float(name[4:])
+
+        def blurred(self, grad, weight=1.0):
+            k = _gaussian(sigma, grad.shape[1]).to(grad)
+            return _official_step(self, F.conv2d(grad, k, padding=2, groups=grad.shape[1]), weight)
+
+        return mock.patch.object(G.ClassifierGuidance, "step", blurred)
+    if name == "noadam":
+
+        def raw(self, grad, weight=1.0):
+            if self.norm0 is None:
+                self.norm0 = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            return self.scale * weight * grad / self.norm0
+
+        return mock.patch.object(G.ClassifierGuidance, "step", raw)
+    raise SystemExit(f"unknown variant {name!r}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n-images", type=int, default=30)
+    p.add_argument("--nfe", type=int, default=25)
+    p.add_argument("variants", nargs="+", help="NAME:SCALE, see the module docstring")
+    a = p.parse_args()
+    torch.set_flush_denormal(True)
+    model, oracle = load_demo_classifier(), load_demo_oracle()
+    bridge = Bridge.pretrained("fashion-mnist")
+    images, labels = load_demo_samples()
+    with torch.no_grad():
+        pred = model(images).argmax(1)
+    keep = torch.tensor([int(c) in PAIRED_CLASSES for c in labels]) & (pred == labels)
+    x, y = images[keep][: a.n_images], labels[keep][: a.n_images]
+    cf = torch.tensor([PAIRED_CLASSES[int(c)] for c in y])
+    masks = make_region("ig", model, 4, 0.3)(x, y, seeds=list(range(len(x))))
+    g = torch.Generator().manual_seed(0)
+    real = []
+    for _ in range(20):  # random real images of the counterfactual class, same regions
+        pick = [(labels == cf[i]).nonzero()[:, 0] for i in range(len(x))]
+        other = torch.stack([images[q[torch.randint(len(q), (1,), generator=g)][0]] for q in pick])
+        real.append(high_frequency_ratio(x, other, masks))
+    print(f"real counterfactual-class images: HF ratio {torch.stack(real).mean():.2f}")
+    print("| variant | scale | flip | COUT | oracle agreement | L1 inside | HF ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in a.variants:
+        name, scale = spec.split(":")
+        with variant(name):
+            rcsb = RCSB(model, bridge, nfe=a.nfe, guidance_scale=float(scale))
+            res = rcsb.generate(x, target=y, counterfactual_target=cf, seed=0, region=masks)
+        cfs = res.counterfactuals
+        hf = high_frequency_ratio(x, cfs, res.regions)
+        cout = M.cout(model, x, cfs, y, cf, steps=20)
+        agree = M.flipped(oracle, cfs, y, cf)
+        l1 = ((cfs - x).abs() * res.regions).flatten(1).sum(1) / res.regions.flatten(1).sum(1)
+        print(
+            f"| {name} | {scale} | {res.success.float().mean():.3f} | {cout.mean():.3f} | "
+            f"{agree.float().mean():.3f} | {l1.mean():.3f} | {hf.mean():.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
