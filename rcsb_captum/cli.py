@@ -152,6 +152,7 @@ def _explain(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         guidance_norm=args.guidance_norm,
         guidance_schedule=args.guidance_schedule,
+        guidance_smoothing=args.guidance_smoothing,
     )
     res = rcsb.generate(
         x,
@@ -217,6 +218,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         guidance_norm=args.guidance_norm,
         guidance_schedule=args.guidance_schedule,
+        guidance_smoothing=args.guidance_smoothing,
         batch_size=args.batch_size,
         seed=args.seed,
     )
@@ -341,6 +343,12 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
         choices=GUIDANCE_SCHEDULES,
         default="constant",
         help="constant (the paper) or sigma (the scale fades with the bridge's noise level)",
+    )
+    p.add_argument(
+        "--guidance-smoothing",
+        type=float,
+        default=0.0,
+        help="std in pixels of a Gaussian blur of the classifier's gradient (0: none, the paper)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
 

@@ -9,9 +9,11 @@ config and is not computed here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "GUIDANCE_NORMS",
     "REFERENCE_NUMEL",
     "ClassifierGuidance",
+    "gaussian_smooth",
     "to_unit_range",
 ]
 
@@ -52,6 +55,21 @@ def to_unit_range(x: Tensor, mode: str = "affine") -> Tensor:
     raise ValueError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {mode!r}")
 
 
+def gaussian_smooth(x: Tensor, sigma: float) -> Tensor:
+    r"""Each channel of ``N x C x H x W`` ``x`` blurred with a Gaussian of standard deviation
+    ``sigma`` pixels (separable, truncated at ``ceil(3 sigma)``, zero padding: values near the
+    border lose the part of their kernel outside the image). ``sigma == 0`` returns ``x``."""
+    if sigma == 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), padding=(0, radius), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), padding=(radius, 0), groups=c)
+
+
 class ClassifierGuidance:
     r"""Stateful guidance for one sampling run of a batch.
 
@@ -69,6 +87,11 @@ class ClassifierGuidance:
             square per element is ``scale / sqrt(3·256·256)`` whatever the size, the per-pixel
             strength ``"l2"`` has at the paper's resolution; the two are identical at
             3 x 256 x 256.
+        smoothing (float): Standard deviation in pixels of a Gaussian blur of the classifier's
+            gradient before Adam (0, the official: none). Adam's per-element normalisation
+            turns a gradient into nearly its sign, a white-noise-like push on every pixel;
+            blurring first makes the push spatially coherent (see
+            ``benchmarks/results/guidance_variants.md``). In pixels, so scale it with the image.
         betas, eps: Adam stabilisation constants (0.9, 0.999, 1e-8 as upstream).
     """
 
@@ -81,6 +104,7 @@ class ClassifierGuidance:
         scale: float,
         classifier_input: str = "affine",
         normalization: str = "l2",
+        smoothing: float = 0.0,
         additional_forward_args: tuple = (),
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -92,9 +116,11 @@ class ClassifierGuidance:
         self.classifier_input = classifier_input
         if normalization not in GUIDANCE_NORMS:
             raise ValueError(
-                f"guidance_norm must be one of {GUIDANCE_NORMS}, got {normalization!r}"
+                f"normalization (RCSB's guidance_norm) must be one of {GUIDANCE_NORMS}, "
+                f"got {normalization!r}"
             )
         self.normalization = normalization
+        self.smoothing = float(smoothing)
         self.additional_forward_args = additional_forward_args
         self.betas = betas
         self.eps = eps
@@ -125,6 +151,7 @@ class ClassifierGuidance:
         ``weight`` multiplies the scale at this step (a guidance schedule, 1 = the official)."""
         b1, b2 = self.betas
         self.k += 1
+        grad = gaussian_smooth(grad, self.smoothing)
         if self.m is None or self.v is None:
             self.m = torch.zeros_like(grad)
             self.v = torch.zeros_like(grad)

@@ -227,6 +227,7 @@ class RunSettings:
     sampler: str = "i2sb"
     guidance_norm: str = "l2"
     guidance_schedule: str = "constant"
+    guidance_smoothing: float = 0.0
     batch_size: int = 8
     seed: int = 0
 
@@ -493,6 +494,7 @@ def explain_dataset(
         sampler=settings.sampler,
         guidance_norm=settings.guidance_norm,
         guidance_schedule=settings.guidance_schedule,
+        guidance_smoothing=settings.guidance_smoothing,
     )
     b = settings.batch_size
     batches = [items[i : i + b] for i in range(0, len(items), b)]

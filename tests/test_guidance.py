@@ -3,7 +3,7 @@ import torch
 
 from rcsb_captum import RCSB, MaskRegion
 from rcsb_captum.bridge.schedule import BridgeSchedule, space_indices
-from rcsb_captum.guidance import REFERENCE_NUMEL, ClassifierGuidance
+from rcsb_captum.guidance import REFERENCE_NUMEL, ClassifierGuidance, gaussian_smooth
 from rcsb_captum.sampler import guidance_weights
 
 
@@ -63,8 +63,8 @@ def _box(n=2):
 
 @pytest.mark.parametrize(
     "options",
-    [dict(guidance_norm="rms"), dict(guidance_schedule="sigma")],
-    ids=["rms", "sigma"],
+    [dict(guidance_norm="rms"), dict(guidance_schedule="sigma"), dict(guidance_smoothing=1.0)],
+    ids=["rms", "sigma", "smoothing"],
 )
 def test_new_guidance_options_keep_outside_exact_repeat_and_guide(
     classifier, tiny_bridge, images, options
@@ -106,9 +106,39 @@ def test_rms_equals_l2_at_the_equivalent_scale(classifier, tiny_bridge, images):
     assert not torch.allclose(sigma.samples, a, atol=1e-4)  # the schedule matters
 
 
+def test_gaussian_smooth_spreads_a_point_as_a_gaussian():
+    x = torch.zeros(1, 2, 21, 21)
+    x[0, 1, 10, 10] = 1.0
+    y = gaussian_smooth(x, 1.5)
+    assert torch.equal(gaussian_smooth(x, 0), x)
+    assert torch.equal(y[0, 0], torch.zeros(21, 21))  # channels stay apart
+    assert y.sum().item() == pytest.approx(1.0, abs=1e-6)  # mass kept away from the border
+    ratio = (y[0, 1, 10, 11] / y[0, 1, 10, 10]).item()
+    assert ratio == pytest.approx(torch.exp(torch.tensor(-1 / (2 * 1.5**2))).item(), rel=1e-5)
+    assert torch.allclose(y[0, 1], y[0, 1].T)  # isotropic
+
+
+def test_smoothing_blurs_the_gradient_before_adam():
+    grad = torch.zeros(1, 1, 16, 16)
+    grad[0, 0, 8, 8] = 1.0
+    official = _guidance("l2").step(grad)
+    smooth = ClassifierGuidance(
+        lambda x: x.flatten(1)[:, :3],
+        target=torch.zeros(1, dtype=torch.long),
+        counterfactual_target=None,
+        scale=1.5,
+        smoothing=1.0,
+    ).step(grad)
+    # a point gradient: Adam's first step moves one pixel; blurred first, its neighbours too
+    assert (official != 0).sum() == 1
+    assert (smooth != 0).sum() == 49  # a 7 x 7 kernel (radius ceil(3 sigma))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
+        (dict(guidance_smoothing=-1.0), "guidance_smoothing"),
+        (dict(guidance_smoothing=float("nan")), "guidance_smoothing"),
         (dict(guidance_norm="l1"), "guidance_norm"),
         (dict(guidance_schedule="linear"), "guidance_schedule"),
     ],
