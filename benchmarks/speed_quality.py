@@ -53,6 +53,7 @@ KEYS = (
     "guidance_norm",
     "guidance_scale",
     "guidance_schedule",
+    "guidance_smoothing",
     "region",
     "n_samples",
     "seed",
@@ -90,7 +91,8 @@ def load_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{"n_samples": 2, **r} for r in rows]  # rows written before n_samples was a key
+    # rows written before n_samples and guidance_smoothing were keys
+    return [{"n_samples": 2, "guidance_smoothing": 0.0, **r} for r in rows]
 
 
 def key_of(row: dict) -> tuple:
@@ -108,6 +110,7 @@ def run_row(cfg: dict, model, oracle, bridge, x, y, cf, masks, region_s: float, 
         guidance_scale=cfg["guidance_scale"],
         guidance_schedule=cfg["guidance_schedule"],
         n_samples=cfg["n_samples"],
+        guidance_smoothing=cfg["guidance_smoothing"],
     )
     t = time.perf_counter()
     res = rcsb.generate(
@@ -156,10 +159,12 @@ def table(rows: list[dict], header: str) -> str:
         == (100, "xt", "i2sb", "l2")
         and (r["guidance_scale"], r["guidance_schedule"], r["region"]) == (1.5, "constant", "ig-nt")
         and r["n_samples"] == 2
+        and r["guidance_smoothing"] == 0
     ]
     ref_total = ref[0]["sampling_s"] + ref[0]["region_s"] if ref else None
     head = (
-        "| region | samples | steps | sampler | forwards | grad | norm | scale | schedule | images | "
+        "| region | samples | steps | sampler | forwards | grad | norm | scale | schedule | smooth | "
+        "images | "
         "flip (s.e.) | COUT (s.e.) | FID clf | FID oracle | oracle agr. (s.e.) | L1 in | "
         "HF ratio (s.e.) | region s/img | sampling s/img | speed-up |"
     )
@@ -168,6 +173,7 @@ def table(rows: list[dict], header: str) -> str:
         r["region"] != "ig-nt",
         r["region"],
         -r["n_samples"],
+        r["guidance_smoothing"],
         r["guidance_norm"],
         r["guidance_schedule"],
         r["guidance_scale"],
@@ -181,7 +187,7 @@ def table(rows: list[dict], header: str) -> str:
         lines.append(
             f"| {r['region']} | {r['n_samples']} | {r['nfe']} | {r['sampler']} | {r['forwards']} | "
             f"{r['guidance_grad']} | {r['guidance_norm']} | {r['guidance_scale']:g} | "
-            f"{r['guidance_schedule']} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
+            f"{r['guidance_schedule']} | {r['guidance_smoothing']:g} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
             f"{r['cout']:.3f} ({r['cout_se']:.3f}) | {r['fid_clf']:.1f} | {r['fid_oracle']:.2f} | "
             f"{r['oracle']:.3f} ({r['oracle_se']:.3f}) | {r['l1']:.3f} | "
             f"{r['hf']:.2f} ({r['hf_se']:.2f}) | {r['region_s']:.3f} | {r['sampling_s']:.2f} | "
@@ -202,6 +208,7 @@ def main() -> None:
     p.add_argument("--schedules", nargs="+", default=["constant"])
     p.add_argument("--regions", nargs="+", default=["ig-nt"])
     p.add_argument("--n-samples", nargs="+", type=int, default=[2])
+    p.add_argument("--smoothings", nargs="+", type=float, default=[0.0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--batch-size", type=int, default=32, help="images sampled together (not the result)"
@@ -243,9 +250,17 @@ def main() -> None:
     cache_path = rows_path.with_suffix(f".regions{a.n_images}.pt")
     cache = torch.load(cache_path) if cache_path.exists() else {}
     combos = itertools.product(
-        a.regions, a.n_samples, a.norms, a.schedules, a.scales, a.nfe, a.grads, a.samplers
+        a.regions,
+        a.n_samples,
+        a.smoothings,
+        a.norms,
+        a.schedules,
+        a.scales,
+        a.nfe,
+        a.grads,
+        a.samplers,
     )
-    for region, n_samples, norm, schedule, scale, nfe, grad, sampler in combos:
+    for region, n_samples, smoothing, norm, schedule, scale, nfe, grad, sampler in combos:
         cfg = {
             "images": len(x),
             "nfe": nfe,
@@ -254,6 +269,7 @@ def main() -> None:
             "guidance_norm": norm,
             "guidance_scale": scale,
             "guidance_schedule": schedule,
+            "guidance_smoothing": smoothing,
             "region": region,
             "n_samples": n_samples,
             "seed": a.seed,
