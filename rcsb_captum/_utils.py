@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 __all__ = [
     "as_generator",
     "base_seed",
+    "check_choice",
     "check_int",
     "check_logits",
     "check_number",
@@ -170,6 +171,13 @@ def check_int(value: Any, name: str, low: int | None = None, high: int | None = 
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
+    r"""``value`` when it is one of ``choices``; otherwise a ``ValueError`` naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._utils import check_choice
+
 __all__ = [
     "CLASSIFIER_INPUTS",
     "GUIDANCE_NORMS",
@@ -114,12 +116,9 @@ class ClassifierGuidance:
         self.counterfactual_target = counterfactual_target
         self.scale = float(scale)
         self.classifier_input = classifier_input
-        if normalization not in GUIDANCE_NORMS:
-            raise ValueError(
-                f"normalization (RCSB's guidance_norm) must be one of {GUIDANCE_NORMS}, "
-                f"got {normalization!r}"
-            )
-        self.normalization = normalization
+        self.normalization = check_choice(
+            normalization, "normalization (RCSB's guidance_norm)", GUIDANCE_NORMS
+        )
         self.smoothing = float(smoothing)
         self.additional_forward_args = additional_forward_args
         self.betas = betas

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._utils import check_choice
 from .bridge.bridge import Bridge
 from .bridge.schedule import BridgeSchedule, space_indices
 from .guidance import ClassifierGuidance
@@ -48,9 +49,7 @@ def guidance_weights(schedule: BridgeSchedule, steps: Sequence[int], kind: str) 
     step's, so the push fades as the trajectory settles and the last, nearly noiseless steps
     (where a pixel-wise push can no longer be smoothed by the bridge) are left almost
     unguided."""
-    if kind not in GUIDANCE_SCHEDULES:
-        raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {kind!r}")
-    if kind == "constant":
+    if check_choice(kind, "guidance_schedule", GUIDANCE_SCHEDULES) == "constant":
         return [1.0] * len(steps)
     std = schedule.std_fwd
     return [float(std[n] / std[steps[0]]) for n in steps]
@@ -58,9 +57,7 @@ def guidance_weights(schedule: BridgeSchedule, steps: Sequence[int], kind: str) 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     r"""``torch.autocast`` for ``"bf16"`` / ``"fp16"`` on ``device``; a no-op for ``"fp32"``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS[precision]
+    dtype = PRECISIONS[check_choice(precision, "precision", sorted(PRECISIONS))]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -151,10 +148,8 @@ def sample_rcsb(
             step of the trajectory it first happened.
     """
     schedule = bridge.schedule
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if guidance_grad not in GUIDANCE_GRADS:
-        raise ValueError(f"guidance_grad must be one of {GUIDANCE_GRADS}, got {guidance_grad!r}")
+    check_choice(sampler, "sampler", SAMPLERS)
+    check_choice(guidance_grad, "guidance_grad", GUIDANCE_GRADS)
     if not 2 <= start_step <= schedule.interval:
         raise ValueError(f"start_step must be in [2, {schedule.interval}], got {start_step}")
     if not 1 <= nfe <= start_step - 1:

@@ -18,6 +18,7 @@ from .._utils import (
     ClassesLike,
     SeedLike,
     base_seed,
+    check_choice,
     check_int,
     check_logits,
     check_number,
@@ -191,12 +192,8 @@ class RCSB(Attribution):
         super().__init__(forward_func)
         if bridge is not None and not isinstance(bridge, Bridge):
             raise TypeError(f"bridge must be a rcsb_captum.Bridge, got {type(bridge).__name__}")
-        if classifier_input not in CLASSIFIER_INPUTS:
-            raise ValueError(
-                f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}"
-            )
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        check_choice(classifier_input, "classifier_input", CLASSIFIER_INPUTS)
+        check_choice(precision, "precision", sorted(PRECISIONS))
         if region is not None and (cell_size is not None or area is not None):
             raise ValueError(
                 "cell_size and area shape the default region only; with region= given, set "
@@ -224,24 +221,12 @@ class RCSB(Attribution):
         self.precision = precision
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self.deterministic = bool(deterministic)
-        if guidance_grad not in GUIDANCE_GRADS:
-            raise ValueError(
-                f"guidance_grad must be one of {GUIDANCE_GRADS}, got {guidance_grad!r}"
-            )
-        self.guidance_grad = guidance_grad
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        self.sampler = sampler
-        if guidance_norm not in GUIDANCE_NORMS:
-            raise ValueError(
-                f"guidance_norm must be one of {GUIDANCE_NORMS}, got {guidance_norm!r}"
-            )
-        self.guidance_norm = guidance_norm
-        if guidance_schedule not in GUIDANCE_SCHEDULES:
-            raise ValueError(
-                f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {guidance_schedule!r}"
-            )
-        self.guidance_schedule = guidance_schedule
+        self.guidance_grad = check_choice(guidance_grad, "guidance_grad", GUIDANCE_GRADS)
+        self.sampler = check_choice(sampler, "sampler", SAMPLERS)
+        self.guidance_norm = check_choice(guidance_norm, "guidance_norm", GUIDANCE_NORMS)
+        self.guidance_schedule = check_choice(
+            guidance_schedule, "guidance_schedule", GUIDANCE_SCHEDULES
+        )
         self.guidance_smoothing = check_number(guidance_smoothing, "guidance_smoothing", 0)
 
     # ------------------------------------------------------------------ named steps
