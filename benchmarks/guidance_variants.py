@@ -1,7 +1,8 @@
 """Guidance variants that are not options of RCSB, tried against the speckle (issue 12).
 
-Each variant replaces one piece of :class:`rcsb_captum.guidance.ClassifierGuidance` or of the
-step weights for the duration of a run (the library is not changed) and is scored like
+Each variant but ``blur`` replaces one piece of
+:class:`rcsb_captum.guidance.ClassifierGuidance` or of the step weights for the duration of a
+run (the library is not changed); every variant is scored like
 ``speed_quality.py`` on the first ``n`` paired-class images with the default (IG +
 NoiseTunnel) regions: flip rate, COUT, oracle agreement, L1 inside, high-frequency ratio. Two
 references are printed first: real images of the counterfactual class (the high-frequency ratio
@@ -9,7 +10,8 @@ of a real change of class inside the same regions) and unguided inpainting (the 
 
     const:S      the official guidance at scale S
     stopF:S      the official guidance, switched off for the last fraction F of the steps
-    blurB:S      the classifier's gradient blurred (Gaussian, sigma B px) before Adam
+    blurB:S      the classifier's gradient blurred (Gaussian, sigma B px) before Adam: the
+                 library's ``RCSB(guidance_smoothing=B)``, which grew out of this variant
     noadam:S     no Adam: the raw gradient, its first update L2-normalised to S
 
     python benchmarks/guidance_variants.py --n-images 30 --nfe 25 const:0 const:1.5 \\
@@ -23,7 +25,6 @@ import contextlib
 from unittest import mock
 
 import torch
-import torch.nn.functional as F
 from speed_quality import high_frequency_ratio
 
 from rcsb_captum import RCSB, Bridge
@@ -38,17 +39,9 @@ from rcsb_captum.demo import (
     make_region,
 )
 
-_official_step = G.ClassifierGuidance.step
-
-
-def _gaussian(sigma: float, channels: int) -> torch.Tensor:
-    k = torch.exp(-(torch.arange(-2, 3).float() ** 2) / (2 * sigma**2))
-    k = k / k.sum()
-    return (k[:, None] * k[None, :]).view(1, 1, 5, 5).repeat(channels, 1, 1, 1)
-
 
 def variant(name: str) -> contextlib.AbstractContextManager:
-    if name == "const":
+    if name == "const" or name.startswith("blur"):  # blur is RCSB(guidance_smoothing=B)
         return contextlib.nullcontext()
     if name.startswith("stop"):
         frac = float(name[4:])
@@ -57,14 +50,6 @@ def variant(name: str) -> contextlib.AbstractContextManager:
             return [1.0 if i < len(steps) * (1 - frac) else 0.0 for i in range(len(steps))]
 
         return mock.patch.object(S, "guidance_weights", weights)
-    if name.startswith("blur"):
-        sigma = float(name[4:])
-
-        def blurred(self, grad, weight=1.0):
-            k = _gaussian(sigma, grad.shape[1]).to(grad)
-            return _official_step(self, F.conv2d(grad, k, padding=2, groups=grad.shape[1]), weight)
-
-        return mock.patch.object(G.ClassifierGuidance, "step", blurred)
     if name == "noadam":
 
         def raw(self, grad, weight=1.0):
@@ -104,7 +89,14 @@ def main() -> None:
     for spec in a.variants:
         name, scale = spec.split(":")
         with variant(name):
-            rcsb = RCSB(model, bridge, nfe=a.nfe, guidance_scale=float(scale))
+            smoothing = float(name[4:]) if name.startswith("blur") else 0.0
+            rcsb = RCSB(
+                model,
+                bridge,
+                nfe=a.nfe,
+                guidance_scale=float(scale),
+                guidance_smoothing=smoothing,
+            )
             res = rcsb.generate(x, target=y, counterfactual_target=cf, seed=0, region=masks)
         cfs = res.counterfactuals
         hf = high_frequency_ratio(x, cfs, res.regions)

@@ -3,14 +3,15 @@
 For paired-class images (shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot) the
 classifier gets right: one region per image and region source (timed once, cached, reused by
 every row), then for every combination of the options given (steps x guidance_grad x sampler x
-guidance_norm x guidance_scale x guidance_schedule x region source): flip rate, COUT, FID in the
-classifier's and in the oracle's feature space (successful counterfactuals against the inputs;
-the oracle is a second classifier of another architecture and seed that plays no part in
-guidance), oracle agreement (the oracle also sees the counterfactual class; its ceiling is the
-oracle's accuracy on real images of these classes, printed in the header), L1 inside the
-region, the high-frequency ratio (mean |Laplacian| inside the region, counterfactual over input:
-1 = as smooth as the input) and seconds per image of the region and of the sampling, each with
-its standard error where it is a mean over images.
+guidance_norm x guidance_scale x guidance_schedule x guidance_smoothing x precision x
+guidance_interval x region source x samples): flip rate, COUT, FID in the classifier's and in
+the oracle's feature space (successful counterfactuals against the inputs; the oracle is a
+second classifier of another architecture and seed that plays no part in guidance), oracle
+agreement (the oracle also sees the counterfactual class; its ceiling is the oracle's accuracy
+on real images of these classes, printed in the header), L1 inside the region, the high-
+frequency ratio (mean |Laplacian| inside the region, counterfactual over input: 1 = as smooth as
+the input) and seconds per image of the region and of the sampling, each with its standard error
+where it is a mean over images.
 
 Rows are appended to a JSON-lines file as they finish and a row already there is not run
 again, so a long study can be stopped and resumed and several invocations (different option
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients
+from captum.attr import IntegratedGradients, NoiseTunnel
 
 from rcsb_captum import RCSB, AttributionRegion, Bridge
 from rcsb_captum import metrics as M
@@ -56,6 +57,8 @@ KEYS = (
     "guidance_smoothing",
     "region",
     "n_samples",
+    "precision",
+    "guidance_interval",
     "seed",
 )
 
@@ -77,9 +80,21 @@ def se(t: torch.Tensor) -> float:
 
 def region_source(name: str, model: torch.nn.Module):
     """``ig-nt``: the default (IG, 50 steps, in a 5-sample NoiseTunnel: 250 passes an image);
-    ``ig16``: plain IG with 16 steps, batched; ``saliency``; ``gradcam`` (last conv block)."""
+    ``ig8-nt``: the same NoiseTunnel around IG of 8 steps (40 passes); ``ig16``: plain IG with
+    16 steps, batched; ``saliency``; ``gradcam`` (last conv block)."""
     if name == "ig-nt":
         return make_region("ig", model, 4, 0.3)
+    if name == "ig8-nt":  # the default's NoiseTunnel around IG of 8 steps: 40 passes an image
+        return AttributionRegion(
+            NoiseTunnel(IntegratedGradients(model)),
+            4,
+            0.3,
+            nt_type="smoothgrad",
+            nt_samples=5,
+            stdevs=0.05,
+            n_steps=8,
+            internal_batch_size=64,
+        )
     if name == "ig16":
         return AttributionRegion(
             IntegratedGradients(model), 4, 0.3, n_steps=16, internal_batch_size=512
@@ -91,8 +106,17 @@ def load_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    # rows written before n_samples and guidance_smoothing were keys
-    return [{"n_samples": 2, "guidance_smoothing": 0.0, **r} for r in rows]
+    # rows written before n_samples, guidance_smoothing and precision were keys
+    return [
+        {
+            "n_samples": 2,
+            "guidance_smoothing": 0.0,
+            "precision": "fp32",
+            "guidance_interval": 1,
+            **r,
+        }
+        for r in rows
+    ]
 
 
 def key_of(row: dict) -> tuple:
@@ -111,6 +135,8 @@ def run_row(cfg: dict, model, oracle, bridge, x, y, cf, masks, region_s: float, 
         guidance_schedule=cfg["guidance_schedule"],
         n_samples=cfg["n_samples"],
         guidance_smoothing=cfg["guidance_smoothing"],
+        precision=cfg["precision"],
+        guidance_interval=cfg["guidance_interval"],
     )
     t = time.perf_counter()
     res = rcsb.generate(
@@ -160,11 +186,13 @@ def table(rows: list[dict], header: str) -> str:
         and (r["guidance_scale"], r["guidance_schedule"], r["region"]) == (1.5, "constant", "ig-nt")
         and r["n_samples"] == 2
         and r["guidance_smoothing"] == 0
+        and r["precision"] == "fp32"
+        and r["guidance_interval"] == 1
     ]
     ref_total = ref[0]["sampling_s"] + ref[0]["region_s"] if ref else None
     head = (
         "| region | samples | steps | sampler | forwards | grad | norm | scale | schedule | smooth | "
-        "images | "
+        "precision | interval | images | "
         "flip (s.e.) | COUT (s.e.) | FID clf | FID oracle | oracle agr. (s.e.) | L1 in | "
         "HF ratio (s.e.) | region s/img | sampling s/img | speed-up |"
     )
@@ -174,6 +202,8 @@ def table(rows: list[dict], header: str) -> str:
         r["region"],
         -r["n_samples"],
         r["guidance_smoothing"],
+        r["precision"],
+        r["guidance_interval"],
         r["guidance_norm"],
         r["guidance_schedule"],
         r["guidance_scale"],
@@ -187,7 +217,7 @@ def table(rows: list[dict], header: str) -> str:
         lines.append(
             f"| {r['region']} | {r['n_samples']} | {r['nfe']} | {r['sampler']} | {r['forwards']} | "
             f"{r['guidance_grad']} | {r['guidance_norm']} | {r['guidance_scale']:g} | "
-            f"{r['guidance_schedule']} | {r['guidance_smoothing']:g} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
+            f"{r['guidance_schedule']} | {r['guidance_smoothing']:g} | {r['precision']} | {r['guidance_interval']} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
             f"{r['cout']:.3f} ({r['cout_se']:.3f}) | {r['fid_clf']:.1f} | {r['fid_oracle']:.2f} | "
             f"{r['oracle']:.3f} ({r['oracle_se']:.3f}) | {r['l1']:.3f} | "
             f"{r['hf']:.2f} ({r['hf_se']:.2f}) | {r['region_s']:.3f} | {r['sampling_s']:.2f} | "
@@ -209,6 +239,8 @@ def main() -> None:
     p.add_argument("--regions", nargs="+", default=["ig-nt"])
     p.add_argument("--n-samples", nargs="+", type=int, default=[2])
     p.add_argument("--smoothings", nargs="+", type=float, default=[0.0])
+    p.add_argument("--precisions", nargs="+", default=["fp32"], help="bridge autocast")
+    p.add_argument("--intervals", nargs="+", type=int, default=[1], help="guidance_interval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--batch-size", type=int, default=32, help="images sampled together (not the result)"
@@ -253,6 +285,8 @@ def main() -> None:
         a.regions,
         a.n_samples,
         a.smoothings,
+        a.precisions,
+        a.intervals,
         a.norms,
         a.schedules,
         a.scales,
@@ -260,7 +294,19 @@ def main() -> None:
         a.grads,
         a.samplers,
     )
-    for region, n_samples, smoothing, norm, schedule, scale, nfe, grad, sampler in combos:
+    for (
+        region,
+        n_samples,
+        smoothing,
+        precision,
+        interval,
+        norm,
+        schedule,
+        scale,
+        nfe,
+        grad,
+        sampler,
+    ) in combos:
         cfg = {
             "images": len(x),
             "nfe": nfe,
@@ -272,6 +318,8 @@ def main() -> None:
             "guidance_smoothing": smoothing,
             "region": region,
             "n_samples": n_samples,
+            "precision": precision,
+            "guidance_interval": interval,
             "seed": a.seed,
         }
         if key_of(cfg) in done:

@@ -153,6 +153,7 @@ def _explain(args: argparse.Namespace) -> int:
         guidance_norm=args.guidance_norm,
         guidance_schedule=args.guidance_schedule,
         guidance_smoothing=args.guidance_smoothing,
+        guidance_interval=args.guidance_interval,
     )
     res = rcsb.generate(
         x,
@@ -219,6 +220,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         guidance_norm=args.guidance_norm,
         guidance_schedule=args.guidance_schedule,
         guidance_smoothing=args.guidance_smoothing,
+        guidance_interval=args.guidance_interval,
         batch_size=args.batch_size,
         seed=args.seed,
     )
@@ -349,6 +351,13 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
         type=float,
         default=0.0,
         help="std in pixels of a Gaussian blur of the classifier's gradient (0: none, the paper)",
+    )
+    p.add_argument(
+        "--guidance-interval",
+        type=int,
+        default=1,
+        help="take the classifier's gradient at every k-th step and reuse the last update in "
+        "between (1: every step, the paper)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
 

@@ -18,7 +18,7 @@ from captum.attr import (
 )
 from torch import Tensor
 
-from ._utils import check_int, check_number, seeded_global_rng
+from ._utils import check_choice, check_int, check_number, seeded_global_rng
 
 __all__ = [
     "AttributionRegion",
@@ -286,6 +286,7 @@ def named_region(
     one cell, stride half a cell, over all channels (``image_shape`` ``C x H x W`` is needed to
     size them); ``"random"``: random cells.
     """
+    check_choice(name, "region", REGION_NAMES)
     if name == "ig":
         return default_region(forward_func, cell_size, area)
     if name == "saliency":
@@ -316,7 +317,7 @@ def named_region(
         )
     if name == "random":
         return RandomRegion("auto" if cell_size is None else cell_size, area, seed)
-    raise ValueError(f"region must be one of {REGION_NAMES}, got {name!r}")
+    raise AssertionError(f"unreachable: {name!r} is in REGION_NAMES")
 
 
 class MaskRegion(RegionSource):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._utils import check_int, make_fabric
+from ._utils import check_choice, check_int, make_fabric
 from .attr import RCSB
 from .bridge.bridge import Bridge
 from .bridge.training import IMAGE_SUFFIXES, load_images
@@ -228,6 +228,7 @@ class RunSettings:
     guidance_norm: str = "l2"
     guidance_schedule: str = "constant"
     guidance_smoothing: float = 0.0
+    guidance_interval: int = 1
     batch_size: int = 8
     seed: int = 0
 
@@ -436,8 +437,7 @@ def explain_dataset(
         dict: the summary on rank 0 (``None`` on the other ranks).
     """
     settings = settings or RunSettings()
-    if settings.region not in REGION_NAMES:
-        raise ValueError(f"region must be one of {REGION_NAMES}, got {settings.region!r}")
+    check_choice(settings.region, "region", REGION_NAMES)
     check_int(settings.batch_size, "batch_size", 1)
     items, class_names = list_images(images, class_names)
     out = Path(out_dir)
@@ -495,6 +495,7 @@ def explain_dataset(
         guidance_norm=settings.guidance_norm,
         guidance_schedule=settings.guidance_schedule,
         guidance_smoothing=settings.guidance_smoothing,
+        guidance_interval=settings.guidance_interval,
     )
     b = settings.batch_size
     batches = [items[i : i + b] for i in range(0, len(items), b)]

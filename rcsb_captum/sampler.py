@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._utils import check_choice
+from ._utils import check_choice, check_int
 from .bridge.bridge import Bridge
 from .bridge.schedule import BridgeSchedule, space_indices
 from .guidance import ClassifierGuidance
@@ -113,6 +113,7 @@ def sample_rcsb(
     guidance_grad: str = "xt",
     sampler: str = "i2sb",
     guidance_schedule: str = "constant",
+    guidance_interval: int = 1,
 ) -> Tensor:
     r"""Counterfactuals in ``[0, 1]``; pixels where ``region == 0`` equal ``images`` bit for bit.
 
@@ -142,6 +143,14 @@ def sample_rcsb(
             to ``"i2sb"`` whenever the two estimates of x0 agree.
         guidance_schedule (str): ``"constant"`` (the official) or ``"sigma"`` (the scale
             fades with the noise level; see :func:`guidance_weights`).
+        guidance_interval (int): The classifier's gradient is taken at every
+            ``guidance_interval``-th step (1, the official: every step). In between, the bridge
+            runs forward only (no graph, no backward pass, no classifier) and the last guidance
+            update is applied again, rescaled by the schedule's weight: the gradient is taken
+            as constant over ``guidance_interval`` neighbouring steps, so the total push matches
+            the every-step loop at about ``(1 + 0.4 (k - 1)) / k`` of its cost (a bare forward
+            costs about 0.4 of a guided step on the shipped models). Measured (README): faster,
+            but the reused update overshoots and the counterfactuals grow more speckled.
 
     Raises:
         FloatingPointError: the network or the classifier produced NaN / inf; says at which
@@ -167,6 +176,9 @@ def sample_rcsb(
     # first step (grid index) with a non-finite estimate, -1 while none: kept on the device
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     guided = guidance is not None and guidance.scale != 0
+    interval = check_int(guidance_interval, "guidance_interval", 1)
+    last_update: Tensor | None = None  # the latest guidance update and its step's weight
+    last_weight = 1.0
 
     def x0_estimate(x_in: Tensor, n: int) -> Tensor:
         with autocast(precision, device):
@@ -174,18 +186,25 @@ def sample_rcsb(
         return out.float()
 
     with gradient_checkpointing(bridge, checkpointing and guided):
-        steps = zip(pairs, weights, strict=True)
-        for (prev, n), w in tqdm(
+        steps = enumerate(zip(pairs, weights, strict=True))
+        for i, ((prev, n), w) in tqdm(
             steps, total=len(pairs), disable=not show_progress, desc="RCSB", leave=False
         ):
-            if guided and guidance_grad == "x0":
+            reuse = guided and last_update is not None and i % interval != 0
+            if reuse:
+                assert last_update is not None
+                with torch.no_grad():
+                    x0_hat = x0_estimate(x, n)
+                x_tilde = x + last_update * (w / last_weight)
+            elif guided and guidance_grad == "x0":
                 assert guidance is not None
                 with torch.no_grad():
                     x0_hat = x0_estimate(x, n)
                 with torch.enable_grad():
                     x0_in = x0_hat.detach().requires_grad_(True)
                     (grad,) = torch.autograd.grad(guidance.objective(x0_in), x0_in)
-                x_tilde = x + guidance.step(grad, w)
+                last_update, last_weight = guidance.step(grad, w), w
+                x_tilde = x + last_update
             elif guided:
                 assert guidance is not None
                 with torch.enable_grad():
@@ -193,7 +212,8 @@ def sample_rcsb(
                     x0_hat = x0_estimate(x_in, n)
                     (grad,) = torch.autograd.grad(guidance.objective(x0_hat), x_in)
                 x0_hat = x0_hat.detach()
-                x_tilde = x + guidance.step(grad, w)
+                last_update, last_weight = guidance.step(grad, w), w
+                x_tilde = x + last_update
             else:
                 with torch.no_grad():
                     x0_hat = x0_estimate(x, n)

@@ -4,7 +4,7 @@ import torch
 from rcsb_captum import RCSB, MaskRegion
 from rcsb_captum.bridge.schedule import BridgeSchedule, space_indices
 from rcsb_captum.guidance import REFERENCE_NUMEL, ClassifierGuidance, gaussian_smooth
-from rcsb_captum.sampler import guidance_weights
+from rcsb_captum.sampler import guidance_weights, sample_rcsb
 
 
 def _guidance(normalization: str, scale: float = 1.5) -> ClassifierGuidance:
@@ -63,8 +63,13 @@ def _box(n=2):
 
 @pytest.mark.parametrize(
     "options",
-    [dict(guidance_norm="rms"), dict(guidance_schedule="sigma"), dict(guidance_smoothing=1.0)],
-    ids=["rms", "sigma", "smoothing"],
+    [
+        dict(guidance_norm="rms"),
+        dict(guidance_schedule="sigma"),
+        dict(guidance_smoothing=1.0),
+        dict(guidance_interval=3),
+    ],
+    ids=["rms", "sigma", "smoothing", "interval"],
 )
 def test_new_guidance_options_keep_outside_exact_repeat_and_guide(
     classifier, tiny_bridge, images, options
@@ -134,9 +139,54 @@ def test_smoothing_blurs_the_gradient_before_adam():
     assert (smooth != 0).sum() == 49  # a 7 x 7 kernel (radius ceil(3 sigma))
 
 
+class _ConstantUpdate(ClassifierGuidance):
+    """Guidance whose update ignores the gradient; counts the classifier's calls."""
+
+    calls = 0
+
+    def objective(self, x0_hat):
+        self.calls += 1
+        return super().objective(x0_hat)
+
+    def step(self, grad, weight=1.0):
+        return torch.full_like(grad, 0.01 * weight)
+
+
+@pytest.mark.parametrize("grad", ["xt", "x0"])
+@pytest.mark.parametrize("schedule", ["constant", "sigma"])
+def test_interval_reuses_the_last_update_and_skips_the_classifier(
+    classifier, tiny_bridge, images, grad, schedule
+):
+    def run(interval):
+        target = torch.zeros(2, dtype=torch.long)
+        guidance = _ConstantUpdate(classifier, target=target, counterfactual_target=None, scale=1.5)
+        out = sample_rcsb(
+            tiny_bridge,
+            images,
+            _box(),
+            guidance,
+            start_step=100,
+            nfe=7,
+            generator=torch.Generator().manual_seed(0),
+            guidance_grad=grad,
+            guidance_schedule=schedule,
+            guidance_interval=interval,
+        )
+        return out, guidance.calls
+
+    every, calls1 = run(1)
+    assert calls1 == 7
+    for interval, calls in ((2, 4), (3, 3), (7, 1), (50, 1)):
+        # while the update is the same at every step, reusing it is the every-step loop
+        out, n = run(interval)
+        assert n == calls  # the gradient is taken at steps 0, k, 2k, ... only
+        assert torch.allclose(out, every, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
+        (dict(guidance_interval=0), "guidance_interval"),
         (dict(guidance_smoothing=-1.0), "guidance_smoothing"),
         (dict(guidance_smoothing=float("nan")), "guidance_smoothing"),
         (dict(guidance_norm="l1"), "guidance_norm"),
@@ -146,3 +196,8 @@ def test_smoothing_blurs_the_gradient_before_adam():
 def test_bad_guidance_options(classifier, tiny_bridge, kwargs, match):
     with pytest.raises(ValueError, match=match):
         RCSB(classifier, tiny_bridge, **kwargs)
+
+
+def test_guidance_interval_must_be_an_integer(classifier, tiny_bridge):
+    with pytest.raises(TypeError, match="guidance_interval"):
+        RCSB(classifier, tiny_bridge, guidance_interval=2.0)

@@ -186,7 +186,13 @@ def test_a_run_started_before_an_option_existed_resumes(reference, folder, tmp_p
     out = tmp_path / "older"
     shutil.copytree(ref, out)
     stored = json.loads((out / "settings.json").read_text())
-    for key in ("guidance_norm", "guidance_schedule", "sampler", "guidance_grad"):
+    for key in (
+        "guidance_norm",
+        "guidance_schedule",
+        "sampler",
+        "guidance_grad",
+        "guidance_interval",
+    ):
         del stored[key]  # written by a version without these options (their defaults)
     (out / "settings.json").write_text(json.dumps(stored))
     run = lambda s: explain_dataset(  # noqa: E731

@@ -142,6 +142,10 @@ class RCSB(Attribution):
             classifier's gradient before Adam (0, default: none, the official); it trades
             COUT for smoother counterfactuals that a held-out classifier agrees with more
             often (README, "Speed and realism levers"). Scale it with the image size.
+        guidance_interval (int): Take the classifier's gradient through the bridge at every
+            ``guidance_interval``-th step only (1, default: every step, the official); the
+            steps between run the bridge forward only and apply the last guidance update
+            again (see :func:`~rcsb_captum.sampler.sample_rcsb`).
         deterministic (bool): On CUDA, run deterministic cuDNN / PyTorch kernels during a call
             (the caller's settings are restored after), so that a seed repeats the result;
             ``False`` trades that for speed. No effect on CPU, which is deterministic.
@@ -186,6 +190,7 @@ class RCSB(Attribution):
         guidance_norm: str = "l2",
         guidance_schedule: str = "constant",
         guidance_smoothing: float = 0.0,
+        guidance_interval: int = 1,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -228,6 +233,7 @@ class RCSB(Attribution):
             guidance_schedule, "guidance_schedule", GUIDANCE_SCHEDULES
         )
         self.guidance_smoothing = check_number(guidance_smoothing, "guidance_smoothing", 0)
+        self.guidance_interval = check_int(guidance_interval, "guidance_interval", 1)
 
     # ------------------------------------------------------------------ named steps
 
@@ -363,6 +369,7 @@ class RCSB(Attribution):
                     guidance_grad=self.guidance_grad,
                     sampler=self.sampler,
                     guidance_schedule=self.guidance_schedule,
+                    guidance_interval=self.guidance_interval,
                 )
             )
         return torch.cat(outs).view(n, s, *x.shape[1:])

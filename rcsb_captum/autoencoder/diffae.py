@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .._utils import check_int, format_images
+from .._utils import check_choice, check_int, format_images
 from ..bridge.checkpoints import read_checkpoint
 from ..bridge.network import ADMUNet
 from .base import LatentAutoencoder
@@ -251,8 +251,7 @@ class DiffusionAutoencoder(LatentAutoencoder):
     def pretrained(cls, name: str = "fashion-mnist", **kwargs: Any) -> DiffusionAutoencoder:
         r"""The DiffAE shipped in the package: ``"fashion-mnist"`` (1 x 32 x 32, z_sem of 64,
         trained by ``scripts/train_demo_diffae.py``)."""
-        if name not in PRETRAINED:
-            raise ValueError(f"name must be one of {sorted(PRETRAINED)}, got {name!r}")
+        check_choice(name, "name", sorted(PRETRAINED))
         with resources.as_file(resources.files("rcsb_captum") / "data" / PRETRAINED[name]) as p:
             return cls.load(p, **kwargs)
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._utils import check_choice
 from .checkpoints import (
     FORMAT,
     IMAGENET256_INPAINT_CONFIG,
@@ -252,7 +253,6 @@ class Bridge(nn.Module):
 
             >>> bridge = Bridge.pretrained("fashion-mnist")
         """
-        if name not in PRETRAINED:
-            raise ValueError(f"name must be one of {sorted(PRETRAINED)}, got {name!r}")
+        check_choice(name, "name", sorted(PRETRAINED))
         with resources.as_file(resources.files("rcsb_captum") / "data" / PRETRAINED[name]) as p:
             return cls.load(p)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._utils import check_choice
 from .checkpoints import IMAGENET256_INPAINT_CONFIG
 
 __all__ = ["PRESETS", "default_preset", "preset_config"]
@@ -44,8 +45,7 @@ def preset_config(name: str, image_size: int, channels: int, **overrides: Any) -
     ones keep their widths and attention at any size. ``overrides`` replace any key
     (``num_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``, ...).
     """
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {name!r}")
+    check_choice(name, "preset", PRESETS)
     if name in ("tiny", "small"):
         config: dict[str, Any] = {
             "image_size": image_size,
