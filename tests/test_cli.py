@@ -71,7 +71,7 @@ def test_cli_explain_with_exported_model_and_mask(tmp_path, capsys):
     torch.export.save(program, tmp_path / "model.pt2")
     out = tmp_path / "ex"
     args = ["explain", *map(str, files), "--model", str(tmp_path / "model.pt2"), "--nfe", "3"]
-    args += ["--guidance-interval", "2"]  # accepted and passed to RCSB
+    args += ["--guidance-interval", "2", "--precision", "bf16"]  # accepted, passed to RCSB
     assert main([*args, "--mask", str(tmp_path / "mask.png"), "--out-dir", str(out)]) == 0
     saved = torch.load(out / "counterfactuals.pt", weights_only=True)
     region = saved["regions"]

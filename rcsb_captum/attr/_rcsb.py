@@ -123,6 +123,8 @@ class RCSB(Attribution):
         area (float, optional): Area of the default region (0.3); only with the default region.
         precision (str): ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: autocast of the
             bridge's forward and backward. The sampler and guidance state stay in float32.
+            On the demo ``"bf16"`` kept fp32's quality at 1.3-1.4x its speed (a CPU with
+            AVX512-BF16; README, "Speed and realism levers").
         gradient_checkpointing (bool): Checkpoint the bridge's blocks during the guided
             backward pass (less memory, about one more forward pass of time).
         guidance_grad (str): ``"xt"`` (default, the official: the classifier's gradient
