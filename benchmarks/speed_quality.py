@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, NoiseTunnel
+from captum.attr import IntegratedGradients
 
 from rcsb_captum import RCSB, AttributionRegion, Bridge
 from rcsb_captum import metrics as M
@@ -85,16 +85,7 @@ def region_source(name: str, model: torch.nn.Module):
     if name == "ig-nt":
         return make_region("ig", model, 4, 0.3)
     if name == "ig8-nt":  # the default's NoiseTunnel around IG of 8 steps: 40 passes an image
-        return AttributionRegion(
-            NoiseTunnel(IntegratedGradients(model)),
-            4,
-            0.3,
-            nt_type="smoothgrad",
-            nt_samples=5,
-            stdevs=0.05,
-            n_steps=8,
-            internal_batch_size=64,
-        )
+        return make_region("ig", model, 4, 0.3, ig_steps=8)
     if name == "ig16":
         return AttributionRegion(
             IntegratedGradients(model), 4, 0.3, n_steps=16, internal_batch_size=512

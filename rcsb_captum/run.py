@@ -212,6 +212,7 @@ class RunSettings:
     run must use the same)."""
 
     region: str = "ig"
+    ig_steps: int = 50
     cell_size: int | str = "auto"
     area: float = 0.3
     gradcam_layer: str | None = None
@@ -478,6 +479,7 @@ def explain_dataset(
         image_shape=shape,
         layer=layer,
         seed=settings.seed,
+        ig_steps=settings.ig_steps,
     )
     rcsb = RCSB(
         forward_func,

@@ -10,7 +10,7 @@ from captum.attr import (
 )
 
 from rcsb_captum import RCSB, AttributionRegion, MaskRegion, RandomRegion, SegmentationRegion
-from rcsb_captum.regions import attribution_to_region, default_region
+from rcsb_captum.regions import attribution_to_region, default_region, named_region
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,25 @@ def test_default_region_is_integrated_gradients_noise_tunnel(classifier):
         and rcsb.region.attribute_kwargs["stdevs"] == 0.05
     )
     assert (rcsb.guidance_scale, rcsb.start_step, rcsb.nfe, rcsb.n_samples) == (1.5, 600, 100, 2)
+
+
+@pytest.mark.parametrize("n_steps", [50, 8])
+def test_default_region_runs_ig_of_n_steps_in_five_noise_samples(classifier, n_steps):
+    seen = []
+
+    def counting(x):
+        seen.append(x.shape[0])
+        return classifier(x)
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    region = default_region(counting, cell_size=8, n_steps=n_steps)
+    masks = region(x, torch.tensor([0, 1]), seeds=[0, 1])
+    assert masks.shape == (2, 1, 32, 32)
+    assert sum(seen) == 2 * 5 * n_steps  # per image: 5 noisy copies x n_steps IG points
+    named = named_region("ig", counting, 8, ig_steps=n_steps)
+    assert torch.equal(named(x, torch.tensor([0, 1]), seeds=[0, 1]), masks)
+    with pytest.raises(ValueError, match="ig_steps"):
+        named_region("ig", counting, 8, ig_steps=0)
 
 
 def test_auto_cell_size():

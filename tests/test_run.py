@@ -192,6 +192,7 @@ def test_a_run_started_before_an_option_existed_resumes(reference, folder, tmp_p
         "sampler",
         "guidance_grad",
         "guidance_interval",
+        "ig_steps",
     ):
         del stored[key]  # written by a version without these options (their defaults)
     (out / "settings.json").write_text(json.dumps(stored))

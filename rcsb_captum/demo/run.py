@@ -24,14 +24,26 @@ REGION_SOURCES = REGION_NAMES
 
 
 def make_region(
-    name: str, model: nn.Module, cell_size: int = 4, area: float = 0.3, seed: int = 0
+    name: str,
+    model: nn.Module,
+    cell_size: int = 4,
+    area: float = 0.3,
+    seed: int = 0,
+    ig_steps: int = 50,
 ) -> Callable[..., Tensor]:
     r"""A region source by name for the demo classifier (:class:`~rcsb_captum.demo.FashionCNN`):
     :func:`~rcsb_captum.regions.named_region` with GradCAM on its last convolution block
     (8 x 8, upsampled) and occlusion windows of one cell on 1 x 32 x 32 images."""
     layer = model.body[-2] if name == "gradcam" else None  # type: ignore[index]
     return named_region(
-        name, model, cell_size, area, image_shape=(1, 32, 32), layer=layer, seed=seed
+        name,
+        model,
+        cell_size,
+        area,
+        image_shape=(1, 32, 32),
+        layer=layer,
+        seed=seed,
+        ig_steps=ig_steps,
     )
 
 
