@@ -17,9 +17,10 @@ import copy
 import time
 
 import torch
+from speed_quality import paired_images
 
 from rcsb_captum import RCSB, Bridge
-from rcsb_captum.demo import PAIRED_CLASSES, load_demo_classifier, load_demo_samples, make_region
+from rcsb_captum.demo import load_demo_classifier, load_demo_samples, make_region
 
 
 def prepare(variant: str, bridge: Bridge, model: torch.nn.Module):
@@ -51,11 +52,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     model0, bridge0 = load_demo_classifier(), Bridge.pretrained("fashion-mnist")
     images, labels = load_demo_samples()
-    with torch.no_grad():
-        pred = model0(images).argmax(1)
-    keep = torch.tensor([int(c) in PAIRED_CLASSES for c in labels]) & (pred == labels)
-    x, y = images[keep][: a.batch], labels[keep][: a.batch]
-    cf = torch.tensor([PAIRED_CLASSES[int(c)] for c in y])
+    x, y, cf = paired_images(model0, images, labels, a.batch)
     masks = make_region("saliency", model0, 4, 0.3)(x, y)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {len(x)}, NFE {a.nfe}"

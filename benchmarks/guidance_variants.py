@@ -25,14 +25,13 @@ import contextlib
 from unittest import mock
 
 import torch
-from speed_quality import high_frequency_ratio
+from speed_quality import high_frequency_ratio, paired_images
 
 from rcsb_captum import RCSB, Bridge
 from rcsb_captum import guidance as G
 from rcsb_captum import metrics as M
 from rcsb_captum import sampler as S
 from rcsb_captum.demo import (
-    PAIRED_CLASSES,
     load_demo_classifier,
     load_demo_oracle,
     load_demo_samples,
@@ -71,11 +70,7 @@ def main() -> None:
     model, oracle = load_demo_classifier(), load_demo_oracle()
     bridge = Bridge.pretrained("fashion-mnist")
     images, labels = load_demo_samples()
-    with torch.no_grad():
-        pred = model(images).argmax(1)
-    keep = torch.tensor([int(c) in PAIRED_CLASSES for c in labels]) & (pred == labels)
-    x, y = images[keep][: a.n_images], labels[keep][: a.n_images]
-    cf = torch.tensor([PAIRED_CLASSES[int(c)] for c in y])
+    x, y, cf = paired_images(model, images, labels, a.n_images)
     masks = make_region("ig", model, 4, 0.3)(x, y, seeds=list(range(len(x))))
     g = torch.Generator().manual_seed(0)
     real = []

@@ -78,6 +78,20 @@ def se(t: torch.Tensor) -> float:
     return float(t.std() / len(t) ** 0.5) if len(t) > 1 else float("nan")
 
 
+def paired_images(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``n`` shipped test images of the paired classes that ``model`` gets right, their
+    labels and their counterfactual classes (the pair's other class)."""
+    with torch.no_grad():
+        pred = model(images).argmax(1)
+    keep = torch.tensor([int(c) in PAIRED_CLASSES for c in labels]) & (pred == labels)
+    x, y = images[keep][:n], labels[keep][:n]
+    if len(x) < n:
+        raise SystemExit(f"only {len(x)} paired, correctly classified images are shipped")
+    return x, y, torch.tensor([PAIRED_CLASSES[int(c)] for c in y])
+
+
 def region_source(name: str, model: torch.nn.Module):
     """``ig-nt``: the default (IG, 50 steps, in a 5-sample NoiseTunnel: 250 passes an image);
     ``ig8-nt``: the same NoiseTunnel around IG of 8 steps (40 passes); ``ig16``: plain IG with
@@ -245,7 +259,6 @@ def main() -> None:
     oracle = load_demo_oracle()  # another architecture and seed; never used for guidance
     images, labels = load_demo_samples()
     with torch.no_grad():
-        pred = model(images).argmax(1)
         oracle_pred = oracle(images).argmax(1)
     paired = torch.tensor([int(c) in PAIRED_CLASSES for c in labels])
     ceiling = float((oracle_pred == labels)[paired].float().mean())
@@ -264,11 +277,7 @@ def main() -> None:
         print(Path(a.table).read_text())
         return
     bridge = Bridge.pretrained("fashion-mnist")
-    keep = paired & (pred == labels)
-    x, y = images[keep][: a.n_images], labels[keep][: a.n_images]
-    if len(x) < a.n_images:
-        raise SystemExit(f"only {len(x)} paired, correctly classified images are shipped")
-    cf = torch.tensor([PAIRED_CLASSES[int(c)] for c in y])
+    x, y, cf = paired_images(model, images, labels, a.n_images)
     done = {key_of(r) for r in load_rows(rows_path)}
     cache_path = rows_path.with_suffix(f".regions{a.n_images}.pt")
     cache = torch.load(cache_path) if cache_path.exists() else {}
