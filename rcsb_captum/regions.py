@@ -295,10 +295,11 @@ def named_region(
     size them); ``"random"``: random cells.
     """
     check_choice(name, "region", REGION_NAMES)
+    ig_steps = check_int(ig_steps, "ig_steps", 1)
+    if name != "ig" and ig_steps != 50:
+        raise ValueError(f"ig_steps sets the 'ig' region's steps; region is {name!r}")
     if name == "ig":
-        return default_region(
-            forward_func, cell_size, area, n_steps=check_int(ig_steps, "ig_steps", 1)
-        )
+        return default_region(forward_func, cell_size, area, n_steps=ig_steps)
     if name == "saliency":
         return AttributionRegion(Saliency(forward_func), cell_size, area)
     if name == "gradcam":

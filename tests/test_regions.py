@@ -72,6 +72,12 @@ def test_default_region_runs_ig_of_n_steps_in_five_noise_samples(classifier, n_s
         named_region("ig", counting, 8, ig_steps=0)
 
 
+def test_ig_steps_with_another_region_is_refused(classifier):
+    named_region("saliency", classifier, 8, ig_steps=50)  # the default: accepted
+    with pytest.raises(ValueError, match="ig_steps sets the 'ig' region"):
+        named_region("saliency", classifier, 8, ig_steps=8)
+
+
 def test_auto_cell_size():
     from rcsb_captum.regions import auto_cell_size
 
