@@ -59,6 +59,7 @@ KEYS = (
     "n_samples",
     "precision",
     "guidance_interval",
+    "guidance_switch",
     "seed",
 )
 
@@ -111,13 +112,14 @@ def load_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    # rows written before n_samples, guidance_smoothing and precision were keys
+    # rows written before these keys existed hold their defaults
     return [
         {
             "n_samples": 2,
             "guidance_smoothing": 0.0,
             "precision": "fp32",
             "guidance_interval": 1,
+            "guidance_switch": 0.5,
             **r,
         }
         for r in rows
@@ -142,6 +144,7 @@ def run_row(cfg: dict, model, oracle, bridge, x, y, cf, masks, region_s: float, 
         guidance_smoothing=cfg["guidance_smoothing"],
         precision=cfg["precision"],
         guidance_interval=cfg["guidance_interval"],
+        guidance_switch=cfg["guidance_switch"],
     )
     t = time.perf_counter()
     res = rcsb.generate(
@@ -214,14 +217,18 @@ def table(rows: list[dict], header: str) -> str:
         r["guidance_scale"],
         -r["nfe"],
         r["guidance_grad"] != "xt",
+        r["guidance_switch"],
         r["sampler"] != "i2sb",
     )
     for r in sorted(rows, key=order):
         total = r["sampling_s"] + r["region_s"]
+        grad = r["guidance_grad"]
+        if grad == "xt-x0":
+            grad += f" @{r['guidance_switch']:g}"  # the switch's noise level
         speed = f"{ref_total / total:.2f}x" if ref_total else "-"
         lines.append(
             f"| {r['region']} | {r['n_samples']} | {r['nfe']} | {r['sampler']} | {r['forwards']} | "
-            f"{r['guidance_grad']} | {r['guidance_norm']} | {r['guidance_scale']:g} | "
+            f"{grad} | {r['guidance_norm']} | {r['guidance_scale']:g} | "
             f"{r['guidance_schedule']} | {r['guidance_smoothing']:g} | {r['precision']} | {r['guidance_interval']} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
             f"{r['cout']:.3f} ({r['cout_se']:.3f}) | {r['fid_clf']:.1f} | {r['fid_oracle']:.2f} | "
             f"{r['oracle']:.3f} ({r['oracle_se']:.3f}) | {r['l1']:.3f} | "
@@ -246,6 +253,9 @@ def main() -> None:
     p.add_argument("--smoothings", nargs="+", type=float, default=[0.0])
     p.add_argument("--precisions", nargs="+", default=["fp32"], help="bridge autocast")
     p.add_argument("--intervals", nargs="+", type=int, default=[1], help="guidance_interval")
+    p.add_argument(
+        "--switches", nargs="+", type=float, default=[0.5], help="guidance_switch (xt-x0 only)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--batch-size", type=int, default=32, help="images sampled together (not the result)"
@@ -287,6 +297,7 @@ def main() -> None:
         a.smoothings,
         a.precisions,
         a.intervals,
+        a.switches,
         a.norms,
         a.schedules,
         a.scales,
@@ -300,6 +311,7 @@ def main() -> None:
         smoothing,
         precision,
         interval,
+        switch,
         norm,
         schedule,
         scale,
@@ -320,6 +332,7 @@ def main() -> None:
             "n_samples": n_samples,
             "precision": precision,
             "guidance_interval": interval,
+            "guidance_switch": switch,
             "seed": a.seed,
         }
         if key_of(cfg) in done:

@@ -157,6 +157,7 @@ def _explain(args: argparse.Namespace) -> int:
         guidance_schedule=args.guidance_schedule,
         guidance_smoothing=args.guidance_smoothing,
         guidance_interval=args.guidance_interval,
+        guidance_switch=args.guidance_switch,
         precision=args.precision,
     )
     res = rcsb.generate(
@@ -226,6 +227,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         guidance_schedule=args.guidance_schedule,
         guidance_smoothing=args.guidance_smoothing,
         guidance_interval=args.guidance_interval,
+        guidance_switch=args.guidance_switch,
         batch_size=args.batch_size,
         seed=args.seed,
     )
@@ -330,7 +332,8 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
         choices=GUIDANCE_GRADS,
         default="xt",
         help="xt: the classifier's gradient through the bridge (the paper); x0: at the x0 "
-        "estimate, no backward pass through the bridge (about half the time a step)",
+        "estimate, no backward pass through the bridge (about half the time a step); xt-x0: "
+        "xt at high noise, x0 below --guidance-switch",
     )
     p.add_argument(
         "--sampler",
@@ -375,6 +378,13 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
         default=1,
         help="take the classifier's gradient at every k-th step and reuse the last update in "
         "between (1: every step, the paper)",
+    )
+    p.add_argument(
+        "--guidance-switch",
+        type=float,
+        default=0.5,
+        help="with --guidance-grad xt-x0: the noise level, relative to the first step's, below "
+        "which the gradient is taken at x0",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
 

@@ -230,6 +230,7 @@ class RunSettings:
     guidance_schedule: str = "constant"
     guidance_smoothing: float = 0.0
     guidance_interval: int = 1
+    guidance_switch: float = 0.5
     batch_size: int = 8
     seed: int = 0
 
@@ -498,6 +499,7 @@ def explain_dataset(
         guidance_schedule=settings.guidance_schedule,
         guidance_smoothing=settings.guidance_smoothing,
         guidance_interval=settings.guidance_interval,
+        guidance_switch=settings.guidance_switch,
     )
     b = settings.batch_size
     batches = [items[i : i + b] for i in range(0, len(items), b)]

@@ -68,8 +68,9 @@ def _box(n=2):
         dict(guidance_schedule="sigma"),
         dict(guidance_smoothing=1.0),
         dict(guidance_interval=3),
+        dict(guidance_grad="xt-x0"),
     ],
-    ids=["rms", "sigma", "smoothing", "interval"],
+    ids=["rms", "sigma", "smoothing", "interval", "xt-x0"],
 )
 def test_new_guidance_options_keep_outside_exact_repeat_and_guide(
     classifier, tiny_bridge, images, options
@@ -184,9 +185,55 @@ def test_interval_reuses_the_last_update_and_skips_the_classifier(
 
 
 @pytest.mark.parametrize(
+    "grad, switch",
+    [("xt", 0.5), ("x0", 0.5), ("xt-x0", 0.5), ("xt-x0", 0.8), ("xt-x0", 0.0), ("xt-x0", 1.0)],
+)
+def test_xt_x0_backpropagates_through_the_bridge_while_the_noise_is_high(
+    classifier, tiny_bridge, images, grad, switch
+):
+    calls = []  # per network call: is a graph being built through it?
+    hook = tiny_bridge.network.register_forward_hook(
+        lambda module, args, out: calls.append(out.requires_grad)
+    )
+    try:
+        guidance = ClassifierGuidance(
+            classifier,
+            target=torch.zeros(2, dtype=torch.long),
+            counterfactual_target=None,
+            scale=1.5,
+        )
+        sample_rcsb(
+            tiny_bridge,
+            images,
+            _box(),
+            guidance,
+            start_step=100,
+            nfe=10,
+            generator=torch.Generator().manual_seed(0),
+            guidance_grad=grad,
+            guidance_switch=switch,
+        )
+    finally:
+        hook.remove()
+    grid = space_indices(100, 11)
+    steps = [n for n in grid[1:]][::-1]
+    std = tiny_bridge.schedule.std_fwd
+    high = [float(std[n]) >= switch * float(std[steps[0]]) for n in steps]
+    expected = {"xt": [True] * 10, "x0": [False] * 10, "xt-x0": high}[grad]
+    assert calls == expected
+    if grad == "xt-x0" and 0 < switch < 1:
+        assert 0 < sum(high) < 10  # the switch happens inside the trajectory
+    if switch == 1.0:
+        assert calls[1:] == [False] * 9  # only the first step's noise level is not below it
+
+
+@pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(guidance_interval=0), "guidance_interval"),
+        (dict(guidance_switch=1.5), "guidance_switch"),
+        (dict(guidance_switch=float("nan")), "guidance_switch"),
+        (dict(guidance_grad="x1"), "guidance_grad"),
         (dict(guidance_smoothing=-1.0), "guidance_smoothing"),
         (dict(guidance_smoothing=float("nan")), "guidance_smoothing"),
         (dict(guidance_norm="l1"), "guidance_norm"),

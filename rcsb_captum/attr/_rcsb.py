@@ -128,8 +128,10 @@ class RCSB(Attribution):
         gradient_checkpointing (bool): Checkpoint the bridge's blocks during the guided
             backward pass (less memory, about one more forward pass of time).
         guidance_grad (str): ``"xt"`` (default, the official: the classifier's gradient
-            through the bridge) or ``"x0"`` (the classifier's gradient at x̂0 applied to the
-            state, no backward pass through the bridge; about half the cost of a step).
+            through the bridge), ``"x0"`` (the classifier's gradient at x̂0 applied to the
+            state, no backward pass through the bridge; about half the cost of a step) or
+            ``"xt-x0"`` (``"xt"`` at high noise, ``"x0"`` once the noise level is below
+            ``guidance_switch`` times the first step's, where the two gradients converge).
         sampler (str): ``"i2sb"`` (default, the official OT-ODE posterior steps) or ``"heun"``
             (second-order steps of the same ODE, one more bridge forward per step; see
             :func:`~rcsb_captum.sampler.sample_rcsb`). Same checkpoints, no retraining.
@@ -148,6 +150,8 @@ class RCSB(Attribution):
             ``guidance_interval``-th step only (1, default: every step, the official); the
             steps between run the bridge forward only and apply the last guidance update
             again (see :func:`~rcsb_captum.sampler.sample_rcsb`).
+        guidance_switch (float): With ``guidance_grad="xt-x0"``, the noise level relative to
+            the first step's below which the gradient is taken at x̂0 (0.5).
         deterministic (bool): On CUDA, run deterministic cuDNN / PyTorch kernels during a call
             (the caller's settings are restored after), so that a seed repeats the result;
             ``False`` trades that for speed. No effect on CPU, which is deterministic.
@@ -193,6 +197,7 @@ class RCSB(Attribution):
         guidance_schedule: str = "constant",
         guidance_smoothing: float = 0.0,
         guidance_interval: int = 1,
+        guidance_switch: float = 0.5,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -236,6 +241,7 @@ class RCSB(Attribution):
         )
         self.guidance_smoothing = check_number(guidance_smoothing, "guidance_smoothing", 0)
         self.guidance_interval = check_int(guidance_interval, "guidance_interval", 1)
+        self.guidance_switch = check_number(guidance_switch, "guidance_switch", 0, 1)
 
     # ------------------------------------------------------------------ named steps
 
@@ -372,6 +378,7 @@ class RCSB(Attribution):
                     sampler=self.sampler,
                     guidance_schedule=self.guidance_schedule,
                     guidance_interval=self.guidance_interval,
+                    guidance_switch=self.guidance_switch,
                 )
             )
         return torch.cat(outs).view(n, s, *x.shape[1:])
