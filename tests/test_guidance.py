@@ -231,8 +231,9 @@ def test_xt_x0_backpropagates_through_the_bridge_while_the_noise_is_high(
     "kwargs, match",
     [
         (dict(guidance_interval=0), "guidance_interval"),
-        (dict(guidance_switch=1.5), "guidance_switch"),
-        (dict(guidance_switch=float("nan")), "guidance_switch"),
+        (dict(guidance_switch=1.5, guidance_grad="xt-x0"), "guidance_switch"),
+        (dict(guidance_switch=0.75), "guidance_switch applies to guidance_grad='xt-x0'"),
+        (dict(guidance_switch=float("nan"), guidance_grad="xt-x0"), "guidance_switch"),
         (dict(guidance_grad="x1"), "guidance_grad"),
         (dict(guidance_smoothing=-1.0), "guidance_smoothing"),
         (dict(guidance_smoothing=float("nan")), "guidance_smoothing"),

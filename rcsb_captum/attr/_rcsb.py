@@ -242,6 +242,11 @@ class RCSB(Attribution):
         self.guidance_smoothing = check_number(guidance_smoothing, "guidance_smoothing", 0)
         self.guidance_interval = check_int(guidance_interval, "guidance_interval", 1)
         self.guidance_switch = check_number(guidance_switch, "guidance_switch", 0, 1)
+        if self.guidance_switch != 0.5 and self.guidance_grad != "xt-x0":
+            raise ValueError(
+                "guidance_switch applies to guidance_grad='xt-x0' only, got guidance_grad="
+                f"{self.guidance_grad!r}"
+            )
 
     # ------------------------------------------------------------------ named steps
 
