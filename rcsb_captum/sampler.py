@@ -135,9 +135,10 @@ def sample_rcsb(
             estimate x̂0, applied to ``x_n`` with no backward pass through the bridge (as
             FastDiME, Weng et al. 2024): one network forward per step instead of a forward and
             a backward. ``"xt-x0"``: ``"xt"`` while the noise level is at least
-            ``guidance_switch`` times the first step's, ``"x0"`` after: since ``x0_hat = x_n - sigma_n * net(x_n)``, ``d x0_hat / d x_n = I -
-            sigma_n * d net / d x_n`` tends to the identity as ``sigma_n`` falls, so the cheap
-            gradient is the exact one's low-noise limit.
+            ``guidance_switch`` times the first step's, ``"x0"`` after: since
+            ``x0_hat = x_n - sigma_n * net(x_n)``, ``d x0_hat / d x_n = I - sigma_n * d net /
+            d x_n`` tends to the identity as ``sigma_n`` falls, so the cheap gradient is the
+            exact one's low-noise limit.
         sampler (str): ``"i2sb"``: I2SB's OT-ODE posterior step (the official). ``"heun"``:
             the same probability-flow ODE integrated with Heun's second-order method. With
             ``s = sigma_n^2`` the OT-ODE posterior ``x' = x0_hat + (s' / s)(x - x0_hat)`` is
@@ -155,7 +156,6 @@ def sample_rcsb(
             the every-step loop at about ``(1 + 0.4 (k - 1)) / k`` of its cost (a bare forward
             costs about 0.4 of a guided step on the shipped models). Measured (README): faster,
             but the reused update overshoots and the counterfactuals grow more speckled.
-
         guidance_switch (float): With ``guidance_grad="xt-x0"``: the noise level, relative to
             the first step's, below which the gradient is taken at x̂0 (0.5: about the first
             half of the steps through the bridge; 1: all but the first step at x̂0; 0: none).
