@@ -140,6 +140,20 @@ def test_smoothing_blurs_the_gradient_before_adam():
     assert (smooth != 0).sum() == 49  # a 7 x 7 kernel (radius ceil(3 sigma))
 
 
+def _sample(bridge, images, guidance, nfe, **options):
+    """``sample_rcsb`` of the box region from step 100, hole noise from seed 0."""
+    return sample_rcsb(
+        bridge,
+        images,
+        _box(),
+        guidance,
+        start_step=100,
+        nfe=nfe,
+        generator=torch.Generator().manual_seed(0),
+        **options,
+    )
+
+
 class _ConstantUpdate(ClassifierGuidance):
     """Guidance whose update ignores the gradient; counts the classifier's calls."""
 
@@ -161,14 +175,11 @@ def test_interval_reuses_the_last_update_and_skips_the_classifier(
     def run(interval):
         target = torch.zeros(2, dtype=torch.long)
         guidance = _ConstantUpdate(classifier, target=target, counterfactual_target=None, scale=1.5)
-        out = sample_rcsb(
+        out = _sample(
             tiny_bridge,
             images,
-            _box(),
             guidance,
-            start_step=100,
-            nfe=7,
-            generator=torch.Generator().manual_seed(0),
+            7,
             guidance_grad=grad,
             guidance_schedule=schedule,
             guidance_interval=interval,
@@ -202,17 +213,7 @@ def test_xt_x0_backpropagates_through_the_bridge_while_the_noise_is_high(
             counterfactual_target=None,
             scale=1.5,
         )
-        sample_rcsb(
-            tiny_bridge,
-            images,
-            _box(),
-            guidance,
-            start_step=100,
-            nfe=10,
-            generator=torch.Generator().manual_seed(0),
-            guidance_grad=grad,
-            guidance_switch=switch,
-        )
+        _sample(tiny_bridge, images, guidance, 10, guidance_grad=grad, guidance_switch=switch)
     finally:
         hook.remove()
     grid = space_indices(100, 11)
