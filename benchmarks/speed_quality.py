@@ -199,8 +199,8 @@ def table(rows: list[dict], header: str) -> str:
     ]
     ref_total = ref[0]["sampling_s"] + ref[0]["region_s"] if ref else None
     head = (
-        "| region | samples | steps | sampler | forwards | grad | norm | scale | schedule | smooth | "
-        "precision | interval | images | "
+        "| region | samples | steps | sampler | forwards | grad | norm | scale | schedule | "
+        "smooth | precision | interval | images | "
         "flip (s.e.) | COUT (s.e.) | FID clf | FID oracle | oracle agr. (s.e.) | L1 in | "
         "HF ratio (s.e.) | region s/img | sampling s/img | speed-up |"
     )
@@ -229,7 +229,8 @@ def table(rows: list[dict], header: str) -> str:
         lines.append(
             f"| {r['region']} | {r['n_samples']} | {r['nfe']} | {r['sampler']} | {r['forwards']} | "
             f"{grad} | {r['guidance_norm']} | {r['guidance_scale']:g} | "
-            f"{r['guidance_schedule']} | {r['guidance_smoothing']:g} | {r['precision']} | {r['guidance_interval']} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
+            f"{r['guidance_schedule']} | {r['guidance_smoothing']:g} | {r['precision']} | "
+            f"{r['guidance_interval']} | {r['images']} | {r['flip']:.3f} ({r['flip_se']:.3f}) | "
             f"{r['cout']:.3f} ({r['cout_se']:.3f}) | {r['fid_clf']:.1f} | {r['fid_oracle']:.2f} | "
             f"{r['oracle']:.3f} ({r['oracle_se']:.3f}) | {r['l1']:.3f} | "
             f"{r['hf']:.2f} ({r['hf_se']:.2f}) | {r['region_s']:.3f} | {r['sampling_s']:.2f} | "
@@ -278,8 +279,8 @@ def main() -> None:
             "Written by `benchmarks/speed_quality.py` from `"
             f"{rows_path.name}`. Oracle agreement ceiling (the oracle's accuracy on real test "
             f"images of the six paired classes): {ceiling:.3f}. Speed-up: total seconds per "
-            "image (region + sampling) of the paper setting (ig-nt, 2 samples, 100 steps, i2sb, xt, l2, "
-            "1.5, constant) over the row's."
+            "image (region + sampling) of the paper setting (ig-nt, 2 samples, 100 steps, i2sb, "
+            "xt, l2, 1.5, constant) over the row's."
         )
         if a.note:
             header += "\n\n" + a.note
