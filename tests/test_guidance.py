@@ -3,7 +3,13 @@ import torch
 
 from rcsb_captum import RCSB, MaskRegion
 from rcsb_captum.bridge.schedule import BridgeSchedule, space_indices
-from rcsb_captum.guidance import REFERENCE_NUMEL, ClassifierGuidance, gaussian_smooth
+from rcsb_captum.guidance import (
+    REFERENCE_NUMEL,
+    SHIFTS,
+    ClassifierGuidance,
+    gaussian_smooth,
+    shift_image,
+)
 from rcsb_captum.sampler import guidance_weights, sample_rcsb
 
 
@@ -69,8 +75,10 @@ def _box(n=2):
         dict(guidance_smoothing=1.0),
         dict(guidance_interval=3),
         dict(guidance_grad="xt-x0"),
+        dict(guidance_shifts=5),
+        dict(guidance_adam="image"),
     ],
-    ids=["rms", "sigma", "smoothing", "interval", "xt-x0"],
+    ids=["rms", "sigma", "smoothing", "interval", "xt-x0", "shifts", "adam-image"],
 )
 def test_new_guidance_options_keep_outside_exact_repeat_and_guide(
     classifier, tiny_bridge, images, options
@@ -240,6 +248,9 @@ def test_xt_x0_backpropagates_through_the_bridge_while_the_noise_is_high(
         (dict(guidance_smoothing=float("nan")), "guidance_smoothing"),
         (dict(guidance_norm="l1"), "guidance_norm"),
         (dict(guidance_schedule="linear"), "guidance_schedule"),
+        (dict(guidance_shifts=0), "guidance_shifts"),
+        (dict(guidance_shifts=10), "guidance_shifts"),
+        (dict(guidance_adam="band"), "guidance_adam"),
     ],
 )
 def test_bad_guidance_options(classifier, tiny_bridge, kwargs, match):
@@ -250,3 +261,43 @@ def test_bad_guidance_options(classifier, tiny_bridge, kwargs, match):
 def test_guidance_interval_must_be_an_integer(classifier, tiny_bridge):
     with pytest.raises(TypeError, match="guidance_interval"):
         RCSB(classifier, tiny_bridge, guidance_interval=2.0)
+
+
+def test_shift_image_moves_without_wrapping():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    right = shift_image(x, 0, 1)
+    assert torch.equal(right[..., 1:], x[..., :-1]) and right[..., 0].abs().sum() == 0
+    up = shift_image(x, -1, 0)
+    assert torch.equal(up[..., :-1, :], x[..., 1:, :]) and up[..., -1, :].abs().sum() == 0
+    assert shift_image(x, 0, 0) is x
+
+
+def test_shifted_objective_is_the_mean_over_the_shifted_copies():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x0 = torch.randn(2, 1, 4, 4)
+    cf = torch.tensor([1, 2])
+    kw = dict(target=torch.zeros(2, dtype=torch.long), counterfactual_target=cf, scale=1.0)
+    shifted = ClassifierGuidance(net, shifts=5, **kw).objective(x0)
+    plain = ClassifierGuidance(net, **kw)
+    by_hand = sum(
+        plain.objective(shift_image((x0 + 1) / 2, dy, dx) * 2 - 1) for dy, dx in SHIFTS[:5]
+    )
+    assert torch.allclose(shifted, by_hand / 5, atol=1e-5)
+
+
+def test_image_adam_keeps_the_gradients_shape():
+    grad = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    g = ClassifierGuidance(
+        lambda x: x, target=torch.zeros(2, dtype=torch.long), counterfactual_target=None,
+        scale=1.0, adam="image",
+    )
+    update = g.step(grad)
+    # one normaliser per image: the update is the gradient times a positive scalar per image
+    ratio = update / grad
+    assert torch.allclose(ratio, ratio.flatten(1)[:, :1].view(2, 1, 1, 1).expand_as(ratio))
+    assert torch.allclose(update.flatten(1).norm(dim=1), torch.ones(2))
+    pixel = _guidance("l2").step(grad)
+    # the official per-element Adam gives the sign: every element the same size
+    first = pixel.abs().flatten(1)[:, :1].view(2, 1, 1, 1)
+    assert torch.allclose(pixel.abs(), first.expand_as(pixel), rtol=1e-2)

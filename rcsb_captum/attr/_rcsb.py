@@ -32,7 +32,7 @@ from .._utils import (
     seeded_global_rng,
 )
 from ..bridge.bridge import Bridge
-from ..guidance import CLASSIFIER_INPUTS, GUIDANCE_NORMS, ClassifierGuidance
+from ..guidance import ADAM_MODES, CLASSIFIER_INPUTS, GUIDANCE_NORMS, ClassifierGuidance
 from ..regions import CellSize, MaskRegion, RegionSource, binarize_masks, default_region
 from ..sampler import GUIDANCE_GRADS, GUIDANCE_SCHEDULES, PRECISIONS, SAMPLERS, sample_rcsb
 
@@ -152,6 +152,13 @@ class RCSB(Attribution):
             again (see :func:`~rcsb_captum.sampler.sample_rcsb`).
         guidance_switch (float): With ``guidance_grad="xt-x0"``, the noise level relative to
             the first step's below which the gradient is taken at x̂0 (0.5).
+        guidance_shifts (int): Average the classifier's objective over x̂0 and its whole-pixel
+            shifts (1, default: x̂0 only, the official; up to 9: the 4- and diagonal
+            neighbours), in one batched call: the gradient of a translation-smoothed
+            classifier (see :class:`~rcsb_captum.guidance.ClassifierGuidance`).
+        guidance_adam (str): ``"pixel"`` (default, the official: Adam's second moment per
+            element) or ``"image"`` (one per sample: the update keeps the gradient's spatial
+            shape instead of becoming its sign).
         deterministic (bool): On CUDA, run deterministic cuDNN / PyTorch kernels during a call
             (the caller's settings are restored after), so that a seed repeats the result;
             ``False`` trades that for speed. No effect on CPU, which is deterministic.
@@ -198,6 +205,8 @@ class RCSB(Attribution):
         guidance_smoothing: float = 0.0,
         guidance_interval: int = 1,
         guidance_switch: float = 0.5,
+        guidance_shifts: int = 1,
+        guidance_adam: str = "pixel",
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -242,6 +251,10 @@ class RCSB(Attribution):
         self.guidance_smoothing = check_number(guidance_smoothing, "guidance_smoothing", 0)
         self.guidance_interval = check_int(guidance_interval, "guidance_interval", 1)
         self.guidance_switch = check_number(guidance_switch, "guidance_switch", 0, 1)
+        self.guidance_shifts = check_int(guidance_shifts, "guidance_shifts", 1)
+        if self.guidance_shifts > 9:
+            raise ValueError(f"guidance_shifts must be at most 9, got {guidance_shifts!r}")
+        self.guidance_adam = check_choice(guidance_adam, "guidance_adam", ADAM_MODES)
         if self.guidance_switch != 0.5 and self.guidance_grad != "xt-x0":
             raise ValueError(
                 "guidance_switch applies to guidance_grad='xt-x0' only, got guidance_grad="
@@ -365,6 +378,8 @@ class RCSB(Attribution):
                 classifier_input=self.classifier_input,
                 normalization=self.guidance_norm,
                 smoothing=self.guidance_smoothing,
+                shifts=self.guidance_shifts,
+                adam=self.guidance_adam,
                 additional_forward_args=extra,
             )
             outs.append(

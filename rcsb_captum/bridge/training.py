@@ -255,9 +255,12 @@ def train_bridge(
                 "delete it or pass the config it was trained with"
             )
         network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
     model, optimizer = fabric.setup(network, optimizer)
+    if start:
+        # after setup: load_state_dict casts the moments to the parameters' device (loaded
+        # before, they stayed on the CPU and a resumed GPU run failed in Adam's first step)
+        optimizer.load_state_dict(state["optimizer"])
     ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     if start:
         ema.load_state_dict(state["ema"])

@@ -7,9 +7,10 @@ from .assets import (
     FASHION_MNIST_CLASSES,
     load_demo_classifier,
     load_demo_oracle,
+    load_demo_robust_oracle,
     load_demo_samples,
 )
-from .models import FashionCNN, OracleNet
+from .models import FashionCNN, OracleNet, RobustOracleNet
 from .run import PAIRED_CLASSES, REGION_SOURCES, make_region, pick_images, run_demo
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "REGION_SOURCES",
     "FashionCNN",
     "OracleNet",
+    "RobustOracleNet",
     "load_demo_classifier",
     "load_demo_oracle",
+    "load_demo_robust_oracle",
     "load_demo_samples",
     "make_region",
     "pick_images",

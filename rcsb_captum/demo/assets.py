@@ -7,12 +7,13 @@ from importlib import resources
 import torch
 from torch import Tensor
 
-from .models import FashionCNN, OracleNet
+from .models import FashionCNN, OracleNet, RobustOracleNet
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "load_demo_classifier",
     "load_demo_oracle",
+    "load_demo_robust_oracle",
     "load_demo_samples",
 ]
 
@@ -60,4 +61,17 @@ def load_demo_oracle() -> OracleNet:
         state = torch.load(path, map_location="cpu", weights_only=True)
     model = OracleNet()
     model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def load_demo_robust_oracle() -> RobustOracleNet:
+    r"""The shipped robust judge (:class:`~rcsb_captum.demo.RobustOracleNet`): L2 PGD
+    adversarial training (radius 1.0, 7 steps, half of each batch) with random shifts, by
+    ``scripts/train_robust_oracle.py --epochs 9 --eps 1.0 --seed 2 --device cuda`` (one H200).
+    Its clean and PGD accuracies are stored in the file (``test_accuracy``,
+    ``robust_accuracy``); in eval mode, float32."""
+    with resources.as_file(_data_file("fashion_mnist_robust_oracle.pt")) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model = RobustOracleNet()
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
     return model.eval()

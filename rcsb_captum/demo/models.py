@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FashionCNN", "OracleNet"]
+__all__ = ["FashionCNN", "OracleNet", "RobustOracleNet"]
 
 
 class FashionCNN(nn.Module):
@@ -80,6 +80,58 @@ class OracleNet(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         h = torch.nn.functional.silu(self.norm(self.blocks(self.stem(x))))
+        return h.mean((2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class _PreActBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.skip = (
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.nn.functional.gelu(self.bn1(x))
+        skip = self.skip(h) if not isinstance(self.skip, nn.Identity) else x
+        h = self.conv1(h)
+        h = self.conv2(torch.nn.functional.gelu(self.bn2(h)))
+        return skip + h
+
+
+class RobustOracleNet(nn.Module):
+    r"""The robust judge of counterfactuals: a pre-activation wide residual network (BatchNorm,
+    GELU, two blocks per stage at widths 48 / 96 / 192), trained with L2 PGD adversarial
+    training and random shifts by ``scripts/train_robust_oracle.py``, so that a small change
+    that flips a non-robust classifier does not flip it. Another architecture and seed than
+    both :class:`FashionCNN` (the guided classifier) and :class:`OracleNet`.
+    ``features(x)`` gives its 192-d pooled features."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 48) -> None:
+        super().__init__()
+        w = (width, 2 * width, 4 * width)
+        self.stem = nn.Conv2d(in_channels, w[0], 3, padding=1, bias=False)
+        self.blocks = nn.Sequential(
+            _PreActBlock(w[0], w[0], 1),
+            _PreActBlock(w[0], w[0], 1),
+            _PreActBlock(w[0], w[1], 2),
+            _PreActBlock(w[1], w[1], 1),
+            _PreActBlock(w[1], w[2], 2),
+            _PreActBlock(w[2], w[2], 1),
+        )
+        self.norm = nn.BatchNorm2d(w[2])
+        self.classifier = nn.Linear(w[2], num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        h = torch.nn.functional.gelu(self.norm(self.blocks(self.stem(x))))
         return h.mean((2, 3))
 
     def forward(self, x: Tensor) -> Tensor:

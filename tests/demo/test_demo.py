@@ -28,6 +28,28 @@ def test_pick_images_pairs_and_classes():
         pick_images(y, y, 3, "hat")
 
 
+def test_shipped_robust_oracle_is_accurate_and_hard_to_fool():
+    from rcsb_captum.demo import RobustOracleNet, load_demo_robust_oracle
+
+    robust, model = load_demo_robust_oracle(), load_demo_classifier()
+    assert isinstance(robust, RobustOracleNet) and not robust.training
+    x, y = load_demo_samples()
+    with torch.no_grad():
+        acc = (robust(x).argmax(1) == y).float().mean()
+    assert acc > 0.85
+    assert robust.features(x[:2]).shape == (2, 192)
+    # an L2 step of 0.5 along the guided classifier's gradient flips it for some images but
+    # moves the robust judge for far fewer
+    xs = x[:64].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xs), y[:64]), xs)
+    step = 0.5 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    adv = (x[:64] + step).clamp(0, 1)
+    with torch.no_grad():
+        fooled_model = (model(adv).argmax(1) != model(x[:64]).argmax(1)).sum()
+        fooled_robust = (robust(adv).argmax(1) != robust(x[:64]).argmax(1)).sum()
+    assert fooled_robust < fooled_model
+
+
 def test_shipped_oracle_is_another_classifier_that_agrees_mostly():
     from rcsb_captum.demo import OracleNet, load_demo_oracle
 
