@@ -56,13 +56,25 @@ VARIANTS: dict[str, dict] = {
     "adam-image+shifts9": {**PAPER, "guidance_adam": "image", "guidance_shifts": 9},
     "adam-image+smooth1": {**PAPER, "guidance_adam": "image", "guidance_smoothing": 1.0},
     "adam-image+shifts9+smooth1": {
-        **PAPER, "guidance_adam": "image", "guidance_shifts": 9, "guidance_smoothing": 1.0,
+        **PAPER,
+        "guidance_adam": "image",
+        "guidance_shifts": 9,
+        "guidance_smoothing": 1.0,
     },
     "adam-image+shifts9+area0.45": {
-        **PAPER, "guidance_adam": "image", "guidance_shifts": 9, "area": 0.45,
+        **PAPER,
+        "guidance_adam": "image",
+        "guidance_shifts": 9,
+        "area": 0.45,
     },
-    "realistic": {"nfe": 100, "n_samples": 2, "guidance_adam": "image", "guidance_shifts": 9,
-                  "guidance_smoothing": 1.0, "area": 0.45},
+    "realistic": {
+        "nfe": 100,
+        "n_samples": 2,
+        "guidance_adam": "image",
+        "guidance_shifts": 9,
+        "guidance_smoothing": 1.0,
+        "area": 0.45,
+    },
 }
 METRICS = ("flip", "cout", "oracle", "robust", "hf", "l1", "area", "seconds")
 
@@ -218,7 +230,7 @@ def write_table(a, out, model, oracle, robust, images, labels, x, cf):
         m = {k: float(r[k].mean()) for k in METRICS}
         fid = M.fid(real, r["counterfactuals"], robust.features)
 
-        def delta(key, fmt="{:+.3f}"):
+        def delta(key, fmt="{:+.3f}", r=r, name=name):
             if ref is None or name == "paper":
                 return "-"
             d, lo, hi = paired_ci(r[key], ref[key])

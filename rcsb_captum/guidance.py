@@ -149,7 +149,9 @@ class ClassifierGuidance:
         )
         self.smoothing = float(smoothing)
         if isinstance(shifts, bool) or not isinstance(shifts, int) or not 1 <= shifts <= 9:
-            raise ValueError(f"shifts (RCSB's guidance_shifts) must be an int in [1, 9], got {shifts!r}")
+            raise ValueError(
+                f"shifts (RCSB's guidance_shifts) must be an int in [1, 9], got {shifts!r}"
+            )
         self.shifts = shifts
         self.adam = check_choice(adam, "adam (RCSB's guidance_adam)", ADAM_MODES)
         self.additional_forward_args = additional_forward_args
@@ -169,7 +171,8 @@ class ClassifierGuidance:
         extra = self.additional_forward_args
         if k > 1 and extra:
             extra = tuple(
-                a.repeat(k, *[1] * (a.ndim - 1)) if isinstance(a, Tensor) and a.shape[:1] == (n,)
+                a.repeat(k, *[1] * (a.ndim - 1))
+                if isinstance(a, Tensor) and a.shape[:1] == (n,)
                 else a
                 for a in extra
             )

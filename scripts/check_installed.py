@@ -31,9 +31,7 @@ def main() -> int:
     if "site-packages" not in origin.parts:
         print(f"rcsb_captum imported from {origin}, not from an installed wheel", file=sys.stderr)
         return 1
-    names = sorted(
-        m.name for m in pkgutil.walk_packages([str(origin)], prefix="rcsb_captum.")
-    )
+    names = sorted(m.name for m in pkgutil.walk_packages([str(origin)], prefix="rcsb_captum."))
     failed = []
     for name in names:
         try:

@@ -68,7 +68,9 @@ while done < args.steps:
     )
     done = target
     elapsed = time.time() - start
-    print(f"step {done} ({elapsed:.0f} s, {elapsed / max(done, 1):.3f} s a step overall)", flush=True)
+    print(
+        f"step {done} ({elapsed:.0f} s, {elapsed / max(done, 1):.3f} s a step overall)", flush=True
+    )
     if done in milestones:
         bridge.save(f"{stem}_{done}{ext}", dtype=torch.float16)
     if args.max_seconds and elapsed > args.max_seconds:

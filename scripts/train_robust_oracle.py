@@ -109,8 +109,11 @@ def main() -> None:
             sched.step()
         model.eval()
         acc = accuracy(model, xt, yt)
-        print(f"epoch {epoch + 1}: loss {loss.item():.4f} clean test accuracy {acc:.4f} "
-              f"({time.time() - start:.0f} s)", flush=True)
+        print(
+            f"epoch {epoch + 1}: loss {loss.item():.4f} clean test accuracy {acc:.4f} "
+            f"({time.time() - start:.0f} s)",
+            flush=True,
+        )
         if args.max_seconds and time.time() - start > args.max_seconds:
             print("stopping: --max-seconds reached", flush=True)
             break
@@ -118,8 +121,11 @@ def main() -> None:
     ge = torch.Generator(device=device).manual_seed(12345)
     xa = pgd_l2(model, xt[:1000], yt[:1000], args.eps, 20, ge)
     robust = accuracy(model, xa, yt[:1000])
-    print(f"clean accuracy {acc:.4f}; L2 PGD-20 (eps {args.eps}) accuracy {robust:.4f} "
-          f"on test 0..999", flush=True)
+    print(
+        f"clean accuracy {acc:.4f}; L2 PGD-20 (eps {args.eps}) accuracy {robust:.4f} "
+        f"on test 0..999",
+        flush=True,
+    )
     torch.save(
         {
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -289,8 +289,11 @@ def test_shifted_objective_is_the_mean_over_the_shifted_copies():
 def test_image_adam_keeps_the_gradients_shape():
     grad = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     g = ClassifierGuidance(
-        lambda x: x, target=torch.zeros(2, dtype=torch.long), counterfactual_target=None,
-        scale=1.0, adam="image",
+        lambda x: x,
+        target=torch.zeros(2, dtype=torch.long),
+        counterfactual_target=None,
+        scale=1.0,
+        adam="image",
     )
     update = g.step(grad)
     # one normaliser per image: the update is the gradient times a positive scalar per image

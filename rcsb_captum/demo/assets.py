@@ -73,5 +73,7 @@ def load_demo_robust_oracle() -> RobustOracleNet:
     with resources.as_file(_data_file("fashion_mnist_robust_oracle.pt")) as path:
         state = torch.load(path, map_location="cpu", weights_only=True)
     model = RobustOracleNet()
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    )
     return model.eval()
