@@ -178,7 +178,7 @@ def dataset(tmp: Path):
         "rcsb_captum.demo:load_demo_classifier",
         "fashion-mnist",
         tmp / "run",
-        RunSettings(nfe=25, batch_size=8),
+        RunSettings.of(nfe=25, batch_size=8),
         accelerator="cuda",
         show_progress=False,
     )

@@ -86,6 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
         nfe=args.nfe,
         cell_size=args.cell_size,
         area=args.area,
+        preset=args.preset,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -98,11 +99,11 @@ def _explain(args: argparse.Namespace) -> int:
 
     import torch
 
-    from . import RCSB, Bridge, MaskRegion
+    from . import RCSB, MaskRegion
     from .bridge.training import load_images
     from .demo import FASHION_MNIST_CLASSES, load_demo_classifier, make_region
     from .regions import named_region
-    from .run import load_model
+    from .run import load_bridge, load_model
     from .visualization import plot_counterfactuals
 
     torch.set_flush_denormal(True)
@@ -112,54 +113,36 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         names = None
         model = load_model(args.model)
-    bridge = (
-        Bridge.pretrained(args.bridge)
-        if args.bridge == "fashion-mnist"
-        else Bridge.load(args.bridge)
-    )
+    bridge_config = json.loads(Path(args.bridge_config).read_text()) if args.bridge_config else None
+    bridge = load_bridge(args.bridge, bridge_config)  # the loader explain-dataset uses
     x = torch.cat(
         [
             load_images(p, image_size=bridge.image_size, channels=bridge.channels)
             for p in args.images
         ]
     )
+    config = _config(args)
     region: Callable[..., torch.Tensor]
     if args.mask:
         mask = load_images(args.mask, image_size=bridge.image_size, channels=1)
         region = MaskRegion(mask > 0.5)
     elif args.model == "demo" and isinstance(model, torch.nn.Module):
         region = make_region(
-            args.region, model, args.cell_size, args.area, args.seed, ig_steps=args.ig_steps
+            args.region, model, config.cell_size, config.area, args.seed, ig_steps=config.ig_steps
         )
     else:
         shape = (bridge.channels or x.shape[1], x.shape[-2], x.shape[-1])
         region = named_region(
             args.region,
             model,
-            args.cell_size,
-            args.area,
+            config.cell_size,
+            config.area,
             image_shape=shape,
             layer=args.gradcam_layer,
             seed=args.seed,
-            ig_steps=args.ig_steps,
+            ig_steps=config.ig_steps,
         )
-    rcsb = RCSB(
-        model,
-        bridge,
-        region,
-        guidance_scale=args.guidance_scale,
-        start_step=args.start_step,
-        nfe=args.nfe,
-        n_samples=args.n_samples,
-        guidance_grad=args.guidance_grad,
-        sampler=args.sampler,
-        guidance_norm=args.guidance_norm,
-        guidance_schedule=args.guidance_schedule,
-        guidance_smoothing=args.guidance_smoothing,
-        guidance_interval=args.guidance_interval,
-        guidance_switch=args.guidance_switch,
-        precision=args.precision,
-    )
+    rcsb = RCSB(model, bridge, region, config=config)  # region options: in the source
     res = rcsb.generate(
         x,
         target=args.target,
@@ -209,25 +192,9 @@ def _explain_dataset(args: argparse.Namespace) -> int:
 
     settings = RunSettings(
         region=args.region,
-        ig_steps=args.ig_steps,
-        cell_size=args.cell_size,
-        area=args.area,
         gradcam_layer=args.gradcam_layer,
         counterfactual_target=parse_class_map(args.counterfactual_target),
-        guidance_scale=args.guidance_scale,
-        start_step=args.start_step,
-        nfe=args.nfe,
-        n_samples=args.n_samples,
-        classifier_input=args.classifier_input,
-        precision=args.precision,
-        gradient_checkpointing=args.gradient_checkpointing,
-        guidance_grad=args.guidance_grad,
-        sampler=args.sampler,
-        guidance_norm=args.guidance_norm,
-        guidance_schedule=args.guidance_schedule,
-        guidance_smoothing=args.guidance_smoothing,
-        guidance_interval=args.guidance_interval,
-        guidance_switch=args.guidance_switch,
+        rcsb=_config(args),
         batch_size=args.batch_size,
         seed=args.seed,
     )
@@ -291,9 +258,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...]) -> None:
-    # the region and sampling options that `explain` and `explain-dataset` share
-    from .guidance import GUIDANCE_NORMS
-    from .sampler import GUIDANCE_GRADS, GUIDANCE_SCHEDULES, SAMPLERS
+    # the region and sampling options that `explain` and `explain-dataset` share: one flag per
+    # RCSBConfig field, generated (its help and choices come from the field), plus --preset
+    import typing
+    from typing import Literal, get_args
+
+    from .config import PRESETS, RCSBConfig, config_fields
 
     p.add_argument(
         "--region",
@@ -303,90 +273,39 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
     )
     p.add_argument("--gradcam-layer", default=None, help="dotted module name for --region gradcam")
     p.add_argument(
-        "--cell-size",
-        type=_cell_size,
-        default="auto",
-        help="region cell side in pixels, or 'auto' (16 at >= 128 px, side/8 below)",
+        "--preset",
+        choices=tuple(PRESETS),
+        default="paper",
+        help="named setting the options below start from (default: paper)",
     )
-    p.add_argument(
-        "--area", type=float, default=0.3, help="largest fraction of the image in the region"
-    )
-    p.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=1.5,
-        help="classifier-guidance scale s (the paper's 1.5)",
-    )
-    p.add_argument(
-        "--start-step",
-        type=int,
-        default=600,
-        help="truncation: start at this bridge step (600 of 1000)",
-    )
-    p.add_argument("--nfe", type=int, default=100, help="sampling steps")
-    p.add_argument(
-        "--n-samples", type=int, default=2, help="counterfactuals drawn per image; the best is kept"
-    )
-    p.add_argument(
-        "--guidance-grad",
-        choices=GUIDANCE_GRADS,
-        default="xt",
-        help="xt: the classifier's gradient through the bridge (the paper); x0: at the x0 "
-        "estimate, no backward pass through the bridge (about half the time a step); xt-x0: "
-        "xt at high noise, x0 below --guidance-switch",
-    )
-    p.add_argument(
-        "--sampler",
-        choices=SAMPLERS,
-        default="i2sb",
-        help="i2sb: the paper's posterior steps; heun: second-order steps of the same ODE",
-    )
-    p.add_argument(
-        "--guidance-norm",
-        choices=GUIDANCE_NORMS,
-        default="l2",
-        help="l2: the first update's norm is the scale (the paper); rms: the per-pixel strength "
-        "l2 has at 3 x 256 x 256, at any image size",
-    )
-    p.add_argument(
-        "--guidance-schedule",
-        choices=GUIDANCE_SCHEDULES,
-        default="constant",
-        help="constant (the paper) or sigma (the scale fades with the bridge's noise level)",
-    )
-    p.add_argument(
-        "--guidance-smoothing",
-        type=float,
-        default=0.0,
-        help="std in pixels of a Gaussian blur of the classifier's gradient (0: none, the paper)",
-    )
-    p.add_argument(
-        "--ig-steps",
-        type=int,
-        default=50,
-        help="steps of Integrated Gradients in the 'ig' region (50, the paper; 8 measured as good)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16"),
-        default="fp32",
-        help="autocast of the bridge (bf16: faster on GPUs and CPUs with native bf16)",
-    )
-    p.add_argument(
-        "--guidance-interval",
-        type=int,
-        default=1,
-        help="take the classifier's gradient at every k-th step and reuse the last update in "
-        "between (1: every step, the paper)",
-    )
-    p.add_argument(
-        "--guidance-switch",
-        type=float,
-        default=0.5,
-        help="with --guidance-grad xt-x0: the noise level, relative to the first step's, below "
-        "which the gradient is taken at x0",
-    )
+    hints = typing.get_type_hints(RCSBConfig)
+    for f in config_fields():
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        help_text = f"{f.metadata['help']} (default: {f.default}, or the preset's)"
+        if f.name == "cell_size":
+            p.add_argument(flag, type=_cell_size, default=None, help=help_text)
+        elif typing.get_origin(kind) is Literal:
+            p.add_argument(flag, choices=get_args(kind), default=None, help=help_text)
+        elif kind is bool:
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            p.add_argument(flag, type=kind, default=None, help=help_text)
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+
+
+def _config(args: argparse.Namespace):
+    r"""The RCSBConfig the command line asks for: the preset, then every flag given."""
+    from .config import RCSBConfig, config_fields
+
+    given = {
+        f.name: getattr(args, f.name)
+        for f in config_fields()
+        if getattr(args, f.name, None) is not None
+    }
+    return RCSBConfig.preset(args.preset, **given)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -394,6 +313,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="rcsb-captum", description="Region-constrained counterfactuals"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    from .config import PRESETS
     from .demo import REGION_SOURCES
 
     demo = sub.add_parser(
@@ -428,6 +348,12 @@ def _parser() -> argparse.ArgumentParser:
         "--area", type=float, default=0.3, help="largest fraction of the image in the region"
     )
     demo.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    demo.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="paper",
+        help="RCSB setting (paper: the official; realistic: the realism study's best)",
+    )
     demo.set_defaults(func=_demo)
     ex = sub.add_parser("explain", help="counterfactuals for your images and classifier")
     ex.add_argument("images", nargs="+", help="image files or folders")
@@ -437,7 +363,12 @@ def _parser() -> argparse.ArgumentParser:
         help="'demo' (shipped classifier), a torch.export file (.pt2) or a TorchScript file",
     )
     ex.add_argument(
-        "--bridge", default="fashion-mnist", help="'fashion-mnist' or a Bridge.save file"
+        "--bridge",
+        default="fashion-mnist",
+        help="'fashion-mnist', a Bridge.save file or an official I2SB/RCSB latest.pt",
+    )
+    ex.add_argument(
+        "--bridge-config", default=None, help="JSON create_model kwargs of an official checkpoint"
     )
     ex.add_argument("--target", type=int, default=None, help="class explained (default: predicted)")
     ex.add_argument(
@@ -480,17 +411,6 @@ def _parser() -> argparse.ArgumentParser:
         help="class to reach: an index, a map 'a:b,c:d' or a JSON file of one (default: any)",
     )
     _add_rcsb_options(ds, REGION_SOURCES)
-    ds.add_argument(
-        "--classifier-input",
-        choices=("affine", "minmax"),
-        default="affine",
-        help="x0 -> classifier input mapping",
-    )
-    ds.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="checkpoint the bridge's blocks (less memory)",
-    )
     ds.add_argument("--batch-size", type=int, default=8, help="images sampled together")
     ds.add_argument(
         "--feature-extractor",

@@ -23,12 +23,13 @@ official RCSB code uses. What it guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from ._utils import check_choice, check_int, make_fabric
 from .attr import RCSB
 from .bridge.bridge import Bridge
 from .bridge.training import IMAGE_SUFFIXES, load_images
+from .config import RCSBConfig
 from .regions import REGION_NAMES, named_region
 
 __all__ = [
@@ -166,6 +168,29 @@ def load_model(spec: str | nn.Module | Callable[..., Tensor]) -> Callable[..., T
     return model
 
 
+def fingerprint(obj: str | os.PathLike[str] | nn.Module | Bridge | Callable[..., Any]) -> str:
+    r"""SHA-256 of what decides a run's results: a file's contents, a module's or a bridge's
+    weights (names, shapes, dtypes and values), else a callable's qualified name."""
+    h = hashlib.sha256()
+    if isinstance(obj, (str, os.PathLike)) and os.path.isfile(obj):
+        with open(obj, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    module = obj.network if isinstance(obj, Bridge) else obj
+    if isinstance(module, nn.Module):
+        for name, t in sorted(module.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if isinstance(obj, Bridge):
+            h.update(json.dumps(obj.config, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+    name = getattr(obj, "__qualname__", type(obj).__qualname__)
+    h.update(f"{getattr(obj, '__module__', '')}.{name}".encode())
+    return h.hexdigest()
+
+
 def load_bridge(spec: str | Bridge, config: Mapping[str, Any] | None = None) -> Bridge:
     r"""A bridge from a name of a shipped bridge (``"fashion-mnist"``), a :meth:`Bridge.save`
     file, or an official I2SB / RCSB ``latest.pt`` (with ``config``, default ImageNet-256)."""
@@ -206,39 +231,69 @@ def parse_class_map(value: str | int | Mapping[int, int] | None) -> int | dict[i
 # -- settings and outputs -----------------------------------------------------------------------
 
 
+_RUN_FIELDS = ("region", "gradcam_layer", "counterfactual_target", "batch_size", "seed")
+
+
 @dataclass
 class RunSettings:
     r"""Every option of a run that changes its results (stored in ``settings.json``; a resumed
-    run must use the same)."""
+    run must use the same): the region source by name, the counterfactual classes, the RCSB
+    configuration (:class:`~rcsb_captum.config.RCSBConfig`, whose ``cell_size``, ``area`` and
+    ``ig_steps`` shape the named region), the batch size and the seed. ``settings.json`` holds
+    them flat, one key per option."""
 
     region: str = "ig"
-    ig_steps: int = 50
-    cell_size: int | str = "auto"
-    area: float = 0.3
     gradcam_layer: str | None = None
     counterfactual_target: int | dict[int, int] | None = None
-    guidance_scale: float = 1.5
-    start_step: int = 600
-    nfe: int = 100
-    n_samples: int = 2
-    classifier_input: str = "affine"
-    precision: str = "fp32"
-    gradient_checkpointing: bool = False
-    guidance_grad: str = "xt"
-    sampler: str = "i2sb"
-    guidance_norm: str = "l2"
-    guidance_schedule: str = "constant"
-    guidance_smoothing: float = 0.0
-    guidance_interval: int = 1
-    guidance_switch: float = 0.5
+    rcsb: RCSBConfig = field(default_factory=RCSBConfig)
     batch_size: int = 8
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.rcsb, RCSBConfig):
+            raise TypeError(f"rcsb must be an RCSBConfig, got {type(self.rcsb).__name__}")
+
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        if isinstance(self.counterfactual_target, dict):
-            d["counterfactual_target"] = {str(k): v for k, v in self.counterfactual_target.items()}
+        d: dict[str, Any] = {
+            "region": self.region,
+            "gradcam_layer": self.gradcam_layer,
+            "counterfactual_target": (
+                {str(k): v for k, v in self.counterfactual_target.items()}
+                if isinstance(self.counterfactual_target, dict)
+                else self.counterfactual_target
+            ),
+            **self.rcsb.to_json(),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
         return d
+
+    @classmethod
+    def of(cls, preset: str = "paper", **options: Any) -> RunSettings:
+        r"""Settings from flat options: the run's own (``region``, ``gradcam_layer``,
+        ``counterfactual_target``, ``batch_size``, ``seed``) and any
+        :class:`~rcsb_captum.config.RCSBConfig` field, starting from ``preset``.
+
+        Examples::
+
+            >>> RunSettings.of(nfe=25, batch_size=8, region="saliency")
+        """
+        own = {k: options.pop(k) for k in _RUN_FIELDS if k in options}
+        return cls(**own, rcsb=RCSBConfig.preset(preset, **options))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSettings:
+        r"""Read :meth:`to_json`'s dict (options missing from an older file take defaults)."""
+        own = set(_RUN_FIELDS)
+        data = dict(data)
+        data.pop("model_sha256", None)
+        data.pop("bridge_sha256", None)
+        data.pop("images", None)
+        cf = data.get("counterfactual_target")
+        if isinstance(cf, dict):
+            data["counterfactual_target"] = {int(k): int(v) for k, v in cf.items()}
+        rcsb = RCSBConfig.from_json({k: v for k, v in data.items() if k not in own})
+        return cls(**{k: v for k, v in data.items() if k in own}, rcsb=rcsb)
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
@@ -446,61 +501,53 @@ def explain_dataset(
     fabric = make_fabric(accelerator, devices, num_nodes, strategy=strategy)
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
+    device = fabric.device
+    # load first: a start that fails on a bad model or bridge leaves no settings behind
+    forward_func = load_model(model)
+    the_bridge = load_bridge(bridge, bridge_config)
+    mine = {
+        "images": os.path.normpath(os.path.abspath(os.fspath(images))),
+        "model_sha256": fingerprint(
+            model if isinstance(model, str) and os.path.isfile(model) else forward_func
+        ),
+        "bridge_sha256": fingerprint(the_bridge),
+        **settings.to_json(),
+    }
+    stored = out / "settings.json"
+    if stored.exists():  # every rank checks, so that every rank stops with the same one line
+        before = json.loads(stored.read_text())
+        # an option added after a run was started has its default in that run
+        before = {**RunSettings().to_json(), **before}
+        differ = sorted(k for k in set(before) | set(mine) if before.get(k) != mine.get(k))
+        if differ:
+            k = differ[0]
+            raise ValueError(
+                f"out_dir {str(out)!r} holds a run with other settings: {', '.join(differ)} "
+                f"differ ({k}: {before.get(k)!r} in settings.json, {mine.get(k)!r} now); use "
+                "another out_dir, or the same model, bridge, images and options to resume it"
+            )
     if rank == 0:
         for sub in ("images", "tensors", "records"):
             (out / sub).mkdir(parents=True, exist_ok=True)
-        stored = out / "settings.json"
-        mine = {"images": str(images), **settings.to_json()}
-        # an option added after a run was started has its default in that run
-        before = (
-            {**RunSettings().to_json(), **json.loads(stored.read_text())}
-            if stored.exists()
-            else mine
-        )
-        if before != mine:
-            raise ValueError(
-                f"out_dir {str(out)!r} holds a run with other settings (settings.json); use "
-                "another out_dir or the same options to resume it"
-            )
         _atomic_write(stored, _writer(json.dumps(mine, indent=2)))
     fabric.barrier()
-
-    device = fabric.device
-    forward_func = load_model(model)
     if isinstance(forward_func, nn.Module):
         forward_func = forward_func.to(device)
-    the_bridge = load_bridge(bridge, bridge_config).to(device)
+    the_bridge = the_bridge.to(device)
     shape = (the_bridge.channels or 3, the_bridge.image_size or 0, the_bridge.image_size or 0)
     layer = settings.gradcam_layer
+    cfg = settings.rcsb
     region = named_region(
         settings.region,
         forward_func,
-        settings.cell_size,
-        settings.area,
+        cfg.cell_size,
+        cfg.area,
         image_shape=shape,
         layer=layer,
         seed=settings.seed,
-        ig_steps=settings.ig_steps,
+        ig_steps=cfg.ig_steps,
     )
-    rcsb = RCSB(
-        forward_func,
-        the_bridge,
-        region,
-        guidance_scale=settings.guidance_scale,
-        start_step=settings.start_step,
-        nfe=settings.nfe,
-        n_samples=settings.n_samples,
-        classifier_input=settings.classifier_input,
-        precision=settings.precision,
-        gradient_checkpointing=settings.gradient_checkpointing,
-        guidance_grad=settings.guidance_grad,
-        sampler=settings.sampler,
-        guidance_norm=settings.guidance_norm,
-        guidance_schedule=settings.guidance_schedule,
-        guidance_smoothing=settings.guidance_smoothing,
-        guidance_interval=settings.guidance_interval,
-        guidance_switch=settings.guidance_switch,
-    )
+    rcsb = RCSB(forward_func, the_bridge, region, config=cfg)
     b = settings.batch_size
     batches = [items[i : i + b] for i in range(0, len(items), b)]
     mine_batches = [bt for k, bt in enumerate(batches) if k % world == rank]

@@ -18,7 +18,7 @@ pytest.importorskip("lightning_fabric")
 
 N = 12
 FAST = ["--nfe", "4", "--start-step", "80", "--n-samples", "1", "--batch-size", "3"]
-SETTINGS = RunSettings(nfe=4, start_step=80, n_samples=1, batch_size=3, cell_size="auto")
+SETTINGS = RunSettings.of(nfe=4, start_step=80, n_samples=1, batch_size=3, cell_size="auto")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_single_process_run_writes_everything(reference, folder):
     outside = (t["region"] == 0).expand_as(t["input"])
     assert torch.equal(t["counterfactual"][outside], t["input"][outside])
     # the same out_dir with other settings is refused, not mixed
-    other = RunSettings(nfe=5, start_step=80, n_samples=1, batch_size=3)
+    other = RunSettings.of(nfe=5, start_step=80, n_samples=1, batch_size=3)
     with pytest.raises(ValueError, match="other settings"):
         explain_dataset(
             folder,
@@ -209,4 +209,41 @@ def test_a_run_started_before_an_option_existed_resumes(reference, folder, tmp_p
     again = run(SETTINGS)
     assert again["images"] == summary["images"]
     with pytest.raises(ValueError, match="other settings"):
-        run(dataclasses.replace(SETTINGS, guidance_norm="rms"))
+        run(dataclasses.replace(SETTINGS, rcsb=SETTINGS.rcsb.replace(guidance_norm="rms")))
+
+
+def _run_in(folder, out, model="rcsb_captum.demo:load_demo_classifier", settings=SETTINGS):
+    return explain_dataset(
+        folder, model, "fashion-mnist", out, settings, accelerator="cpu", show_progress=False
+    )
+
+
+def test_a_finished_run_refuses_another_model_naming_it(reference, folder, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "copy"
+    shutil.copytree(ref, out)
+    with pytest.raises(ValueError, match=r"model_sha256 differ"):
+        _run_in(folder, out, model="rcsb_captum.demo:load_demo_oracle")
+    with pytest.raises(ValueError, match=r"nfe differ \(nfe: 4 in settings.json, 5 now\)"):
+        _run_in(
+            folder, out, settings=RunSettings.of(nfe=5, start_step=80, n_samples=1, batch_size=3)
+        )
+    # the same folder spelt with a trailing slash is the same run
+    again = _run_in(str(folder) + os.sep, out)
+    assert again["images"] == N
+
+
+def test_a_failed_start_leaves_no_settings(folder, tmp_path):
+    out = tmp_path / "fresh"
+    with pytest.raises(FileNotFoundError, match="model"):
+        _run_in(folder, out, model=str(tmp_path / "missing.pt"))
+    assert not (out / "settings.json").exists()
+
+
+def test_settings_round_trip_and_carry_every_rcsb_option():
+    s = RunSettings.of("near_paper_4x", region="saliency", counterfactual_target={1: 2}, seed=3)
+    assert s.rcsb.nfe == 95 and s.region == "saliency"
+    assert RunSettings.from_json(json.loads(json.dumps(s.to_json()))) == s
+    from rcsb_captum.config import config_fields
+
+    assert {f.name for f in config_fields()} <= set(s.to_json())

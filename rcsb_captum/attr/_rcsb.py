@@ -18,10 +18,8 @@ from .._utils import (
     ClassesLike,
     SeedLike,
     base_seed,
-    check_choice,
     check_int,
     check_logits,
-    check_number,
     deterministic_kernels,
     flush_denormal,
     format_classes,
@@ -32,9 +30,10 @@ from .._utils import (
     seeded_global_rng,
 )
 from ..bridge.bridge import Bridge
-from ..guidance import ADAM_MODES, CLASSIFIER_INPUTS, GUIDANCE_NORMS, ClassifierGuidance
-from ..regions import CellSize, MaskRegion, RegionSource, binarize_masks, default_region
-from ..sampler import GUIDANCE_GRADS, GUIDANCE_SCHEDULES, PRECISIONS, SAMPLERS, sample_rcsb
+from ..config import RCSBConfig, config_fields
+from ..guidance import ClassifierGuidance
+from ..regions import MaskRegion, RegionSource, binarize_masks, default_region
+from ..sampler import sample_rcsb
 
 __all__ = ["RCSB", "CounterfactualResult"]
 
@@ -90,6 +89,20 @@ def _check_region_arguments(region: Callable[..., Tensor], args: tuple) -> None:
         pass
 
 
+_CONFIG_FIELDS = frozenset(f.name for f in config_fields())
+_REGION_FIELDS = frozenset({"cell_size", "area", "ig_steps"})
+
+
+def _check_region_only_options(overrides: dict[str, Any]) -> None:
+    given = sorted(_REGION_FIELDS & set(overrides))
+    if given:
+        raise ValueError(
+            f"cell_size, area and ig_steps shape the default region only (got {', '.join(given)}); "
+            "with region= given, set "
+            "them on the region source (e.g. AttributionRegion(method, cell_size, area))"
+        )
+
+
 class RCSB(Attribution):
     r"""Region-constrained Counterfactual Schrödinger Bridge (Sobieski et al., ICLR 2025).
 
@@ -110,58 +123,15 @@ class RCSB(Attribution):
             :class:`AttributionRegion`, :class:`MaskRegion`, :class:`SegmentationRegion`.
             Default: Integrated Gradients in a NoiseTunnel (5 samples, σ 0.05), cells of
             ``cell_size``, ``area`` 0.3.
-        guidance_scale (float): ``s`` (1.5), finite and ``>= 0`` (0: plain inpainting).
-        start_step (int): Truncation ``τ·T`` (600).
-        nfe (int): Sampling steps (100).
-        n_samples (int): Counterfactuals drawn per input; the best is returned (2; the paper's
-            tables use 1).
-        classifier_input (str): ``"affine"`` ((x+1)/2, default) or ``"minmax"`` (the official
-            code's mapping, see :func:`~rcsb_captum.guidance.to_unit_range`).
-        cell_size (int or "auto", optional): Cell side of the default region (``"auto"``: 16
-            px at 128 px and above, ``side // 8`` below). Only with the default region: with
-            ``region`` given, set it on the region source.
-        area (float, optional): Area of the default region (0.3); only with the default region.
-        precision (str): ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: autocast of the
-            bridge's forward and backward. The sampler and guidance state stay in float32.
-            On the demo ``"bf16"`` kept fp32's quality at 1.3-1.4x its speed (a CPU with
-            AVX512-BF16; README, "Speed and realism levers").
-        gradient_checkpointing (bool): Checkpoint the bridge's blocks during the guided
-            backward pass (less memory, about one more forward pass of time).
-        guidance_grad (str): ``"xt"`` (default, the official: the classifier's gradient
-            through the bridge), ``"x0"`` (the classifier's gradient at x̂0 applied to the
-            state, no backward pass through the bridge; about half the cost of a step) or
-            ``"xt-x0"`` (``"xt"`` at high noise, ``"x0"`` once the noise level is below
-            ``guidance_switch`` times the first step's, where the two gradients converge).
-        sampler (str): ``"i2sb"`` (default, the official OT-ODE posterior steps) or ``"heun"``
-            (second-order steps of the same ODE, one more bridge forward per step; see
-            :func:`~rcsb_captum.sampler.sample_rcsb`). Same checkpoints, no retraining.
-        guidance_norm (str): ``"l2"`` (default, the official: the first update's L2 norm is
-            ``guidance_scale`` whatever the image size) or ``"rms"`` (its per-element size is
-            what ``"l2"`` gives at the paper's 3 x 256 x 256, at any size; identical there).
-            See :class:`~rcsb_captum.guidance.ClassifierGuidance`.
-        guidance_schedule (str): ``"constant"`` (default, the official) or ``"sigma"`` (the
-            scale fades with the bridge's noise level, leaving the last steps nearly
-            unguided; see :func:`~rcsb_captum.sampler.guidance_weights`).
-        guidance_smoothing (float): Standard deviation in pixels of a Gaussian blur of the
-            classifier's gradient before Adam (0, default: none, the official); it trades
-            COUT for smoother counterfactuals that a held-out classifier agrees with more
-            often (README, "Speed and realism levers"). Scale it with the image size.
-        guidance_interval (int): Take the classifier's gradient through the bridge at every
-            ``guidance_interval``-th step only (1, default: every step, the official); the
-            steps between run the bridge forward only and apply the last guidance update
-            again (see :func:`~rcsb_captum.sampler.sample_rcsb`).
-        guidance_switch (float): With ``guidance_grad="xt-x0"``, the noise level relative to
-            the first step's below which the gradient is taken at x̂0 (0.5).
-        guidance_shifts (int): Average the classifier's objective over x̂0 and its whole-pixel
-            shifts (1, default: x̂0 only, the official; up to 9: the 4- and diagonal
-            neighbours), in one batched call: the gradient of a translation-smoothed
-            classifier (see :class:`~rcsb_captum.guidance.ClassifierGuidance`).
-        guidance_adam (str): ``"pixel"`` (default, the official: Adam's second moment per
-            element) or ``"image"`` (one per sample: the update keeps the gradient's spatial
-            shape instead of becoming its sign).
-        deterministic (bool): On CUDA, run deterministic cuDNN / PyTorch kernels during a call
-            (the caller's settings are restored after), so that a seed repeats the result;
-            ``False`` trades that for speed. No effect on CPU, which is deterministic.
+        config (RCSBConfig or str, optional): Every algorithm option in one frozen object
+            (:class:`~rcsb_captum.config.RCSBConfig`), or a preset's name (``"paper"``, the
+            default; ``"near_paper_4x"``, ``"fast"``, ``"realistic"``).
+        **overrides: Options replacing the config's, by field name: ``guidance_scale`` (1.5),
+            ``start_step`` (600), ``nfe`` (100), ``n_samples`` (2), ``guidance_grad``,
+            ``sampler``, ``precision``, ... (the settings page of the docs lists every one
+            with its meaning, generated from the config). ``cell_size``, ``area`` and
+            ``ig_steps`` shape the default region and are refused with ``region`` given.
+            ``generate`` and ``attribute`` take the same overrides for one call.
 
     Reproducibility: with an int ``seed``, image ``i`` of a call draws its hole noise from a
     generator seeded with ``image_seeds(seed, n)[i]`` and a random region source draws from
@@ -180,6 +150,8 @@ class RCSB(Attribution):
         >>> attr = rcsb.attribute(images[:4], target=labels[:4], seed=0)
         >>> res = rcsb.generate(images[:4], target=6, counterfactual_target=0, seed=0)
         >>> res.success, res.probs_after.argmax(1)
+        >>> fast = RCSB(model, config="near_paper_4x", nfe=60)  # a preset with an override
+        >>> attr = fast.attribute(images[:4], target=labels[:4], seed=0, guidance_scale=2.0)
     """
 
     def __init__(
@@ -188,89 +160,61 @@ class RCSB(Attribution):
         bridge: Bridge | None = None,
         region: Callable[..., Tensor] | None = None,
         *,
-        guidance_scale: float = 1.5,
-        start_step: int = 600,
-        nfe: int = 100,
-        n_samples: int = 2,
-        classifier_input: str = "affine",
-        cell_size: CellSize | None = None,
-        area: float | None = None,
-        precision: str = "fp32",
-        gradient_checkpointing: bool = False,
-        deterministic: bool = True,
-        guidance_grad: str = "xt",
-        sampler: str = "i2sb",
-        guidance_norm: str = "l2",
-        guidance_schedule: str = "constant",
-        guidance_smoothing: float = 0.0,
-        guidance_interval: int = 1,
-        guidance_switch: float = 0.5,
-        guidance_shifts: int = 1,
-        guidance_adam: str = "pixel",
+        config: RCSBConfig | str | None = None,
+        **overrides: Any,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
         super().__init__(forward_func)
         if bridge is not None and not isinstance(bridge, Bridge):
             raise TypeError(f"bridge must be a rcsb_captum.Bridge, got {type(bridge).__name__}")
-        check_choice(classifier_input, "classifier_input", CLASSIFIER_INPUTS)
-        check_choice(precision, "precision", sorted(PRECISIONS))
-        if region is not None and (cell_size is not None or area is not None):
-            raise ValueError(
-                "cell_size and area shape the default region only; with region= given, set "
-                "them on the region source (e.g. AttributionRegion(method, cell_size, area))"
+        if isinstance(config, str):
+            config = RCSBConfig.preset(config)
+        elif config is not None and not isinstance(config, RCSBConfig):
+            raise TypeError(
+                f"config must be an RCSBConfig or a preset name, got {type(config).__name__}"
             )
+        # None for a region option means its default (the former signature's convention)
+        overrides = {k: v for k, v in overrides.items() if not (k in _REGION_FIELDS and v is None)}
+        self.config = (config or RCSBConfig()).replace(**overrides)
+        self._own_region = region is None
+        if region is not None:
+            _check_region_only_options(overrides)
         self.bridge = bridge
         self.region = (
             _check_region_callable(region)
             if region is not None
-            else default_region(
-                forward_func,
-                "auto" if cell_size is None else cell_size,
-                0.3 if area is None else area,
-            )
+            else self._default_region(self.config)
         )
-        self.guidance_scale = check_number(guidance_scale, "guidance_scale", 0)
-        self.start_step = check_int(start_step, "start_step", 2)
-        self.nfe = check_int(nfe, "nfe", 1)
-        if self.nfe > self.start_step - 1:
-            raise ValueError(
-                f"nfe must be at most start_step - 1 = {self.start_step - 1}, got {self.nfe}"
-            )
-        self.n_samples = check_int(n_samples, "n_samples", 1)
-        self.classifier_input = classifier_input
-        self.precision = precision
-        self.gradient_checkpointing = bool(gradient_checkpointing)
-        self.deterministic = bool(deterministic)
-        self.guidance_grad = check_choice(guidance_grad, "guidance_grad", GUIDANCE_GRADS)
-        self.sampler = check_choice(sampler, "sampler", SAMPLERS)
-        self.guidance_norm = check_choice(guidance_norm, "guidance_norm", GUIDANCE_NORMS)
-        self.guidance_schedule = check_choice(
-            guidance_schedule, "guidance_schedule", GUIDANCE_SCHEDULES
-        )
-        self.guidance_smoothing = check_number(guidance_smoothing, "guidance_smoothing", 0)
-        self.guidance_interval = check_int(guidance_interval, "guidance_interval", 1)
-        self.guidance_switch = check_number(guidance_switch, "guidance_switch", 0, 1)
-        self.guidance_shifts = check_int(guidance_shifts, "guidance_shifts", 1)
-        if self.guidance_shifts > 9:
-            raise ValueError(f"guidance_shifts must be at most 9, got {guidance_shifts!r}")
-        self.guidance_adam = check_choice(guidance_adam, "guidance_adam", ADAM_MODES)
-        if self.guidance_switch != 0.5 and self.guidance_grad != "xt-x0":
-            raise ValueError(
-                "guidance_switch applies to guidance_grad='xt-x0' only, got guidance_grad="
-                f"{self.guidance_grad!r}"
-            )
+
+    def _default_region(self, cfg: RCSBConfig) -> Callable[..., Tensor]:
+        return default_region(self.forward_func, cfg.cell_size, cfg.area, n_steps=cfg.ig_steps)
+
+    def __getattr__(self, name: str) -> Any:
+        # the options read as attributes (rcsb.nfe, rcsb.guidance_scale, ...)
+        config = self.__dict__.get("config")
+        if config is not None and name in _CONFIG_FIELDS:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _CONFIG_FIELDS:  # rcsb.nfe = 50: a checked new configuration
+            self.config = self.config.replace(**{name: value})
+            if self.__dict__.get("_own_region") and name in _REGION_FIELDS:
+                self.region = self._default_region(self.config)
+            return
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ named steps
 
-    def _bridge_for(self, inputs: Tensor) -> Bridge:
+    def _bridge_for(self, inputs: Tensor, cfg: RCSBConfig) -> Bridge:
         if self.bridge is None:
             self.bridge = Bridge.default_for(inputs)
         self.bridge.check_inputs(inputs)
-        if self.start_step > self.bridge.schedule.interval:
+        if cfg.start_step > self.bridge.schedule.interval:
             raise ValueError(
                 f"start_step must be at most the bridge's interval "
-                f"({self.bridge.schedule.interval}), got {self.start_step}"
+                f"({self.bridge.schedule.interval}), got {cfg.start_step}"
             )
         return self.bridge.to(inputs.device)
 
@@ -306,6 +250,7 @@ class RCSB(Attribution):
 
     def _regions(
         self,
+        cfg: RCSBConfig,
         inputs: Tensor,
         target: Tensor,
         additional_forward_args: Any,
@@ -315,6 +260,10 @@ class RCSB(Attribution):
         offset: int,
     ) -> Tensor:
         source = self.region if region is None else self._call_region(region)
+        if region is None and self._own_region and cfg != self.config:
+            mine = {k: getattr(self.config, k) for k in _REGION_FIELDS}
+            if mine != {k: getattr(cfg, k) for k in _REGION_FIELDS}:  # per-call region options
+                source = self._default_region(cfg)
         n = inputs.shape[0]
         # region sources take the extra arguments only when there are any, so that plain
         # callables ``(inputs, target) -> masks`` work
@@ -345,6 +294,7 @@ class RCSB(Attribution):
 
     def _sample(
         self,
+        cfg: RCSBConfig,
         bridge: Bridge,
         x: Tensor,
         masks: Tensor,
@@ -356,7 +306,7 @@ class RCSB(Attribution):
         internal_batch_size: int | None,
         show_progress: bool,
     ) -> Tensor:
-        n, s = x.shape[0], self.n_samples
+        n, s = x.shape[0], cfg.n_samples
         # image i's generator draws the hole noise of its s samples, one after the other
         gens = [
             image_generator(v, x.device)
@@ -374,12 +324,12 @@ class RCSB(Attribution):
                 self.forward_func,
                 target=t_r[sl],
                 counterfactual_target=None if cf_r is None else cf_r[sl],
-                scale=self.guidance_scale,
-                classifier_input=self.classifier_input,
-                normalization=self.guidance_norm,
-                smoothing=self.guidance_smoothing,
-                shifts=self.guidance_shifts,
-                adam=self.guidance_adam,
+                scale=cfg.guidance_scale,
+                classifier_input=cfg.classifier_input,
+                normalization=cfg.guidance_norm,
+                smoothing=cfg.guidance_smoothing,
+                shifts=cfg.guidance_shifts,
+                adam=cfg.guidance_adam,
                 additional_forward_args=extra,
             )
             outs.append(
@@ -388,17 +338,17 @@ class RCSB(Attribution):
                     x_r[sl],
                     m_r[sl],
                     guidance,
-                    start_step=self.start_step,
-                    nfe=self.nfe,
+                    start_step=cfg.start_step,
+                    nfe=cfg.nfe,
                     generator=per_sample[sl],
                     show_progress=show_progress,
-                    precision=self.precision,
-                    checkpointing=self.gradient_checkpointing,
-                    guidance_grad=self.guidance_grad,
-                    sampler=self.sampler,
-                    guidance_schedule=self.guidance_schedule,
-                    guidance_interval=self.guidance_interval,
-                    guidance_switch=self.guidance_switch,
+                    precision=cfg.precision,
+                    checkpointing=cfg.gradient_checkpointing,
+                    guidance_grad=cfg.guidance_grad,
+                    sampler=cfg.sampler,
+                    guidance_schedule=cfg.guidance_schedule,
+                    guidance_interval=cfg.guidance_interval,
+                    guidance_switch=cfg.guidance_switch,
                 )
             )
         return torch.cat(outs).view(n, s, *x.shape[1:])
@@ -437,6 +387,7 @@ class RCSB(Attribution):
         seed: SeedLike = None,
         region: Tensor | Callable[..., Tensor] | None = None,
         index_offset: int = 0,
+        **overrides: Any,
     ) -> CounterfactualResult:
         r"""Draw counterfactuals; see the class docstring and :class:`CounterfactualResult`.
 
@@ -458,6 +409,9 @@ class RCSB(Attribution):
                 change) or a region source overriding the constructor's for this call.
             index_offset (int): The global index of ``inputs[0]`` when a dataset is explained
                 in batches: image ``i`` of the call draws as image ``index_offset + i`` (0).
+            **overrides: Options of :class:`~rcsb_captum.config.RCSBConfig` for this call only
+                (``nfe=50``, ``guidance_scale=2.0``, ...), as Captum keeps algorithm knobs on
+                ``attribute``.
 
         Returns:
             CounterfactualResult: counterfactuals (best of ``n_samples`` per input), all
@@ -472,6 +426,9 @@ class RCSB(Attribution):
             >>> res = RCSB(model, bridge).generate(x, target=340, counterfactual_target=339, seed=0)
             >>> res.counterfactuals[res.success]
         """
+        cfg = self.config.replace(**overrides)
+        if region is not None or not self._own_region:
+            _check_region_only_options(overrides)
         inputs = format_images(inputs)
         if internal_batch_size is not None:
             internal_batch_size = check_int(internal_batch_size, "internal_batch_size", 1)
@@ -482,14 +439,24 @@ class RCSB(Attribution):
         with (
             model_left_as_given(self.forward_func),
             flush_denormal(x.device.type == "cpu"),
-            deterministic_kernels(self.deterministic and x.device.type == "cuda"),
+            deterministic_kernels(cfg.deterministic and x.device.type == "cuda"),
         ):
-            bridge = self._bridge_for(x)
+            bridge = self._bridge_for(x, cfg)
             logits = self._logits(x, extra)
             tgt, cf = self._classes(logits, target, counterfactual_target)
-            masks = self._regions(x, tgt, additional_forward_args, extra, region, base, offset)
+            masks = self._regions(cfg, x, tgt, additional_forward_args, extra, region, base, offset)
             samples = self._sample(
-                bridge, x, masks, tgt, cf, extra, base, offset, internal_batch_size, show_progress
+                cfg,
+                bridge,
+                x,
+                masks,
+                tgt,
+                cf,
+                extra,
+                base,
+                offset,
+                internal_batch_size,
+                show_progress,
             )
             n, s = samples.shape[:2]
             probs = torch.softmax(
@@ -523,6 +490,7 @@ class RCSB(Attribution):
         seed: SeedLike = None,
         region: Tensor | Callable[..., Tensor] | None = None,
         index_offset: int = 0,
+        **overrides: Any,
     ) -> Tensor:
         r"""``inputs - counterfactuals``: the counterfactual as the baseline, zero outside the
         region.
@@ -538,6 +506,7 @@ class RCSB(Attribution):
             seed (int or torch.Generator, optional): Fixes every draw, regions included.
             region (Tensor or callable, optional): Masks or a region source for this call.
             index_offset (int): Global index of ``inputs[0]`` (see :meth:`generate`).
+            **overrides: :class:`~rcsb_captum.config.RCSBConfig` options for this call only.
 
         Returns:
             Tensor: shaped like ``inputs``, in their dtype.
@@ -557,6 +526,7 @@ class RCSB(Attribution):
             seed=seed,
             region=region,
             index_offset=index_offset,
+            **overrides,
         )
         return inputs - res.counterfactuals
 

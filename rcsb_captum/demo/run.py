@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..attr import RCSB
 from ..bridge import Bridge
+from ..config import RCSBConfig
 from ..regions import REGION_NAMES, named_region
 from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 
@@ -101,6 +102,7 @@ def run_demo(
     cell_size: int = 4,
     area: float = 0.3,
     show_progress: bool = True,
+    preset: str = "paper",
 ) -> dict[str, Path]:
     r"""Explain ``n_images`` shipped sample images with the shipped classifier and bridge.
 
@@ -118,6 +120,7 @@ def run_demo(
         cell_size (int): Region cell side in pixels (4: an 8 x 8 grid on 32 x 32 images).
         area (float): Region area.
         show_progress (bool): Progress bar.
+        preset (str): The RCSB setting (:data:`~rcsb_captum.config.PRESETS`; ``"paper"``).
 
     Returns:
         dict: Paths of the written files (``figure``, ``json``, ``csv``).
@@ -135,7 +138,7 @@ def run_demo(
         model,
         Bridge.pretrained("fashion-mnist"),
         make_region(region, model, cell_size, area, seed),
-        nfe=nfe,
+        config=RCSBConfig.preset(preset, nfe=nfe),
     )
     res = rcsb.generate(
         x, target=y, counterfactual_target=cf, seed=seed, show_progress=show_progress

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from rcsb_captum import RCSB
 from rcsb_captum import metrics as M
+from rcsb_captum.config import config_fields
 
 try:
     import quantus
@@ -52,15 +53,8 @@ __all__ = [
     "road_perturb_func",
 ]
 
-_RCSB_KEYS = (
-    "guidance_scale",
-    "start_step",
-    "nfe",
-    "n_samples",
-    "classifier_input",
-    "precision",
-    "gradient_checkpointing",
-)
+# every RCSB option (the fields of RCSBConfig) is accepted; "preset" names a starting point
+_RCSB_KEYS = tuple(f.name for f in config_fields()) + ("preset",)
 # keys Quantus or its other explain funcs put into explain_func_kwargs: accepted and ignored
 _QUANTUS_KEYS = (
     "method",
@@ -124,9 +118,8 @@ def explain(
         device (optional): Where to run (default: the model's device).
         channel_first (bool, optional): ``False`` for ``N x H x W x C`` arrays (the output is
             then channels-last too); Quantus passes it. ``None``: channels first.
-        **kwargs: RCSB constructor arguments (``guidance_scale``, ``start_step``, ``nfe``,
-            ``n_samples``, ``classifier_input``, ``precision``, ``gradient_checkpointing``).
-            Keys that Quantus adds for other explain funcs (``method``, ``softmax``,
+        **kwargs: ``preset`` (a name of :data:`~rcsb_captum.config.PRESETS`) and any option
+            of :class:`~rcsb_captum.config.RCSBConfig` (``nfe``, ``guidance_grad``, ...). Keys that Quantus adds for other explain funcs (``method``, ``softmax``,
             ``xai_lib``, ...) are ignored; any other key is a ``TypeError`` (a misspelling).
 
     Returns:
@@ -166,13 +159,8 @@ def explain(
         default_kw["cell_size"] = cell_size
     if area is not None:
         default_kw["area"] = area
-    rcsb = RCSB(
-        model,
-        bridge,
-        region,
-        **default_kw,
-        **{k: v for k, v in kwargs.items() if k in _RCSB_KEYS},
-    )
+    options = {k: v for k, v in kwargs.items() if k in _RCSB_KEYS}
+    rcsb = RCSB(model, bridge, region, config=options.pop("preset", None), **default_kw, **options)
     res = rcsb.generate(
         x,
         target=y,
