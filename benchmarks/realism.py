@@ -170,6 +170,13 @@ def main():
     p.add_argument("--out-dir", default="benchmarks/results/realism")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--table", default=None)
+    p.add_argument(
+        "--figure",
+        nargs=2,
+        metavar=("VARIANT", "PNG"),
+        default=None,
+        help="draw 8 images: input, the paper setting's and VARIANT's counterfactuals",
+    )
     a = p.parse_args()
     torch.set_flush_denormal(True)
     out = Path(a.out_dir)
@@ -190,6 +197,47 @@ def main():
         print(name, {k: round(float(row[k].mean()), 3) for k in METRICS}, flush=True)
     if a.table:
         write_table(a, out, model, oracle, robust, images, labels, x, cf)
+    if a.figure:
+        draw(a, out, model, robust, x, y, cf)
+
+
+def draw(a, out, model, robust, x, y, cf, n=8):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES
+
+    variant, png = a.figure
+    rows = {
+        "paper": torch.load(out / f"paper.n{a.n_images}.pt"),
+        variant: torch.load(out / f"{variant}.n{a.n_images}.pt"),
+    }
+    # two images of each of the six classes' first occurrences, in order
+    picks = []
+    for c in PAIRED_CLASSES:
+        picks += [int(i) for i in (y == c).nonzero().flatten()[:2]]
+    picks = sorted(picks)[:n]
+    fig, axes = plt.subplots(3, len(picks), figsize=(1.6 * len(picks), 5.6))
+    with torch.no_grad():
+        for j, i in enumerate(picks):
+            axes[0, j].imshow(x[i, 0], cmap="gray", vmin=0, vmax=1)
+            axes[0, j].set_title(f"{NAMES[int(y[i])]}\n-> {NAMES[int(cf[i])]}", fontsize=7)
+            for r, row in enumerate(rows.values(), start=1):
+                c = row["counterfactuals"][i : i + 1]
+                pm, pr = model(c).argmax(1).item(), robust(c).argmax(1).item()
+                ok = "ok" if pr == int(cf[i]) else "no"
+                axes[r, j].imshow(c[0, 0], cmap="gray", vmin=0, vmax=1)
+                axes[r, j].set_title(f"clf: {NAMES[pm]}\nrobust: {NAMES[pr]} ({ok})", fontsize=6)
+    for r, label in enumerate(["input", *rows]):
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
 
 
 def write_table(a, out, model, oracle, robust, images, labels, x, cf):

@@ -434,7 +434,7 @@ def _parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("tiny", "small", "celeba-128", "imagenet-256"),
         default=None,
-        help="network size (default: fits the image size and the device; see the README)",
+        help="network size (default: fits the image size and the device; see docs/training.md)",
     )
     tb.add_argument("--num-channels", type=int, default=None, help="base width (overrides preset)")
     tb.add_argument(

@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 
 from ._utils import check_choice, check_int, check_number
 
-__all__ = ["PRESETS", "RCSBConfig", "config_fields", "defaults_table"]
+__all__ = ["PRESETS", "RCSBConfig", "config_fields", "defaults_table", "settings_page"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 ClassifierInput = Literal["affine", "minmax"]
@@ -196,7 +196,9 @@ def defaults_table() -> str:
     ]
     for f in config_fields():
         kind = hints[f.name]
-        if typing.get_origin(kind) is Literal:
+        if f.name == "cell_size":
+            type_s = "int \\| `auto`"
+        elif typing.get_origin(kind) is Literal:
             type_s = " \\| ".join(f"`{v}`" for v in get_args(kind))
         else:
             type_s = getattr(kind, "__name__", str(kind)).replace("|", "\\|")
@@ -207,3 +209,30 @@ def defaults_table() -> str:
             f"| `{f.name}` | {type_s} | `{f.default}` | {presets or '-'} | {f.metadata['help']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def settings_page() -> str:
+    r"""The documentation's settings page (``docs/settings.md``), generated from the config:
+    ``python -m rcsb_captum.config > docs/settings.md``."""
+    presets = "\n".join(
+        f"- `{name}`: " + (", ".join(f"`{k}={v!r}`" for k, v in values.items()) or "the defaults")
+        for name, values in PRESETS.items()
+    )
+    return (
+        "# Settings\n\n"
+        "Generated from `rcsb_captum.config.RCSBConfig` by `python -m rcsb_captum.config`; a "
+        "test keeps this page equal to the code. Every option is a field of the config, a "
+        "keyword of `RCSB(...)`, `generate(...)` and `attribute(...)`, a flag of `rcsb-captum "
+        "explain` / `explain-dataset` (`--guidance-scale`, ...), a key of a dataset run's "
+        "`settings.json` and of the Quantus adapter's `explain`.\n\n"
+        + defaults_table()
+        + "\n## Presets\n\n"
+        "`RCSBConfig.preset(name, **overrides)`, `RCSB(model, config=name)`, `--preset name`:\n\n"
+        + presets
+        + "\n\nWhat each preset costs and buys on the shipped models: "
+        "[speed_and_realism.md](speed_and_realism.md).\n"
+    )
+
+
+if __name__ == "__main__":
+    print(settings_page(), end="")

@@ -45,7 +45,7 @@ def to_unit_range(x: Tensor, mode: str = "affine") -> Tensor:
     ``"affine"`` is ``(x + 1) / 2`` (this library's default: it keeps the estimate's absolute
     intensities, which matter for classifiers trained on fixed-range data).
 
-    ``"minmax"`` is the official code's ``from_m1p1_to_01`` (RCSB_SPEC §2.3): when any sample
+    ``"minmax"`` is the official code's ``from_m1p1_to_01`` (``sobieskibj/rcsb``): when any sample
     of the batch has a negative minimum, every sample is min-max rescaled to ``[0, 1]`` on
     its own (``(x - min_b) / (max_b - min_b)``); when none has, the batch is returned
     unchanged. x̂0 almost always has negative values, so in practice it is a per-sample

@@ -124,7 +124,7 @@ def _outlier_normalise(a: Tensor, outlier_perc: float = 2.0) -> Tensor:
 def attribution_to_region(
     attributions: Tensor, size: Sequence[int], cell_size: CellSize = 16, area: float = 0.3
 ) -> Tensor:
-    r"""RCSB's post-processing (spec §2.2): ``|Σ_c A|``, 98 % outlier normalisation, sum over
+    r"""RCSB's post-processing (official ``sobieskibj/rcsb``): ``|Σ_c A|``, 98 % outlier normalisation, sum over
     ``cell_size`` cells, keep the top ``floor(area * cells)`` cells with positive score, binarise.
 
     Cells need not divide the image: the last row and column of cells are cut by the border
@@ -260,8 +260,8 @@ def default_region(
 ) -> AttributionRegion:
     r"""The paper's default: Integrated Gradients (``n_steps`` 50, Captum's default) in a
     SmoothGrad NoiseTunnel (5 samples, σ 0.05), run one image at a time (each image's noise from
-    its own seed) in batches of 64 passes. ``n_steps=8`` gave the same counterfactual quality on
-    the demo at a sixth of the cost (README, "Speed and realism levers")."""
+    its own seed) in batches of 64 passes. ``n_steps=8`` is the cheaper choice of the
+    ``near_paper_4x`` and ``fast`` presets (docs: "Speed and realism")."""
     return AttributionRegion(
         NoiseTunnel(IntegratedGradients(forward_func)),
         cell_size=cell_size,

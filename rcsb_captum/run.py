@@ -383,6 +383,10 @@ def _explain_batch(
         inside = res.regions[i].bool().expand_as(change)
         k = int(tgt[i])
         after = res.probs_after[i]
+        wrong_before = int(predicted[i]) != k
+        # success is a flip: the model predicted the explained class and now predicts the
+        # counterfactual class (any other class when none is named)
+        flipped = (not wrong_before) and bool(res.success[i])
         record = {
             "index": it.index,
             "path": it.path,
@@ -391,7 +395,8 @@ def _explain_batch(
             "counterfactual_target": None if cf is None else int(cf[i]),
             "predicted_before": int(predicted[i]),
             "predicted_after": int(after.argmax()),
-            "success": bool(res.success[i]),
+            "success": flipped,
+            "misclassified_before": wrong_before,
             "p_target_before": float(res.probs_before[i, k]),
             "p_target_after": float(after[k]),
             "p_counterfactual_after": None if cf is None else float(after[int(cf[i])]),
@@ -402,6 +407,47 @@ def _explain_batch(
             "seconds": round(seconds, 4),
         }
         _atomic_write(_record_path(out, it.index), _writer(json.dumps(record) + "\n"))
+
+
+def _summary_markdown(
+    summary: dict[str, Any], records: list[dict[str, Any]], class_names: Sequence[str] | None
+) -> str:
+    name = lambda k: class_names[k] if class_names and 0 <= k < len(class_names) else str(k)  # noqa: E731
+    measures = [
+        f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in summary.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    right = [r for r in records if not r.get("misclassified_before", False)]
+    per_class: dict[int, list[dict[str, Any]]] = {}
+    for r in right:
+        per_class.setdefault(r["target"], []).append(r)
+    class_rows = [
+        f"| {name(k)} | {len(rs)} | {sum(r['success'] for r in rs) / len(rs):.3f} | "
+        f"{np.mean([r['cout'] for r in rs]):.3f} |"
+        for k, rs in sorted(per_class.items())
+    ]
+    moves: dict[tuple[int, int], int] = {}
+    for r in right:
+        key = (r["target"], r["predicted_after"])
+        moves[key] = moves.get(key, 0) + 1
+    move_rows = [
+        f"| {name(a)} | {name(b)} | {c} |" + (" (no change)" if a == b else "")
+        for (a, b), c in sorted(moves.items())
+    ]
+    settings = "\n".join(f"| {k} | {v} |" for k, v in summary["settings"].items())
+    return (
+        "# RCSB run summary\n\n"
+        f"Success rule: {summary['success_rule']}.\n\n"
+        "| measure | value |\n|---|---|\n" + "\n".join(measures) + "\n\n"
+        "## Per explained class\n\n| class | images | flip rate | COUT |\n|---|---|---|---|\n"
+        + "\n".join(class_rows)
+        + "\n\n## From class to class (prediction before, after)\n\n"
+        "| from | to | images |\n|---|---|---|\n" + "\n".join(move_rows) + "\n\n"
+        "## Settings\n\n"
+        f"Model SHA-256 `{summary.get('model_sha256')}`, bridge SHA-256 "
+        f"`{summary.get('bridge_sha256')}`.\n\n| option | value |\n|---|---|\n" + settings + "\n"
+    )
 
 
 def _summarise(
@@ -418,15 +464,32 @@ def _summarise(
     lines = "".join(json.dumps(r) + "\n" for r in records)
     _atomic_write(out / "manifest.jsonl", _writer(lines))
     n = len(records)
+    # older records (written before the flip rule) count as they were written
+    wrong = [r for r in records if r.get("misclassified_before", False)]
+    right = [r for r in records if not r.get("misclassified_before", False)]
+    named = settings.counterfactual_target is not None
     summary: dict[str, Any] = {
         "images": n,
-        "flip_rate": sum(r["success"] for r in records) / n,
-        "cout": float(np.mean([r["cout"] for r in records])),
+        "explained": len(right),
+        "misclassified_before": len(wrong),
+        "success_rule": (
+            "the prediction moves from the explained class to the counterfactual class"
+            if named
+            else "the prediction moves from the explained class to any other class"
+        )
+        + "; images the model already got wrong are counted apart, never as successes",
+        "flip_rate": sum(r["success"] for r in right) / len(right) if right else float("nan"),
+        "cout": float(np.mean([r["cout"] for r in right])) if right else float("nan"),
         "l1_inside": float(np.mean([r["l1_inside"] for r in records])),
         "max_change_outside": max(r["max_change_outside"] for r in records),
         "seconds_per_image": float(np.mean([r["seconds"] for r in records])),
         "settings": settings.to_json(),
     }
+    stored = out / "settings.json"
+    if stored.exists():
+        fp = json.loads(stored.read_text())
+        summary["model_sha256"] = fp.get("model_sha256")
+        summary["bridge_sha256"] = fp.get("bridge_sha256")
     if class_names is not None:
         summary["classes"] = list(class_names)
     tensors = [torch.load(out / "tensors" / f"{r['index']:07d}.pt") for r in records]
@@ -438,10 +501,7 @@ def _summarise(
             summary["fid"] = M.fid(real, cfs[ok], feature_extractor)
             summary["sfid"] = M.sfid(real, cfs, feature_extractor, ok)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = [f"| {k} | {v:.4g} |" for k, v in summary.items() if isinstance(v, (int, float))]
-    (out / "summary.md").write_text(
-        "# RCSB run summary\n\n| measure | value |\n|---|---|\n" + "\n".join(rows) + "\n"
-    )
+    (out / "summary.md").write_text(_summary_markdown(summary, records, class_names))
     shown = tensors[:8]
     if shown:
         x = torch.stack([t["input"] for t in shown])

@@ -1,4 +1,5 @@
-r"""The guided, truncated, region-constrained I2SB sampling loop of RCSB (spec §2.4).
+r"""The guided, truncated, region-constrained I2SB sampling loop of RCSB (official
+``sobieskibj/rcsb`` sampling loop).
 
 ``ddpm_dps_sampling`` of ``sobieskibj/rcsb`` (``src/inpainters/src_cddb/i2sb/diffusion.py``),
 re-stated: start from the OT-ODE bridge marginal at ``start_step - 1`` between the image and its
@@ -154,8 +155,7 @@ def sample_rcsb(
             update is applied again, rescaled by the schedule's weight: the gradient is taken
             as constant over ``guidance_interval`` neighbouring steps, so the total push matches
             the every-step loop at about ``(1 + 0.4 (k - 1)) / k`` of its cost (a bare forward
-            costs about 0.4 of a guided step on the shipped models). Measured (README): faster,
-            but the reused update overshoots and the counterfactuals grow more speckled.
+            costs about 0.4 of a guided step on the shipped models); docs, "Speed and realism".
         guidance_switch (float): With ``guidance_grad="xt-x0"``: the noise level, relative to
             the first step's, below which the gradient is taken at x̂0 (0.5: about the first
             half of the steps through the bridge; 1: all but the first step at x̂0; 0: none).

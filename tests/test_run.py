@@ -247,3 +247,24 @@ def test_settings_round_trip_and_carry_every_rcsb_option():
     from rcsb_captum.config import config_fields
 
     assert {f.name for f in config_fields()} <= set(s.to_json())
+
+
+def test_success_is_a_flip_and_misclassified_images_count_apart(folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    # one image filed under a wrong class: the model does not predict its "label"
+    first = sorted(data.glob("*/*.png"))[0]
+    wrong = data / str((int(first.parent.name) + 1) % 10)
+    wrong.mkdir(exist_ok=True)
+    first.rename(wrong / first.name)
+    summary = _run_in(data, tmp_path / "out")
+    records = _manifest(tmp_path / "out")
+    bad = [r for r in records if r["misclassified_before"]]
+    assert len(bad) >= 1 and not any(r["success"] for r in bad)
+    assert summary["misclassified_before"] == len(bad)
+    assert summary["explained"] == N - len(bad)
+    for r in records:
+        if r["success"]:
+            assert r["predicted_before"] == r["target"] != r["predicted_after"]
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "Success rule" in text and "## Per explained class" in text and "SHA-256" in text

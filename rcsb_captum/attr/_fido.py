@@ -2,8 +2,7 @@ r"""FIDO (Chang et al., ICLR 2019) and BBMP (Fong & Vedaldi, ICCV 2017) as Captu
 
 Both learn a coarse mask that keeps (SSR: smallest sufficient region) or removes (SDR: smallest
 destroying region) the class evidence when the rest is in-filled. Details follow FIDO's
-``vbd_imagenet.py`` / ``arch/sensitivity/BDNet.py`` (``zzzace2000/FIDO-saliency``) as summarised
-in ``SEED_METHODS.md`` §1.4.
+``vbd_imagenet.py`` / ``arch/sensitivity/BDNet.py`` (``zzzace2000/FIDO-saliency``).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ __all__ = ["BBLIG", "GCD", "PAPER_SETTINGS", "CounterfactualDirections"]
 
 FORMAT = "rcsb_captum.gcd_directions/1"
 
-# the paper's settings (SEED_METHODS.md §1.2; sobieskibj/gcd single_image_gmc_mlp_proxy_training)
+# the paper's settings (sobieskibj/gcd, single_image_gmc_mlp_proxy_training)
 PAPER_SETTINGS: dict[str, Any] = {
     "n_iters": 52,
     "n_batches": 8,

@@ -1,15 +1,10 @@
 r"""Bridge network sizes, from a CPU-sized one to the official I2SB / RCSB configurations.
 
 Each preset is a function of the image size and channels that returns guided-diffusion
-``create_model`` kwargs (what :meth:`Bridge.from_config` and :func:`train_bridge` take). Time
-per training step, batch 32 unless said, measured by ``benchmarks/train_step.py``:
-
-| preset | parameters at its size | 2 CPU cores | one H200 (bf16-mixed) |
-|---|---|---|---|
-| ``tiny`` (32 px) | 1.37 M | see README | see README |
-| ``small`` (32 px) | 5.5 M | see README | see README |
-| ``celeba-128`` (128 px) | 105 M | - | see README |
-| ``imagenet-256`` (256 px) | 552 M | - | see README |
+``create_model`` kwargs (what :meth:`Bridge.from_config` and :func:`train_bridge` take):
+``tiny`` (1.37 M parameters at 32 px), ``small`` (5.5 M), ``celeba-128`` (105 M at 128 px),
+``imagenet-256`` (552 M at 256 px). Time per training step: ``benchmarks/train_step.py`` and
+the docs' "Training bridges" page.
 """
 
 from __future__ import annotations
