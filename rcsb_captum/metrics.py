@@ -288,6 +288,17 @@ def fid(
 
         >>> fid(images, res.counterfactuals[res.success], classifier.features)
     """
+    for name, t in (("real", real), ("fake", fake)):
+        if not isinstance(t, Tensor) or t.ndim != 4:
+            raise ValueError(
+                f"{name} must be an N x C x H x W Tensor, got {getattr(t, 'shape', t)!r}"
+            )
+        if len(t) < 2:
+            raise ValueError(f"{name} needs at least 2 images for a covariance, got {len(t)}")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(
+            f"real and fake must have the same channels, got {real.shape[1]} and {fake.shape[1]}"
+        )
     mu1, s1 = _stats(_features(feature_extractor, real, batch_size))
     mu2, s2 = _stats(_features(feature_extractor, fake, batch_size))
     return frechet_distance(mu1, s1, mu2, s2)

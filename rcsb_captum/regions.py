@@ -57,7 +57,14 @@ def _check_cell_size(cell_size: CellSize, name: str = "cell_size") -> CellSize:
 def _resolve_cell_size(cell_size: CellSize, height: int, width: int) -> int:
     if cell_size == "auto":
         return auto_cell_size(height, width)
-    return 1 if cell_size is None else int(cell_size)
+    c = 1 if cell_size is None else int(cell_size)
+    if c > min(height, width):
+        # one cell would cover the whole image: the region could not be smaller than it
+        raise ValueError(
+            f"cell_size {c} is larger than the {height} x {width} image; use at most "
+            f"{min(height, width)} (or 'auto': {auto_cell_size(height, width)})"
+        )
+    return c
 
 
 def binarize_masks(masks: Any, n: int, size: Sequence[int], name: str = "region") -> Tensor:

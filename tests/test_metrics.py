@@ -184,3 +184,12 @@ def test_metrics_leave_a_model_in_train_mode_as_given():
     a = M.flipped(model, x, 0)
     assert torch.equal(a, M.flipped(model, x, 0))  # dropout off: repeatable
     assert model.training
+
+
+def test_fid_refuses_sets_of_other_channels():
+    import torch
+
+    from rcsb_captum import metrics as M
+
+    with pytest.raises(ValueError, match="same channels"):
+        M.fid(torch.rand(4, 1, 8, 8), torch.rand(4, 3, 8, 8), lambda t: t.flatten(1))

@@ -159,3 +159,13 @@ def test_mask_region_takes_one_mask_per_input_without_a_channel():
     region = MaskRegion(masks)
     assert region.masks.shape == (3, 1, 8, 8)
     assert torch.equal(region(torch.rand(3, 1, 8, 8))[:, 0], masks)
+
+
+@pytest.mark.parametrize("cell", [33, 64])
+def test_a_cell_larger_than_the_image_is_refused(classifier, images, cell):
+    from rcsb_captum import RCSB, RandomRegion
+
+    with pytest.raises(ValueError, match="cell_size .* larger than the 32 x 32 image"):
+        RandomRegion(cell_size=cell, area=0.3)(images, torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="cell_size .* larger than"):
+        RCSB(classifier, cell_size=cell).region(images, torch.zeros(2, dtype=torch.long))

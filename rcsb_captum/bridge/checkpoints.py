@@ -55,8 +55,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors come in many types
+        # torch's message runs to a page on a corrupt file: its first line is the cause
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
-            f"could not read {path!r} as a weights-only torch checkpoint: {err}"
+            f"could not read {path!r} as a weights-only torch checkpoint: {first}"
         ) from err
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path!r} holds a {type(obj).__name__}, expected a dict")
@@ -94,6 +96,11 @@ def load_network_weights(
     if weights not in checkpoint:
         raise ValueError(f"checkpoint has no {weights!r} entry; it has {sorted(checkpoint)}")
     if weights == "net":
+        if not isinstance(checkpoint["net"], Mapping):
+            raise ValueError(
+                f"checkpoint 'net' entry must be a state dict (parameter name -> tensor), got a "
+                f"{type(checkpoint['net']).__name__}"
+            )
         state = strip_prefix(checkpoint["net"])
         # I2SB registers noise_levels as a plain attribute and RCSB as a buffer: neither is a
         # network weight, the schedule provides it.

@@ -105,6 +105,8 @@ def load_images(
             f"images must be N x C x H x W with C in (1, 3), got shape {tuple(source.shape)}"
         )
     data = data.float() / 255.0 if not data.is_floating_point() else data.float()
+    if data.numel() == 0:
+        raise ValueError(f"images: need at least one image, got shape {tuple(data.shape)}")
     if not torch.isfinite(data).all() or data.min() < 0 or data.max() > 1:
         raise ValueError("images must be finite and in [0, 1] (or integers in [0, 255])")
     if image_size is not None and data.shape[-1] != image_size:
@@ -220,6 +222,10 @@ def train_bridge(
     accumulate = check_int(accumulate, "accumulate", 1)
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
     data = load_images(images)
+    if data.ndim != 4 or len(data) == 0:
+        raise ValueError(
+            f"images must hold at least one N x C x H x W image, got shape {tuple(data.shape)}"
+        )
     n, channels, height, width = data.shape
     if height != width:
         raise ValueError(f"images must be square, got {height} x {width}")

@@ -41,3 +41,24 @@ def test_checkpoint_mismatch_is_a_clear_error(tiny_reference, tmp_path):
         Bridge.from_i2sb_checkpoint(path, config=tiny_reference["config"], weights="ema")
     with pytest.raises(FileNotFoundError):
         Bridge.from_i2sb_checkpoint(tmp_path / "nope.pt")
+
+
+def test_a_net_entry_that_is_not_a_state_dict_is_named(tmp_path):
+    import torch
+
+    from rcsb_captum import Bridge
+
+    path = tmp_path / "latest.pt"
+    torch.save({"net": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="'net' entry must be a state dict"):
+        Bridge.from_i2sb_checkpoint(path)
+
+
+def test_a_corrupt_file_is_one_line(tmp_path):
+    from rcsb_captum import Bridge
+
+    path = tmp_path / "bridge.pt"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError) as info:
+        Bridge.load(path)
+    assert "\n" not in str(info.value) and "could not read" in str(info.value)

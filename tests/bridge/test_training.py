@@ -167,3 +167,12 @@ def test_cli_trains_on_two_processes_and_resumes_on_one(tmp_path):
     half = Bridge.load(exported).network.state_dict()  # float16 on disk, float32 loaded
     for k, v in bridge.network.state_dict().items():
         assert torch.allclose(half[k], v, atol=1e-3, rtol=1e-2), k
+
+
+def test_training_on_no_images_is_refused():
+    import torch
+
+    from rcsb_captum import train_bridge
+
+    with pytest.raises(ValueError, match="at least one image"):
+        train_bridge(torch.zeros(0, 1, 32, 32), steps=1)
