@@ -1,0 +1,48 @@
+"""Counterfactuals of every sampler option on the tiny reference bridge, as saved before the
+sampler was split into guidance, integrators and loop (tests/fixtures/sampler_snapshot.pt):
+the refactor must keep them bit for bit. Regenerate only for an intended change of results:
+
+    PYTHONPATH=. python tests/sampler_snapshot.py
+"""
+
+from pathlib import Path
+
+import torch
+
+CASES = {
+    "plain": {},
+    "unguided": {"guidance_scale": 0.0},
+    "x0": {"guidance_grad": "x0"},
+    "xt-x0": {"guidance_grad": "xt-x0", "guidance_switch": 0.75},
+    "heun": {"sampler": "heun"},
+    "heun-x0": {"sampler": "heun", "guidance_grad": "x0"},
+    "interval3": {"guidance_interval": 3},
+    "interval2-x0-sigma": {"guidance_interval": 2, "guidance_grad": "x0", "guidance_schedule": "sigma"},
+    "sigma-rms": {"guidance_schedule": "sigma", "guidance_norm": "rms", "guidance_scale": 12.0},
+    "smooth": {"guidance_smoothing": 1.0},
+    "shifts-adam-image": {"guidance_shifts": 5, "guidance_adam": "image"},
+    "bf16": {"precision": "bf16"},
+    "checkpointing": {"gradient_checkpointing": True},
+    "minmax": {"classifier_input": "minmax"},
+}
+PATH = Path(__file__).parent / "fixtures" / "sampler_snapshot.pt"
+
+
+def run_cases():
+    from rcsb_captum import RCSB, MaskRegion
+    from tests.conftest import TinyClassifier, tiny_bridge_from_fixture
+
+    classifier, bridge = TinyClassifier().eval(), tiny_bridge_from_fixture()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 6:26, 4:20] = 1
+    out = {}
+    for name, options in CASES.items():
+        rcsb = RCSB(classifier, bridge, MaskRegion(m), start_step=200, nfe=9, n_samples=1, **options)
+        out[name] = rcsb.generate(x, counterfactual_target=torch.tensor([1, 3]), seed=0).samples
+    return out
+
+
+if __name__ == "__main__":
+    torch.save(run_cases(), PATH)
+    print(f"wrote {PATH}")
