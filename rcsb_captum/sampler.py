@@ -16,7 +16,7 @@ or the classifier is recorded on the device with its step and reported after the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -28,12 +28,16 @@ from .bridge.schedule import BridgeSchedule, space_indices
 from .guidance import ClassifierGuidance
 
 __all__ = [
+    "INTEGRATORS",
     "GUIDANCE_GRADS",
+    "GuidedEstimate",
     "GUIDANCE_SCHEDULES",
     "PRECISIONS",
     "SAMPLERS",
     "autocast",
     "guidance_weights",
+    "heun_step",
+    "i2sb_step",
     "sample_rcsb",
 ]
 
@@ -100,6 +104,126 @@ def _hole_noise(
     )
 
 
+class _Region:
+    r"""The region constraint: the pixels outside ``mask`` keep their start values."""
+
+    def __init__(self, mask: Tensor, start: Tensor) -> None:
+        self.mask, self.start = mask, start
+
+    def keep(self, x: Tensor) -> Tensor:
+        return torch.where(self.mask, x, self.start)
+
+
+Estimate = Callable[[Tensor, int], Tensor]
+
+
+class GuidedEstimate:
+    r"""How the classifier's gradient enters a step: returns ``(x_tilde, x0_hat)``, the guided
+    state and the bridge's x̂0 (taken before the guidance shift, as the official loop does).
+
+    ``guidance_grad`` ``"xt"`` back-propagates the classifier's objective through the bridge
+    to ``x_n``; ``"x0"`` takes it at x̂0 (no backward pass through the bridge); ``"xt-x0"``
+    switches from the first to the second once the noise level falls below ``guidance_switch``
+    times the first step's. With ``guidance_interval`` k > 1 the gradient is taken at every
+    k-th step only and the last update is applied again in between, rescaled by the schedule's
+    weight. Adam, the adaptive normalisation, smoothing and shifts live in the
+    :class:`~rcsb_captum.guidance.ClassifierGuidance` it drives.
+    """
+
+    def __init__(
+        self,
+        guidance: ClassifierGuidance | None,
+        estimate: Estimate,
+        schedule: BridgeSchedule,
+        steps: Sequence[int],
+        *,
+        guidance_grad: str = "xt",
+        guidance_schedule: str = "constant",
+        guidance_interval: int = 1,
+        guidance_switch: float = 0.5,
+    ) -> None:
+        self.guidance = guidance
+        self.estimate = estimate
+        self.guided = guidance is not None and guidance.scale != 0
+        self.weights = guidance_weights(schedule, steps, guidance_schedule)
+        self.interval = check_int(guidance_interval, "guidance_interval", 1)
+        switch = check_number(guidance_switch, "guidance_switch", 0, 1)
+        sigma = schedule.std_fwd
+        self.at_x0 = [
+            guidance_grad == "x0"
+            or (guidance_grad == "xt-x0" and float(sigma[n]) < switch * float(sigma[steps[0]]))
+            for n in steps
+        ]
+        self.last_update: Tensor | None = None  # the latest update and its step's weight
+        self.last_weight = 1.0
+
+    def __call__(self, i: int, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        w = self.weights[i]
+        if not self.guided:
+            with torch.no_grad():
+                return x, self.estimate(x, n)
+        assert self.guidance is not None
+        if self.last_update is not None and i % self.interval != 0:  # reuse the last update
+            with torch.no_grad():
+                x0_hat = self.estimate(x, n)
+            return x + self.last_update * (w / self.last_weight), x0_hat
+        if self.at_x0[i]:  # the classifier's gradient at x0_hat
+            with torch.no_grad():
+                x0_hat = self.estimate(x, n)
+            with torch.enable_grad():
+                x0_in = x0_hat.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.guidance.objective(x0_in), x0_in)
+        else:  # through the bridge, to x_n
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                x0_hat = self.estimate(x_in, n)
+                (grad,) = torch.autograd.grad(self.guidance.objective(x0_hat), x_in)
+            x0_hat = x0_hat.detach()
+        self.last_update, self.last_weight = self.guidance.step(grad, w), w
+        return x + self.last_update, x0_hat
+
+
+def i2sb_step(
+    schedule: BridgeSchedule,
+    estimate: Estimate,
+    region: _Region,
+    x: Tensor,
+    x0_hat: Tensor,
+    n: int,
+    prev: int,
+) -> Tensor:
+    r"""I2SB's OT-ODE posterior step from grid index ``n`` to ``prev`` (the official)."""
+    return schedule.posterior(prev, n, x, x0_hat, ot_ode=True).detach()
+
+
+def heun_step(
+    schedule: BridgeSchedule,
+    estimate: Estimate,
+    region: _Region,
+    x: Tensor,
+    x0_hat: Tensor,
+    n: int,
+    prev: int,
+) -> Tensor:
+    r"""Heun's second-order step of ``dx/ds = (x - x0_hat(x, s)) / s`` with ``s = sigma^2``
+    (Karras et al., NeurIPS 2022, Alg. 1): one more bridge forward at ``prev``; the plain
+    (I2SB) step into ``s = 0``."""
+    if prev == 0:
+        return i2sb_step(schedule, estimate, region, x, x0_hat, n, prev)
+    s_n = float(schedule.std_fwd[n]) ** 2
+    s_prev = float(schedule.std_fwd[prev]) ** 2
+    d1 = (x - x0_hat) / s_n
+    x_euler = region.keep(x + (s_prev - s_n) * d1)
+    with torch.no_grad():
+        x0_next = estimate(x_euler, prev)
+    d2 = (x_euler - x0_next) / s_prev
+    return (x + (s_prev - s_n) * (d1 + d2) / 2).detach()
+
+
+#: The integrators by name (``sample_rcsb(sampler=...)``).
+INTEGRATORS = {"i2sb": i2sb_step, "heun": heun_step}
+
+
 def sample_rcsb(
     bridge: Bridge,
     images: Tensor,
@@ -116,8 +240,13 @@ def sample_rcsb(
     guidance_schedule: str = "constant",
     guidance_interval: int = 1,
     guidance_switch: float = 0.5,
+    callback: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     r"""Counterfactuals in ``[0, 1]``; pixels where ``region == 0`` equal ``images`` bit for bit.
+
+    The loop: for each step, :class:`GuidedEstimate` gives the guided state and x̂0, the
+    integrator named by ``sampler`` (:data:`INTEGRATORS`) steps to the next noise level, and
+    the pixels outside the region are put back.
 
     Args:
         bridge (Bridge): The inpainting bridge.
@@ -159,13 +288,16 @@ def sample_rcsb(
         guidance_switch (float): With ``guidance_grad="xt-x0"``: the noise level, relative to
             the first step's, below which the gradient is taken at x̂0 (0.5: about the first
             half of the steps through the bridge; 1: all but the first step at x̂0; 0: none).
+        callback (callable, optional): ``callback(step, state, x0_hat)`` after each step
+            (0-based step, the state in ``[-1, 1]`` after the step, the step's x̂0), for
+            figures, tests and benchmarks; it must not modify the tensors.
 
     Raises:
         FloatingPointError: the network or the classifier produced NaN / inf; says at which
             step of the trajectory it first happened.
     """
     schedule = bridge.schedule
-    check_choice(sampler, "sampler", SAMPLERS)
+    integrate = INTEGRATORS[check_choice(sampler, "sampler", SAMPLERS)]
     check_choice(guidance_grad, "guidance_grad", GUIDANCE_GRADS)
     if not 2 <= start_step <= schedule.interval:
         raise ValueError(f"start_step must be in [2, {schedule.interval}], got {start_step}")
@@ -177,78 +309,37 @@ def sample_rcsb(
     x1 = torch.where(mask, _hole_noise(images, generator), x_gt)
     x = schedule.marginal(start_step - 1, x_gt, x1, ot_ode=True)
     x = torch.where(mask, x, x_gt)  # exact outside the region (mu_x0 + mu_x1 == 1)
-    x_keep = x
     grid = space_indices(start_step, nfe + 1)
     pairs = list(zip(grid[:-1], grid[1:], strict=True))[::-1]
-    weights = guidance_weights(schedule, [n for _, n in pairs], guidance_schedule)
-    # per step: the classifier's gradient at x0_hat only (no backward pass through the bridge)
-    sigma = schedule.std_fwd
-    switch = check_number(guidance_switch, "guidance_switch", 0, 1)
-    at_x0 = [
-        guidance_grad == "x0"
-        or (guidance_grad == "xt-x0" and float(sigma[n]) < switch * float(sigma[pairs[0][1]]))
-        for _, n in pairs
-    ]
-    # first step (grid index) with a non-finite estimate, -1 while none: kept on the device
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    guided = guidance is not None and guidance.scale != 0
-    interval = check_int(guidance_interval, "guidance_interval", 1)
-    last_update: Tensor | None = None  # the latest guidance update and its step's weight
-    last_weight = 1.0
 
-    def x0_estimate(x_in: Tensor, n: int) -> Tensor:
+    def estimate(x_in: Tensor, n: int) -> Tensor:
         with autocast(precision, device):
             out = bridge.predict_x0(x_in, n)
         return out.float()
 
-    with gradient_checkpointing(bridge, checkpointing and guided):
-        steps = enumerate(zip(pairs, weights, strict=True))
-        for i, ((prev, n), w) in tqdm(
-            steps, total=len(pairs), disable=not show_progress, desc="RCSB", leave=False
+    guide = GuidedEstimate(
+        guidance,
+        estimate,
+        schedule,
+        [n for _, n in pairs],
+        guidance_grad=guidance_grad,
+        guidance_schedule=guidance_schedule,
+        guidance_interval=guidance_interval,
+        guidance_switch=guidance_switch,
+    )
+    state = _Region(mask, x)
+    # first step (grid index) with a non-finite estimate, -1 while none: kept on the device
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    with gradient_checkpointing(bridge, checkpointing and guide.guided):
+        for i, (prev, n) in tqdm(
+            enumerate(pairs), total=len(pairs), disable=not show_progress, desc="RCSB", leave=False
         ):
-            reuse = guided and last_update is not None and i % interval != 0
-            if reuse:
-                assert last_update is not None
-                with torch.no_grad():
-                    x0_hat = x0_estimate(x, n)
-                x_tilde = x + last_update * (w / last_weight)
-            elif guided and at_x0[i]:
-                assert guidance is not None
-                with torch.no_grad():
-                    x0_hat = x0_estimate(x, n)
-                with torch.enable_grad():
-                    x0_in = x0_hat.detach().requires_grad_(True)
-                    (grad,) = torch.autograd.grad(guidance.objective(x0_in), x0_in)
-                last_update, last_weight = guidance.step(grad, w), w
-                x_tilde = x + last_update
-            elif guided:
-                assert guidance is not None
-                with torch.enable_grad():
-                    x_in = x.detach().requires_grad_(True)
-                    x0_hat = x0_estimate(x_in, n)
-                    (grad,) = torch.autograd.grad(guidance.objective(x0_hat), x_in)
-                x0_hat = x0_hat.detach()
-                last_update, last_weight = guidance.step(grad, w), w
-                x_tilde = x + last_update
-            else:
-                with torch.no_grad():
-                    x0_hat = x0_estimate(x, n)
-                x_tilde = x
-            if sampler == "heun" and prev > 0:
-                s_n = float(schedule.std_fwd[n]) ** 2
-                s_prev = float(schedule.std_fwd[prev]) ** 2
-                d1 = (x_tilde - x0_hat) / s_n
-                x_euler = torch.where(mask, x_tilde + (s_prev - s_n) * d1, x_keep)
-                with torch.no_grad():
-                    x0_next = x0_estimate(x_euler, prev)
-                d2 = (x_euler - x0_next) / s_prev
-                x = (x_tilde + (s_prev - s_n) * (d1 + d2) / 2).detach()
-            else:
-                x = schedule.posterior(prev, n, x_tilde, x0_hat, ot_ode=True).detach()
-            x = torch.where(mask, x, x_keep)
-            bad = ~torch.isfinite(x).all()
+            x_tilde, x0_hat = guide(i, x, n)
+            x = state.keep(integrate(schedule, estimate, state, x_tilde, x0_hat, n, prev))
             here = torch.full((), n, dtype=torch.long, device=device)  # a fill, not a host copy
-            first_bad = torch.where(bad & (first_bad < 0), here, first_bad)
+            first_bad = torch.where(~torch.isfinite(x).all() & (first_bad < 0), here, first_bad)
+            if callback is not None:
+                callback(i, x, x0_hat)
     if int(first_bad) >= 0:
         step = int(first_bad)
         index = [n for _, n in pairs].index(step)
