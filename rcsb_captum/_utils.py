@@ -20,12 +20,14 @@ One home for each rule the methods, region sources, in-fillers and metrics share
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -386,3 +388,26 @@ def flush_denormal(enabled: bool = True) -> Iterator[None]:
     finally:
         if changed:
             torch.set_flush_denormal(False)
+
+
+def gaussian_blur(x: Tensor, sigma: float, border: str = "zeros") -> Tensor:
+    r"""Each channel of ``N x C x H x W`` ``x`` blurred with a separable Gaussian of standard
+    deviation ``sigma`` pixels, truncated at ``ceil(3 sigma)``. ``border``: ``"zeros"`` (values
+    near the border lose the part of their kernel outside the image) or ``"reflect"`` (the
+    radius is capped below the image size). ``sigma == 0`` returns ``x``."""
+    if sigma == 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    if border == "reflect":
+        radius = max(1, min(radius, x.shape[-1] - 1, x.shape[-2] - 1))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    row, col = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    if border == "reflect":
+        x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+        return F.conv2d(F.conv2d(x, row, groups=c), col, groups=c)
+    check_choice(border, "border", ("zeros", "reflect"))
+    x = F.conv2d(x, row, padding=(0, radius), groups=c)
+    return F.conv2d(x, col, padding=(radius, 0), groups=c)

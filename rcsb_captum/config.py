@@ -98,6 +98,10 @@ class RCSBConfig:
             low, high = f.metadata.get("low"), f.metadata.get("high")
             kind = hints[f.name]
             if f.name == "cell_size":
+                if isinstance(value, str) and value != "auto":
+                    raise ValueError(
+                        f"cell_size must be a positive integer or 'auto', got {value!r}"
+                    )
                 if value != "auto":
                     check_int(value, "cell_size", 1)
                 continue

@@ -9,14 +9,13 @@ config and is not computed here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import check_choice
+from ._utils import check_choice, gaussian_blur
 
 __all__ = [
     "ADAM_MODES",
@@ -63,18 +62,9 @@ def to_unit_range(x: Tensor, mode: str = "affine") -> Tensor:
 
 
 def gaussian_smooth(x: Tensor, sigma: float) -> Tensor:
-    r"""Each channel of ``N x C x H x W`` ``x`` blurred with a Gaussian of standard deviation
-    ``sigma`` pixels (separable, truncated at ``ceil(3 sigma)``, zero padding: values near the
-    border lose the part of their kernel outside the image). ``sigma == 0`` returns ``x``."""
-    if sigma == 0:
-        return x
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), padding=(0, radius), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), padding=(radius, 0), groups=c)
+    r"""The gradient blur of ``smoothing``: :func:`rcsb_captum._utils.gaussian_blur` with zero
+    borders (values near the border lose the part of their kernel outside the image)."""
+    return gaussian_blur(x, sigma, "zeros")
 
 
 def shift_image(x: Tensor, dy: int, dx: int) -> Tensor:
@@ -98,7 +88,7 @@ class ClassifierGuidance:
         target (Tensor): Class per sample being explained.
         scale (float): Guidance scale ``s``.
         classifier_input (str): ``"affine"`` or ``"minmax"`` (see :func:`to_unit_range`).
-        normalization (str): How the first update is sized. ``"l2"`` (the official): its L2
+        norm (str): How the first update is sized (RCSB's ``guidance_norm``). ``"l2"`` (the official): its L2
             norm per sample is ``scale``, so each element gets about ``scale / sqrt(D)`` for
             ``D = C·H·W`` (Adam's first step is the gradient's sign) and a 1 x 32 x 32 image
             gets 14 times the per-pixel push of a 3 x 256 x 256 one. ``"rms"``: its root mean
@@ -131,7 +121,7 @@ class ClassifierGuidance:
         counterfactual_target: Tensor | None,
         scale: float,
         classifier_input: str = "affine",
-        normalization: str = "l2",
+        norm: str = "l2",
         smoothing: float = 0.0,
         shifts: int = 1,
         adam: str = "pixel",
@@ -144,8 +134,8 @@ class ClassifierGuidance:
         self.counterfactual_target = counterfactual_target
         self.scale = float(scale)
         self.classifier_input = classifier_input
-        self.normalization = check_choice(
-            normalization, "normalization (RCSB's guidance_norm)", GUIDANCE_NORMS
+        self.norm = check_choice(
+            norm, "norm (RCSB's guidance_norm)", GUIDANCE_NORMS
         )
         self.smoothing = float(smoothing)
         if isinstance(shifts, bool) or not isinstance(shifts, int) or not 1 <= shifts <= 9:
@@ -214,7 +204,7 @@ class ClassifierGuidance:
         g = m_hat / (v_hat.sqrt() + self.eps)
         if self.norm0 is None:  # adaptive normalisation: first update has unit L2 norm per sample
             norm0 = g.flatten(1).norm(dim=1).clamp_min(1e-12)
-            if self.normalization == "rms":  # unit L2 norm at REFERENCE_NUMEL elements
+            if self.norm == "rms":  # unit L2 norm at REFERENCE_NUMEL elements
                 norm0 = norm0 * (REFERENCE_NUMEL / g[0].numel()) ** 0.5
             self.norm0 = norm0.view(-1, *[1] * (g.ndim - 1))
         return (self.scale * weight) * g / self.norm0

@@ -9,14 +9,13 @@ FIDO's generative in-filler (a TensorFlow CA-GAN) with unguided I2SB inpainting.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import check_int, check_number, format_images
+from ._utils import check_int, check_number, format_images, gaussian_blur
 from .bridge.bridge import Bridge
 from .sampler import sample_rcsb
 
@@ -109,17 +108,6 @@ class LocalMeanInfiller(Infiller):
         return torch.where(sums[:, c:] > 0.5, local, glob)
 
 
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    radius = max(1, min(math.ceil(3 * sigma), x.shape[-1] - 1, x.shape[-2] - 1))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 class BlurInfiller(Infiller):
     r"""A Gaussian blur of the whole image (FIDO's ``BlurryInpainter``: σ = 10 at 224 px; pass
     a σ in proportion for smaller images). Kernel radius 3σ, reflected borders."""
@@ -128,7 +116,7 @@ class BlurInfiller(Infiller):
         self.sigma = check_number(sigma, "sigma", 0, low_open=True)
 
     def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
-        return _gaussian_blur(images, self.sigma)
+        return gaussian_blur(images, self.sigma, "reflect")
 
 
 class RandomColorNoiseInfiller(Infiller):

@@ -69,7 +69,7 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 @contextlib.contextmanager
-def gradient_checkpointing(bridge: Bridge, enabled: bool) -> Iterator[None]:
+def checkpointed_blocks(bridge: Bridge, enabled: bool) -> Iterator[None]:
     r"""Turn on per-block activation checkpointing (non-reentrant ``torch.utils.checkpoint``)
     of the bridge's ADM blocks for the body, then restore each block's setting."""
     blocks = [m for m in bridge.modules() if hasattr(m, "use_checkpoint")]
@@ -234,7 +234,7 @@ def sample_rcsb(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     show_progress: bool = False,
     precision: str = "fp32",
-    checkpointing: bool = False,
+    gradient_checkpointing: bool = False,
     guidance_grad: str = "xt",
     sampler: str = "i2sb",
     guidance_schedule: str = "constant",
@@ -259,7 +259,7 @@ def sample_rcsb(
             one generator per image makes each image's draw independent of the batch.
         show_progress (bool): tqdm bar over the steps.
         precision (str): ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast of the network.
-        checkpointing (bool): Activation checkpointing of the network's blocks.
+        gradient_checkpointing (bool): Activation checkpointing of the network's blocks.
         guidance_grad (str): ``"xt"``: the classifier's gradient back-propagated through the
             bridge to ``x_n`` (the official RCSB); ``"x0"``: the classifier's gradient at the
             estimate x̂0, applied to ``x_n`` with no backward pass through the bridge (as
@@ -330,7 +330,7 @@ def sample_rcsb(
     state = _Region(mask, x)
     # first step (grid index) with a non-finite estimate, -1 while none: kept on the device
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    with gradient_checkpointing(bridge, checkpointing and guide.guided):
+    with checkpointed_blocks(bridge, gradient_checkpointing and guide.guided):
         for i, (prev, n) in tqdm(
             enumerate(pairs), total=len(pairs), disable=not show_progress, desc="RCSB", leave=False
         ):

@@ -17,7 +17,11 @@ CASES = {
     "heun": {"sampler": "heun"},
     "heun-x0": {"sampler": "heun", "guidance_grad": "x0"},
     "interval3": {"guidance_interval": 3},
-    "interval2-x0-sigma": {"guidance_interval": 2, "guidance_grad": "x0", "guidance_schedule": "sigma"},
+    "interval2-x0-sigma": {
+        "guidance_interval": 2,
+        "guidance_grad": "x0",
+        "guidance_schedule": "sigma",
+    },
     "sigma-rms": {"guidance_schedule": "sigma", "guidance_norm": "rms", "guidance_scale": 12.0},
     "smooth": {"guidance_smoothing": 1.0},
     "shifts-adam-image": {"guidance_shifts": 5, "guidance_adam": "image"},
@@ -38,7 +42,9 @@ def run_cases():
     m[..., 6:26, 4:20] = 1
     out = {}
     for name, options in CASES.items():
-        rcsb = RCSB(classifier, bridge, MaskRegion(m), start_step=200, nfe=9, n_samples=1, **options)
+        rcsb = RCSB(
+            classifier, bridge, MaskRegion(m), start_step=200, nfe=9, n_samples=1, **options
+        )
         out[name] = rcsb.generate(x, counterfactual_target=torch.tensor([1, 3]), seed=0).samples
     return out
 

@@ -19,7 +19,7 @@ def _guidance(normalization: str, scale: float = 1.5) -> ClassifierGuidance:
         target=torch.zeros(2, dtype=torch.long),
         counterfactual_target=None,
         scale=scale,
-        normalization=normalization,
+        norm=normalization,
     )
 
 

@@ -112,6 +112,7 @@ def test_parse_class_map(tmp_path):
         parse_class_map("shirt")
 
 
+@pytest.mark.slow
 def test_single_process_run_writes_everything(reference, folder):
     out, summary = reference
     manifest = _manifest(out)
@@ -138,6 +139,7 @@ def test_single_process_run_writes_everything(reference, folder):
         )
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_work(reference, folder, tmp_path):
     ref, _ = reference
     out = tmp_path / "ddp"
@@ -155,6 +157,7 @@ def test_two_processes_share_the_work(reference, folder, tmp_path):
         assert diff.max() < 2e-2 and diff.mean() < 1e-4, k
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_results(reference, folder, tmp_path):
     ref, _ = reference
     out = tmp_path / "killed"
@@ -181,6 +184,7 @@ def test_killed_run_resumes_to_the_same_results(reference, folder, tmp_path):
     assert [strip(r) for r in _manifest(out)] == [strip(r) for r in _manifest(ref)]
 
 
+@pytest.mark.slow
 def test_a_run_started_before_an_option_existed_resumes(reference, folder, tmp_path):
     ref, summary = reference
     out = tmp_path / "older"
@@ -218,6 +222,7 @@ def _run_in(folder, out, model="rcsb_captum.demo:load_demo_classifier", settings
     )
 
 
+@pytest.mark.slow
 def test_a_finished_run_refuses_another_model_naming_it(reference, folder, tmp_path):
     ref, _ = reference
     out = tmp_path / "copy"
@@ -249,6 +254,7 @@ def test_settings_round_trip_and_carry_every_rcsb_option():
     assert {f.name for f in config_fields()} <= set(s.to_json())
 
 
+@pytest.mark.slow
 def test_success_is_a_flip_and_misclassified_images_count_apart(folder, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(folder, data)

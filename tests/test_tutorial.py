@@ -9,6 +9,7 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "tutorial.ipynb"
 
 
+@pytest.mark.slow
 def test_tutorial_notebook_runs(capsys):
     pytest.importorskip("quantus")
     import matplotlib

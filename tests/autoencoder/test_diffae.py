@@ -32,6 +32,7 @@ def test_ddim_inversion_reconstructs_and_z_changes_the_render():
     assert torch.equal(ae.decode(z, x_t), r)  # deterministic
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly_and_files_round_trip(tmp_path):
     data = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     kw = dict(config=CONFIG, batch_size=4, show_progress=False, checkpoint_every=2)
@@ -59,6 +60,7 @@ def test_bad_arguments():
         DiffusionAutoencoder(CONFIG, encode_steps=0)
 
 
+@pytest.mark.slow
 def test_shipped_diffae_reconstructs_held_out_images():
     from rcsb_captum.demo import load_demo_samples
 

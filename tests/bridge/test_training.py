@@ -17,6 +17,7 @@ CONFIG = {
 }
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly(tmp_path):
     torch.set_flush_denormal(True)
     data = torch.rand(20, 1, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -61,6 +62,7 @@ def _data():
     return torch.rand(20, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.slow
 def test_interrupt_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
     import rcsb_captum.bridge.training as T
 
@@ -83,6 +85,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
     assert _equal_weights(straight, resumed)
 
 
+@pytest.mark.slow
 def test_accumulation_and_bf16_mixed_on_cpu(tmp_path):
     kw = dict(config=CONFIG, batch_size=2, interval=100, show_progress=False)
     one = train_bridge(_data(), steps=2, **kw)
@@ -134,6 +137,7 @@ def test_init_from_an_official_checkpoint(tiny_reference, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.slow
 def test_cli_trains_on_two_processes_and_resumes_on_one(tmp_path):
     import subprocess
     import sys
