@@ -411,3 +411,9 @@ def gaussian_blur(x: Tensor, sigma: float, border: str = "zeros") -> Tensor:
     check_choice(border, "border", ("zeros", "reflect"))
     x = F.conv2d(x, row, padding=(0, radius), groups=c)
     return F.conv2d(x, col, padding=(radius, 0), groups=c)
+
+
+def progress_disabled(show: bool) -> bool | None:
+    r"""tqdm's ``disable`` for a ``show_progress`` flag: ``True`` hides the bar; ``None`` lets
+    tqdm hide it by itself when the output is not a terminal (a log file gets no bar lines)."""
+    return None if show else True

@@ -3,6 +3,7 @@ r"""The ``rcsb-captum`` command line (uses the public API only)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -75,8 +76,6 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     torch.set_flush_denormal(True)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     paths = run_demo(
         n_images=args.n_images,
         counterfactual=args.counterfactual_class,
@@ -243,10 +242,29 @@ def _cell_size(value: str) -> int | str:
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError)
 
 
+def _threads(args: argparse.Namespace) -> int:
+    r"""Torch threads per process: ``--threads`` when given; with several CPU processes
+    (``--devices N`` on CPU) the cores divided among them, so that they do not oversubscribe
+    the machine; else torch's default (0)."""
+    if args.threads:
+        return int(args.threads)
+    devices = getattr(args, "devices", 1)
+    on_cpu = getattr(args, "accelerator", "cpu") in ("cpu", "auto")
+    if isinstance(devices, int) and devices > 1 and on_cpu:
+        return max(1, (os.cpu_count() or 1) // devices)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     r"""Entry point of ``rcsb-captum``; returns the exit status (2 for a user error)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    threads = _threads(args)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # processes Fabric starts inherit it
     try:
         return args.func(args)
     except _USER_ERRORS as e:
@@ -347,7 +365,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--area", type=float, default=0.3, help="largest fraction of the image in the region"
     )
-    demo.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     demo.add_argument(
         "--preset",
         choices=tuple(PRESETS),
@@ -498,6 +515,15 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--seed", type=int, default=0, help="seed of all training randomness")
     tb.set_defaults(func=_train_bridge)
     ex_ = sub.add_parser("export", help="write a bridge file from a train-bridge checkpoint")
+    for p in (demo, ex, ds, tb, ex_):
+        p.add_argument(
+            "--threads",
+            type=int,
+            default=0,
+            help="torch threads per process (0: torch's default, or with --devices N on CPU "
+            "the cores divided among the processes); on a shared 2-core machine 1 thread ran "
+            "3-17x faster than the default",
+        )
     ex_.add_argument("checkpoint", help="a train-bridge --checkpoint file")
     ex_.add_argument("out", help="bridge file to write")
     ex_.add_argument("--half", action="store_true", help="store float16 weights (half the size)")

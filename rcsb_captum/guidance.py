@@ -134,9 +134,7 @@ class ClassifierGuidance:
         self.counterfactual_target = counterfactual_target
         self.scale = float(scale)
         self.classifier_input = classifier_input
-        self.norm = check_choice(
-            norm, "norm (RCSB's guidance_norm)", GUIDANCE_NORMS
-        )
+        self.norm = check_choice(norm, "norm (RCSB's guidance_norm)", GUIDANCE_NORMS)
         self.smoothing = float(smoothing)
         if isinstance(shifts, bool) or not isinstance(shifts, int) or not 1 <= shifts <= 9:
             raise ValueError(

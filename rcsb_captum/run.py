@@ -615,7 +615,7 @@ def explain_dataset(
     if rank == 0 and show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(items), desc="explain-dataset", unit="img")
+        bar = tqdm(total=len(items), desc="explain-dataset", unit="img", disable=None)
     for batch in mine_batches:
         if bar is not None:  # the global count: records of every rank on the shared disk
             bar.n = len(os.listdir(out / "records"))

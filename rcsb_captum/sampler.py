@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._utils import check_choice, check_int, check_number
+from ._utils import check_choice, check_int, check_number, progress_disabled
 from .bridge.bridge import Bridge
 from .bridge.schedule import BridgeSchedule, space_indices
 from .guidance import ClassifierGuidance
@@ -332,7 +332,11 @@ def sample_rcsb(
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     with checkpointed_blocks(bridge, gradient_checkpointing and guide.guided):
         for i, (prev, n) in tqdm(
-            enumerate(pairs), total=len(pairs), disable=not show_progress, desc="RCSB", leave=False
+            enumerate(pairs),
+            total=len(pairs),
+            disable=progress_disabled(show_progress),
+            desc="RCSB",
+            leave=False,
         ):
             x_tilde, x0_hat = guide(i, x, n)
             x = state.keep(integrate(schedule, estimate, state, x_tilde, x0_hat, n, prev))

@@ -28,6 +28,7 @@ from .._utils import (
     format_classes,
     format_images,
     model_left_as_given,
+    progress_disabled,
 )
 from ..infillers import BlurInfiller, Infiller, check_fill
 
@@ -171,7 +172,9 @@ class _MaskAttribution(Attribution):
             param = self._init_param((n, 1, size, size), x.device).requires_grad_(True)
             opt = torch.optim.Adam([param], lr=self.lr)
             for step in tqdm(
-                range(self.steps), disable=not show_progress, desc=type(self).__name__
+                range(self.steps),
+                disable=progress_disabled(show_progress),
+                desc=type(self).__name__,
             ):
                 # the sparsity weight grows linearly from 0 over the first anneal_steps (FIDO's
                 # rw_policy: 30 of 300 epochs)

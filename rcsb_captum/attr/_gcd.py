@@ -41,6 +41,7 @@ from .._utils import (
     format_classes,
     format_images,
     model_left_as_given,
+    progress_disabled,
 )
 from ..autoencoder.base import LatentAutoencoder
 
@@ -296,7 +297,9 @@ class GCD:
             deltas, answers = [], []
             proxy = _Proxy(dim, tuple(st["proxy_hidden"])).to(z.device)
             stds = torch.tensor(st["noise_stds"], dtype=z.dtype)
-            for _ in tqdm(range(st["n_iters"]), disable=not show_progress, desc="GCD"):
+            for _ in tqdm(
+                range(st["n_iters"]), disable=progress_disabled(show_progress), desc="GCD"
+            ):
                 for _ in range(st["n_batches"]):
                     b = st["batch_size"]
                     pick = stds[torch.randint(len(stds), (b,), generator=gen)]

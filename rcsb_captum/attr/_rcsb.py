@@ -376,6 +376,42 @@ class RCSB(Attribution):
 
     # ------------------------------------------------------------------ public
 
+    def regions(
+        self,
+        inputs: Tensor,
+        target: ClassesLike = None,
+        additional_forward_args: Any = None,
+        seed: SeedLike = None,
+        index_offset: int = 0,
+        **overrides: Any,
+    ) -> Tensor:
+        r"""The region masks a call of :meth:`generate` with the same arguments uses: with an
+        int ``seed``, exactly those (the default region's NoiseTunnel and ``RandomRegion`` draw
+        from the per-image seeds), so a region can be inspected before sampling.
+
+        Returns:
+            Tensor: ``N x 1 x H x W`` binary masks (1 = may change).
+
+        Examples::
+
+            >>> masks = rcsb.regions(x, target=y, seed=0)
+            >>> res = rcsb.generate(x, target=y, seed=0)
+            >>> torch.equal(masks, res.regions)
+            True
+        """
+        cfg = self.config.replace(**overrides)
+        if not self._own_region:
+            _check_region_only_options(overrides)
+        x = format_images(inputs).detach().float()
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        offset = check_int(index_offset, "index_offset", 0)
+        with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
+            logits = self._logits(x, extra)
+            tgt, _ = self._classes(logits, target, None)
+            return self._regions(
+                cfg, x, tgt, additional_forward_args, extra, None, base_seed(seed), offset
+            )
+
     def generate(
         self,
         inputs: Tensor,

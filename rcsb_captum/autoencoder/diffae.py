@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .._utils import check_choice, check_int, format_images
+from .._utils import check_choice, check_int, format_images, progress_disabled
 from ..bridge.checkpoints import read_checkpoint
 from ..bridge.network import ADMUNet
 from .base import LatentAutoencoder
@@ -189,7 +189,9 @@ class DiffusionAutoencoder(LatentAutoencoder):
         z = z * self.z_std + self.z_mean  # the decoder is conditioned on the raw code
         grid = self._grid(steps or self.encode_steps)
         pairs = list(zip([-1, *grid[:-1]], grid, strict=True))
-        for prev, t in tqdm(pairs, disable=not show_progress, desc="DDIM encode", leave=False):
+        for prev, t in tqdm(
+            pairs, disable=progress_disabled(show_progress), desc="DDIM encode", leave=False
+        ):
             # inversion uses the model at the step it leaves (prev; 0 at the start)
             x = self._ddim_step(x, z, max(prev, 0), t)
         return x
@@ -220,7 +222,9 @@ class DiffusionAutoencoder(LatentAutoencoder):
         z = z * self.z_std + self.z_mean  # standardised -> raw, differentiably
         grid = self._grid(steps or self.decode_steps)
         pairs = list(zip(grid[::-1], [*grid[::-1][1:], -1], strict=True))
-        for t, t_next in tqdm(pairs, disable=not show_progress, desc="DDIM decode", leave=False):
+        for t, t_next in tqdm(
+            pairs, disable=progress_disabled(show_progress), desc="DDIM decode", leave=False
+        ):
             x = self._ddim_step(x, z, t, t_next)
         return ((x.clamp(-1, 1) + 1) / 2).clamp(0, 1)
 
@@ -326,7 +330,9 @@ def train_diffae(
     ab = model.alphas_cumprod
     total = int(config["timesteps"])
     model.train()
-    bar = tqdm(total=steps, initial=start, disable=not show_progress, desc="train DiffAE")
+    bar = tqdm(
+        total=steps, initial=start, disable=progress_disabled(show_progress), desc="train DiffAE"
+    )
     running = None
     step = start
     try:

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .._utils import check_int, derive_seed, make_fabric
+from .._utils import check_int, derive_seed, make_fabric, progress_disabled
 from .bridge import Bridge
 from .checkpoints import check_state_dict, read_checkpoint
 from .masks import random_freeform_masks
@@ -309,7 +309,10 @@ def train_bridge(
 
     model.train()
     bar = tqdm(
-        total=steps, initial=start, disable=not show_progress or rank != 0, desc="train bridge"
+        total=steps,
+        initial=start,
+        disable=progress_disabled(show_progress and rank == 0),
+        desc="train bridge",
     )
     running = None
     completed = start

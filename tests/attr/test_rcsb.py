@@ -436,3 +436,12 @@ def test_inputs_that_require_grad(classifier, tiny_bridge, images):
     assert res.counterfactuals.grad_fn is None
     outside = (res.regions == 0).expand_as(x)
     assert torch.equal(res.counterfactuals[outside], images[outside])
+
+
+def test_regions_are_the_ones_a_seeded_call_uses(classifier, tiny_bridge, images):
+    rcsb = RCSB(classifier, tiny_bridge, start_step=50, nfe=2, n_samples=1)
+    masks = rcsb.regions(images, seed=3)
+    assert torch.equal(masks, rcsb.regions(images, seed=3))
+    res = rcsb.generate(images, seed=3)
+    assert torch.equal(masks, res.regions)
+    assert masks.shape == (2, 1, 32, 32)
