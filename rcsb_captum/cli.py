@@ -363,13 +363,16 @@ def _parser() -> argparse.ArgumentParser:
         "--cell-size", type=int, default=4, help="region cell side in pixels (4: an 8 x 8 grid)"
     )
     demo.add_argument(
-        "--area", type=float, default=0.3, help="largest fraction of the image in the region"
+        "--area",
+        type=float,
+        default=None,
+        help="largest fraction of the image in the region (default: the preset's)",
     )
     demo.add_argument(
         "--preset",
         choices=tuple(PRESETS),
-        default="paper",
-        help="RCSB setting (paper: the official; realistic: the realism study's best)",
+        default="realistic",
+        help="RCSB setting (realistic: the realism study's best, default; paper: the official)",
     )
     demo.set_defaults(func=_demo)
     ex = sub.add_parser("explain", help="counterfactuals for your images and classifier")

@@ -100,9 +100,9 @@ def run_demo(
     out_dir: str | Path = "rcsb_demo",
     nfe: int = 100,
     cell_size: int = 4,
-    area: float = 0.3,
+    area: float | None = None,
     show_progress: bool = True,
-    preset: str = "paper",
+    preset: str = "realistic",
 ) -> dict[str, Path]:
     r"""Explain ``n_images`` shipped sample images with the shipped classifier and bridge.
 
@@ -118,9 +118,11 @@ def run_demo(
         out_dir (str or Path): Output folder (created).
         nfe (int): Sampling steps over the full schedule (RCSB default 100).
         cell_size (int): Region cell side in pixels (4: an 8 x 8 grid on 32 x 32 images).
-        area (float): Region area.
+        area (float, optional): Region area (default: the preset's, 0.45 for ``realistic``,
+            0.3 for ``paper``).
         show_progress (bool): Progress bar.
-        preset (str): The RCSB setting (:data:`~rcsb_captum.config.PRESETS`; ``"paper"``).
+        preset (str): The RCSB setting (:data:`~rcsb_captum.config.PRESETS`): ``"realistic"``
+            (default; the realism study's best) or ``"paper"`` (the official), ...
 
     Returns:
         dict: Paths of the written files (``figure``, ``json``, ``csv``).
@@ -134,11 +136,13 @@ def run_demo(
         predictions = model(images).argmax(1)
     idx, cf = pick_images(labels, predictions, n_images, counterfactual)
     x, y = images[idx], labels[idx]
+    config = RCSBConfig.preset(preset, nfe=nfe)
+    area = config.area if area is None else area
     rcsb = RCSB(
         model,
         Bridge.pretrained("fashion-mnist"),
         make_region(region, model, cell_size, area, seed),
-        config=RCSBConfig.preset(preset, nfe=nfe),
+        config=config,
     )
     res = rcsb.generate(
         x, target=y, counterfactual_target=cf, seed=seed, show_progress=show_progress
@@ -174,7 +178,14 @@ def run_demo(
             }
         )
     json_path, csv_path = out / "results.json", out / "results.csv"
-    settings = {"region": region, "nfe": nfe, "cell_size": cell_size, "area": area, "seed": seed}
+    settings = {
+        "preset": preset,
+        "region": region,
+        "nfe": nfe,
+        "cell_size": cell_size,
+        "area": area,
+        "seed": seed,
+    }
     json_path.write_text(json.dumps({"settings": settings, "images": records}, indent=2) + "\n")
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
