@@ -43,6 +43,8 @@ from rcsb_captum.demo import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_quality import high_frequency_ratio, paired_images  # noqa: E402  (one definition)
 
 PAPER = {"nfe": 100, "n_samples": 2}
 VARIANTS: dict[str, dict] = {
@@ -71,24 +73,6 @@ VARIANTS: dict[str, dict] = {
     "realistic": {**PAPER, "guidance_adam": "image", "guidance_smoothing": 1.0, "area": 0.45},
 }
 METRICS = ("flip", "cout", "oracle", "robust", "hf", "l1", "area", "seconds")
-
-
-def paired_images(model, images, labels, n):
-    with torch.no_grad():
-        pred = model(images).argmax(1)
-    keep = torch.tensor([int(c) in PAIRED_CLASSES for c in labels]) & (pred == labels)
-    x, y = images[keep][:n], labels[keep][:n]
-    return x, y, torch.tensor([PAIRED_CLASSES[int(c)] for c in y])
-
-
-def high_frequency_ratio(x, cf, region):
-    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).to(x)
-
-    def energy(t):
-        e = F.conv2d(t.mean(1, keepdim=True), lap, padding=1).abs()
-        return (e * region).flatten(1).sum(1) / region.flatten(1).sum(1).clamp_min(1)
-
-    return energy(cf) / energy(x).clamp_min(1e-6)
 
 
 def pgd_in_region(model, x, cf, masks, steps=100, alpha=0.05):
