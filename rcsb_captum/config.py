@@ -85,6 +85,12 @@ class RCSBConfig:
     guidance_adam: AdamMode = _f(
         "pixel", "Adam second moment per element (official) or per image (keeps the shape)"
     )
+    guidance_until: float = _f(
+        1.0,
+        "guide a sample only while p(counterfactual class | x0-hat) is below this (1: always)",
+        0,
+        1,
+    )
     cell_size: int | Literal["auto"] = _f(
         "auto", "default region: cell side in pixels, or auto (16 px at >= 128 px, side/8)", 1
     )
@@ -113,7 +119,7 @@ class RCSBConfig:
             elif kind is int:
                 check_int(value, f.name, low, high)
             elif kind is float:
-                value = check_number(value, f.name, low, high, low_open=f.name == "area")
+                value = check_number(value, f.name, low, high, low_open=f.name in ("area", "guidance_until"))
                 object.__setattr__(self, f.name, value)  # ints given for floats become floats
         if self.nfe > self.start_step - 1:
             raise ValueError(

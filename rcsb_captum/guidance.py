@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import check_choice, gaussian_blur
+from ._utils import check_choice, check_number, gaussian_blur
 
 __all__ = [
     "ADAM_MODES",
@@ -110,6 +110,12 @@ class ClassifierGuidance:
             element's update is about the sign of its gradient) or ``"image"`` (one second
             moment per sample, the mean over its elements: the update keeps the gradient's
             spatial shape, so a smooth gradient gives a smooth change).
+        until (float): Guide a sample only while the classifier's probability of the
+            counterfactual class on x̂0 (of "not target" when none is named) is below this
+            (1, the official: always). Once a sample has crossed it, its update is zero and the
+            bridge alone carries the step, repairing what the push left; if the prior pulls the
+            sample back below the threshold, guidance resumes. Adam's moments keep
+            accumulating either way. Decided on the device, per sample (no host read).
         betas, eps: Adam stabilisation constants (0.9, 0.999, 1e-8 as upstream).
     """
 
@@ -125,6 +131,7 @@ class ClassifierGuidance:
         smoothing: float = 0.0,
         shifts: int = 1,
         adam: str = "pixel",
+        until: float = 1.0,
         additional_forward_args: tuple = (),
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -142,6 +149,8 @@ class ClassifierGuidance:
             )
         self.shifts = shifts
         self.adam = check_choice(adam, "adam (RCSB's guidance_adam)", ADAM_MODES)
+        self.until = check_number(until, "until (RCSB's guidance_until)", 0, 1, low_open=True)
+        self.reached: Tensor | None = None  # per sample: p >= until at the latest objective
         self.additional_forward_args = additional_forward_args
         self.betas = betas
         self.eps = eps
@@ -172,10 +181,14 @@ class ClassifierGuidance:
             )
         logp = torch.log_softmax(logits.float(), dim=1)
         if self.counterfactual_target is not None:
-            return logp.gather(1, self.counterfactual_target.repeat(k)[:, None]).sum() / k
-        lp_t = logp.gather(1, self.target.repeat(k)[:, None]).squeeze(1)
-        # log(1 - p) computed stably from log p
-        return torch.log(-torch.expm1(lp_t.clamp(max=-1e-7))).sum() / k
+            per = logp.gather(1, self.counterfactual_target.repeat(k)[:, None]).squeeze(1)
+        else:
+            lp_t = logp.gather(1, self.target.repeat(k)[:, None]).squeeze(1)
+            # log(1 - p) computed stably from log p
+            per = torch.log(-torch.expm1(lp_t.clamp(max=-1e-7)))
+        if self.until < 1:  # the unshifted copy decides
+            self.reached = (per[:n].detach().exp() >= self.until).view(-1, *[1] * (x.ndim - 1))
+        return per.sum() / k
 
     def step(self, grad: Tensor, weight: float = 1.0) -> Tensor:
         r"""Adam-stabilised, adaptively normalised and scaled update from a raw gradient;
@@ -205,4 +218,7 @@ class ClassifierGuidance:
             if self.norm == "rms":  # unit L2 norm at REFERENCE_NUMEL elements
                 norm0 = norm0 * (REFERENCE_NUMEL / g[0].numel()) ** 0.5
             self.norm0 = norm0.view(-1, *[1] * (g.ndim - 1))
-        return (self.scale * weight) * g / self.norm0
+        update = (self.scale * weight) * g / self.norm0
+        if self.reached is not None:  # samples past ``until`` are left to the bridge
+            update = torch.where(self.reached, torch.zeros_like(update), update)
+        return update

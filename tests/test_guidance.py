@@ -77,8 +77,9 @@ def _box(n=2):
         dict(guidance_grad="xt-x0"),
         dict(guidance_shifts=5),
         dict(guidance_adam="image"),
+        dict(guidance_until=0.9),
     ],
-    ids=["rms", "sigma", "smoothing", "interval", "xt-x0", "shifts", "adam-image"],
+    ids=["rms", "sigma", "smoothing", "interval", "xt-x0", "shifts", "adam-image", "until"],
 )
 def test_new_guidance_options_keep_outside_exact_repeat_and_guide(
     classifier, tiny_bridge, images, options
@@ -251,6 +252,8 @@ def test_xt_x0_backpropagates_through_the_bridge_while_the_noise_is_high(
         (dict(guidance_shifts=0), "guidance_shifts"),
         (dict(guidance_shifts=10), "guidance_shifts"),
         (dict(guidance_adam="band"), "guidance_adam"),
+        (dict(guidance_until=0.0), "guidance_until"),
+        (dict(guidance_until=1.5), "guidance_until"),
     ],
 )
 def test_bad_guidance_options(classifier, tiny_bridge, kwargs, match):
@@ -304,3 +307,37 @@ def test_image_adam_keeps_the_gradients_shape():
     # the official per-element Adam gives the sign: every element the same size
     first = pixel.abs().flatten(1)[:, :1].view(2, 1, 1, 1)
     assert torch.allclose(pixel.abs(), first.expand_as(pixel), rtol=1e-2)
+
+
+def test_until_zeroes_the_update_of_samples_past_the_threshold():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x0 = torch.randn(2, 1, 4, 4)
+    kw = dict(target=torch.zeros(2, dtype=torch.long), scale=1.0)
+    # sample 0's counterfactual class is the one the net already prefers, sample 1's is not
+    with torch.no_grad():
+        p = torch.softmax(net((x0 + 1) / 2), 1)
+    cf = torch.stack([p[0].argmax(), p[1].argmin()])
+    until = float(p[0, cf[0]]) - 1e-4
+    assert float(p[1, cf[1]]) < until
+    g = ClassifierGuidance(net, counterfactual_target=cf, until=until, **kw)
+    x = x0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(g.objective(x), x)
+    update = g.step(grad)
+    assert update[0].abs().sum() == 0 and update[1].abs().sum() > 0
+    # always (1, the official) guides both and never records a decision
+    always = ClassifierGuidance(net, counterfactual_target=cf, **kw)
+    always.objective(x0)
+    assert always.reached is None
+
+
+def test_until_reached_at_once_is_plain_inpainting(classifier, tiny_bridge, images):
+    kw = dict(start_step=100, nfe=5, n_samples=1)
+    x = images.repeat(2, 1, 1, 1)
+    cf = (classifier(x).argmax(1) + 1) % 5
+    plain = RCSB(classifier, tiny_bridge, MaskRegion(_box(4)), guidance_scale=0.0, **kw)
+    # every sample is "past" a threshold this small at every step: the bridge alone samples
+    stopped = RCSB(classifier, tiny_bridge, MaskRegion(_box(4)), guidance_until=1e-30, **kw)
+    a = plain.generate(x, counterfactual_target=cf, seed=0).samples
+    b = stopped.generate(x, counterfactual_target=cf, seed=0).samples
+    assert torch.allclose(a, b, atol=1e-6)

@@ -330,6 +330,7 @@ class RCSB(Attribution):
                 smoothing=cfg.guidance_smoothing,
                 shifts=cfg.guidance_shifts,
                 adam=cfg.guidance_adam,
+                until=cfg.guidance_until,
                 additional_forward_args=extra,
             )
             outs.append(
