@@ -71,7 +71,12 @@ VARIANTS: dict[str, dict] = {
     },
     # the shipped preset (RCSBConfig.preset("realistic")) with the IG region of area 0.45
     "realistic": {**PAPER, "guidance_adam": "image", "guidance_smoothing": 1.0, "area": 0.45},
-    "realistic+area0.6": {**PAPER, "guidance_adam": "image", "guidance_smoothing": 1.0, "area": 0.6},
+    "realistic+area0.6": {
+        **PAPER,
+        "guidance_adam": "image",
+        "guidance_smoothing": 1.0,
+        "area": 0.6,
+    },
     # stop guiding a sample while the classifier already gives the counterfactual class p >= u
     "realistic+until0.9": {
         **PAPER,

@@ -119,7 +119,9 @@ class RCSBConfig:
             elif kind is int:
                 check_int(value, f.name, low, high)
             elif kind is float:
-                value = check_number(value, f.name, low, high, low_open=f.name in ("area", "guidance_until"))
+                value = check_number(
+                    value, f.name, low, high, low_open=f.name in ("area", "guidance_until")
+                )
                 object.__setattr__(self, f.name, value)  # ints given for floats become floats
         if self.nfe > self.start_step - 1:
             raise ValueError(
