@@ -52,6 +52,7 @@ def main() -> None:
         res.probs_after,
         FASHION_MNIST_CLASSES,
         path=str(out / "quickstart.png"),
+        success=res.success,
     )
     print(f"figure: {out / 'quickstart.png'}; done in {time.time() - start:.0f} s")
 

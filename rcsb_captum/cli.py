@@ -20,8 +20,9 @@ def _train_bridge(args: argparse.Namespace) -> int:
     images = load_images(args.images, image_size=args.image_size, channels=channels)
     size, channels = images.shape[-1], images.shape[1]
     device_type = "cpu" if args.accelerator == "cpu" or not torch.cuda.is_available() else "cuda"
+    preset = args.preset or default_preset(size, device_type)
     config = preset_config(
-        args.preset or default_preset(size, device_type),
+        preset,
         size,
         channels,
         num_channels=args.num_channels,
@@ -29,6 +30,8 @@ def _train_bridge(args: argparse.Namespace) -> int:
         num_res_blocks=args.num_res_blocks,
         attention_resolutions=args.attention_resolutions,
     )
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        print(_training_plan(args, images, config, preset, device_type), flush=True)
     try:
         bridge = train_bridge(
             images,
@@ -55,6 +58,33 @@ def _train_bridge(args: argparse.Namespace) -> int:
     bridge.save(args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _training_plan(
+    args: argparse.Namespace, images, config: dict, preset: str, device_type: str
+) -> str:
+    import torch
+
+    from .bridge import ADMUNet, adm_config_from_create_model
+    from .bridge.checkpoints import read_checkpoint
+
+    with torch.device("meta"):
+        params = sum(
+            p.numel() for p in ADMUNet(**adm_config_from_create_model(config)).parameters()
+        )
+    n, c, h, w = images.shape
+    how = "the --preset" if args.preset else "chosen for the size and device"
+    start = 0
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        start = int(read_checkpoint(args.checkpoint).get("step", 0))
+    devices = args.devices if isinstance(args.devices, int) else 1
+    batch = args.batch_size * args.accumulate * devices * args.num_nodes
+    resume = f"resuming {args.checkpoint} at step {start}" if start else "from scratch"
+    return (
+        f"train-bridge: {n} images of {c} channel(s), {h} x {w} px; network "
+        f"{preset} ({how}), {config['num_channels']} base channels, {params / 1e6:.2f} M parameters; "
+        f"{device_type}, global batch {batch}; steps {start} -> {args.steps} ({resume})"
+    )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -92,6 +122,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(spec: str):
+    r"""The classifier of ``--model`` and its class names: ``demo`` is the shipped
+    Fashion-MNIST classifier with its ten names; else :func:`rcsb_captum.run.load_model`."""
+    from .run import load_model
+
+    if spec == "demo":
+        from .demo import FASHION_MNIST_CLASSES, load_demo_classifier
+
+        return load_demo_classifier(), list(FASHION_MNIST_CLASSES)
+    return load_model(spec), None
+
+
 def _explain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -100,20 +142,15 @@ def _explain(args: argparse.Namespace) -> int:
 
     from . import RCSB, MaskRegion
     from .bridge.training import load_images
-    from .demo import FASHION_MNIST_CLASSES, load_demo_classifier, make_region
+    from .demo import make_region
     from .regions import named_region
-    from .run import load_bridge, load_model
+    from .run import load_bridge, parse_class_names
     from .visualization import plot_counterfactuals
 
     torch.set_flush_denormal(True)
-    model: Callable[..., torch.Tensor]
-    if args.model == "demo":
-        model, names = load_demo_classifier(), FASHION_MNIST_CLASSES
-    else:
-        names = None
-        model = load_model(args.model)
-    bridge_config = json.loads(Path(args.bridge_config).read_text()) if args.bridge_config else None
-    bridge = load_bridge(args.bridge, bridge_config)  # the loader explain-dataset uses
+    model, names = _model(args.model)
+    names = parse_class_names(args.class_names) or names
+    bridge = load_bridge(args.bridge, args.bridge_config)  # the loader explain-dataset uses
     x = torch.cat(
         [
             load_images(p, image_size=bridge.image_size, channels=bridge.channels)
@@ -125,7 +162,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.mask:
         mask = load_images(args.mask, image_size=bridge.image_size, channels=1)
         region = MaskRegion(mask > 0.5)
-    elif args.model == "demo" and isinstance(model, torch.nn.Module):
+    elif args.model == "demo":
         region = make_region(
             args.region, model, config.cell_size, config.area, args.seed, ig_steps=config.ig_steps
         )
@@ -159,6 +196,7 @@ def _explain(args: argparse.Namespace) -> int:
         res.probs_after,
         names,
         str(out / "counterfactuals.png"),
+        success=res.success,
     )
     torch.save(
         {
@@ -166,20 +204,39 @@ def _explain(args: argparse.Namespace) -> int:
             "counterfactuals": res.counterfactuals,
             "regions": res.regions,
             "attributions": x - res.counterfactuals,
+            "probs_before": res.probs_before,
+            "probs_after": res.probs_after,
         },
         out / "counterfactuals.pt",
     )
-    label = (lambda k: names[k]) if names else (lambda k: k)
-    records = [
-        {
-            "image": str(p),
-            "target": label(int(res.target[i])),
-            "predicted_after": label(int(res.probs_after[i].argmax())),
-            "success": bool(res.success[i]),
-            "region_area": round(float(res.regions[i].mean()), 4),
-        }
-        for i, p in enumerate(args.images if len(args.images) == len(x) else range(len(x)))
-    ]
+    label = (lambda k: names[k] if 0 <= k < len(names) else k) if names else (lambda k: k)
+
+    def top(p: torch.Tensor, k: int = 3) -> list[list]:
+        values, indices = p.topk(min(k, p.numel()))
+        return [[label(int(c)), round(float(v), 4)] for v, c in zip(values, indices, strict=True)]
+
+    paths = args.images if len(args.images) == len(x) else range(len(x))
+    records = []
+    for i, p in enumerate(paths):
+        before, after = res.probs_before[i], res.probs_after[i]
+        k = int(res.target[i])
+        cf = None if res.counterfactual_target is None else int(res.counterfactual_target[i])
+        records.append(
+            {
+                "image": str(p),
+                "target": label(k),
+                "counterfactual_target": None if cf is None else label(cf),
+                "predicted_before": label(int(before.argmax())),
+                "predicted_after": label(int(after.argmax())),
+                "success": bool(res.success[i]),
+                "p_target_before": round(float(before[k]), 4),
+                "p_target_after": round(float(after[k]), 4),
+                "p_counterfactual_after": None if cf is None else round(float(after[cf]), 4),
+                "top_before": top(before),
+                "top_after": top(after),
+                "region_area": round(float(res.regions[i].float().mean()), 4),
+            }
+        )
     (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     for kind in ("counterfactuals.png", "counterfactuals.pt", "results.json"):
         print(f"wrote {out / kind}")
@@ -187,7 +244,13 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _explain_dataset(args: argparse.Namespace) -> int:
-    from .run import RunSettings, explain_dataset, parse_class_map
+    from .run import RunSettings, explain_dataset, parse_class_map, parse_class_names
+
+    if args.model == "demo":
+        model, names = _model(args.model)
+    else:  # a file stays a path: its contents are the run's fingerprint
+        model, names = args.model, None
+    names = parse_class_names(args.class_names) or names
 
     settings = RunSettings(
         region=args.region,
@@ -197,19 +260,14 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    config = None
-    if args.bridge_config:
-        import json
-        from pathlib import Path
-
-        config = json.loads(Path(args.bridge_config).read_text())
     summary = explain_dataset(
         args.images,
-        args.model,
+        model,
         args.bridge,
         args.out_dir,
         settings,
-        bridge_config=config,
+        bridge_config=args.bridge_config,
+        class_names=names,
         feature_extractor=args.feature_extractor,
         accelerator=args.accelerator,
         devices=args.devices,
@@ -326,15 +384,52 @@ def _config(args: argparse.Namespace):
     return RCSBConfig.preset(args.preset, **given)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    r"""Appends ``(default: X)`` to every option with a real default that its help does not
+    state already (``None`` and ``False`` defaults mean "not given")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            action.option_strings
+            and action.default is not None
+            and action.default is not False
+            and action.default != argparse.SUPPRESS
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+_MODEL_HELP = (
+    "classifier taking images in [0, 1]: 'demo' (the shipped Fashion-MNIST classifier), a "
+    "torch.export file (.pt2, best with a dynamic batch dimension), a TorchScript file, or "
+    "package.module:factory (a function returning the model); see docs/your_model.md"
+)
+_BRIDGE_HELP = "'fashion-mnist' (shipped), a Bridge.save file or an official I2SB/RCSB latest.pt"
+_BRIDGE_CONFIG_HELP = (
+    "configuration of an official latest.pt: imagenet-256 (default), celebahq-256, celeba-128, "
+    "or a JSON file of create_model kwargs"
+)
+_CLASS_NAMES_HELP = (
+    "the classifier's class names in order: a file with one per line or a comma list "
+    "(default: the demo's names, or the class sub-folders' names)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rcsb-captum", description="Region-constrained counterfactuals"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_parser(name: str, **kw):  # every sub-command shows its defaults
+        return sub.add_parser(name, formatter_class=_HelpFormatter, **kw)
+
     from .config import PRESETS
     from .demo import REGION_SOURCES
 
-    demo = sub.add_parser(
+    demo = add_parser(
         "demo", help="explain shipped Fashion-MNIST images with the shipped models (CPU, < 1 min)"
     )
     demo.add_argument(
@@ -375,21 +470,12 @@ def _parser() -> argparse.ArgumentParser:
         help="RCSB setting (realistic: the realism study's best, default; paper: the official)",
     )
     demo.set_defaults(func=_demo)
-    ex = sub.add_parser("explain", help="counterfactuals for your images and classifier")
+    ex = add_parser("explain", help="counterfactuals for your images and classifier")
     ex.add_argument("images", nargs="+", help="image files or folders")
-    ex.add_argument(
-        "--model",
-        default="demo",
-        help="'demo' (shipped classifier), a torch.export file (.pt2) or a TorchScript file",
-    )
-    ex.add_argument(
-        "--bridge",
-        default="fashion-mnist",
-        help="'fashion-mnist', a Bridge.save file or an official I2SB/RCSB latest.pt",
-    )
-    ex.add_argument(
-        "--bridge-config", default=None, help="JSON create_model kwargs of an official checkpoint"
-    )
+    ex.add_argument("--model", default="demo", help=_MODEL_HELP)
+    ex.add_argument("--bridge", default="fashion-mnist", help=_BRIDGE_HELP)
+    ex.add_argument("--bridge-config", default=None, help=_BRIDGE_CONFIG_HELP)
+    ex.add_argument("--class-names", default=None, help=_CLASS_NAMES_HELP)
     ex.add_argument("--target", type=int, default=None, help="class explained (default: predicted)")
     ex.add_argument(
         "--counterfactual-target",
@@ -403,7 +489,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out-dir", default="rcsb_explain", help="folder for the figure, tensors and results.json"
     )
     ex.set_defaults(func=_explain)
-    ds = sub.add_parser(
+    ds = add_parser(
         "explain-dataset",
         help="counterfactuals for a whole folder on one or many devices (Lightning Fabric), "
         "resumable",
@@ -411,19 +497,10 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument(
         "images", help="a folder (flat or one sub-folder per class) or a list file of paths"
     )
-    ds.add_argument(
-        "--model",
-        required=True,
-        help="classifier: TorchScript file, torch.export .pt2 file or package.module:factory",
-    )
-    ds.add_argument(
-        "--bridge",
-        required=True,
-        help="'fashion-mnist', a Bridge.save file or an official I2SB/RCSB latest.pt",
-    )
-    ds.add_argument(
-        "--bridge-config", default=None, help="JSON create_model kwargs of an official checkpoint"
-    )
+    ds.add_argument("--model", default="demo", help=_MODEL_HELP)
+    ds.add_argument("--bridge", default="fashion-mnist", help=_BRIDGE_HELP)
+    ds.add_argument("--bridge-config", default=None, help=_BRIDGE_CONFIG_HELP)
+    ds.add_argument("--class-names", default=None, help=_CLASS_NAMES_HELP)
     ds.add_argument("--out-dir", required=True, help="output folder; rerun to resume")
     ds.add_argument(
         "--counterfactual-target",
@@ -446,9 +523,7 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--num-nodes", type=int, default=1, help="nodes")
     ds.add_argument("--quiet", action="store_true", help="no progress bar")
     ds.set_defaults(func=_explain_dataset)
-    tb = sub.add_parser(
-        "train-bridge", help="train an I2SB inpainting bridge on a folder of images"
-    )
+    tb = add_parser("train-bridge", help="train an I2SB inpainting bridge on a folder of images")
     tb.add_argument("images", help="folder of image files")
     tb.add_argument(
         "--preset",
@@ -517,7 +592,7 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     tb.add_argument("--seed", type=int, default=0, help="seed of all training randomness")
     tb.set_defaults(func=_train_bridge)
-    ex_ = sub.add_parser("export", help="write a bridge file from a train-bridge checkpoint")
+    ex_ = add_parser("export", help="write a bridge file from a train-bridge checkpoint")
     for p in (demo, ex, ds, tb, ex_):
         p.add_argument(
             "--threads",

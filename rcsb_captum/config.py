@@ -94,7 +94,7 @@ class RCSBConfig:
     cell_size: int | Literal["auto"] = _f(
         "auto", "default region: cell side in pixels, or auto (16 px at >= 128 px, side/8)", 1
     )
-    area: float = _f(0.3, "default region: largest fraction of the cells that may change", 0, 1)
+    area: float = _f(0.3, "default region: largest fraction of the pixels that may change", 0, 1)
     ig_steps: int = _f(50, "default region: Integrated Gradients steps in the NoiseTunnel", 1)
 
     def __post_init__(self) -> None:

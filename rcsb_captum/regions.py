@@ -128,6 +128,28 @@ def _outlier_normalise(a: Tensor, outlier_perc: float = 2.0) -> Tensor:
     return (flat / tau).clamp(-1, 1).view_as(a)
 
 
+def _cell_pixels(h: int, w: int, c: int) -> Tensor:
+    # pixels per cell of the grid of c x c cells over h x w (the last row and column may be cut)
+    rows = torch.full((-(-h // c),), c, dtype=torch.long)
+    cols = torch.full((-(-w // c),), c, dtype=torch.long)
+    rows[-1], cols[-1] = h - c * (len(rows) - 1), w - c * (len(cols) - 1)
+    return (rows[:, None] * cols[None, :]).flatten()
+
+
+def _top_cells(scores: Tensor, pixels: Tensor, area: float, positive_only: bool) -> Tensor:
+    r"""``N x cells`` bool: per row the highest-scoring cells whose pixels together stay within
+    ``area`` of the image (a prefix of the ranking; at least one cell). On a grid that divides
+    the image this is the top ``floor(area * cells)`` cells, the official rule; a grid cut by
+    the border counts the cut cells by the pixels they hold, so the cap is on pixels."""
+    budget = area * float(pixels.sum()) + 1e-6
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    taken = pixels.to(scores.device)[order].cumsum(1) <= budget
+    taken[:, 0] = True
+    if positive_only:
+        taken &= scores.gather(1, order) > 0
+    return torch.zeros_like(taken).scatter_(1, order, taken)
+
+
 def attribution_to_region(
     attributions: Tensor, size: Sequence[int], cell_size: CellSize = 16, area: float = 0.3
 ) -> Tensor:
@@ -135,14 +157,16 @@ def attribution_to_region(
     ``cell_size`` cells, keep the top ``floor(area * cells)`` cells with positive score, binarise.
 
     Cells need not divide the image: the last row and column of cells are cut by the border
-    (their scores are sums over the pixels they hold).
+    (their scores are sums over the pixels they hold), and then the top cells are taken while
+    their pixels stay within ``area`` of the image, so ``area`` always caps the fraction of
+    pixels that may change (on a grid that divides the image the two rules agree).
 
     Args:
         attributions (Tensor): ``N x C x h x w`` maps (upsampled bilinearly to ``size`` if smaller).
         size (sequence of int): ``(H, W)`` of the images.
         cell_size (int, str or None): Side of the square cells; ``"auto"``: see
             :func:`auto_cell_size`; ``None``: single pixels.
-        area (float): Largest fraction of cells in the region, in ``(0, 1]``.
+        area (float): Largest fraction of the image's pixels in the region, in ``(0, 1]``.
     """
     area = check_number(area, "area", 0, 1, low_open=True)
     cell_size = _check_cell_size(cell_size)
@@ -163,10 +187,7 @@ def attribution_to_region(
     c = _resolve_cell_size(cell_size, h, w)
     ph, pw = -h % c, -w % c
     cells = F.avg_pool2d(F.pad(a, (0, pw, 0, ph)), c) * (c * c)
-    flat = cells.flatten(1)
-    k = max(1, int(area * flat.shape[1] + 1e-9))
-    top = flat.topk(k, dim=1)
-    keep = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top.indices, top.values > 0)
+    keep = _top_cells(cells.flatten(1), _cell_pixels(h, w, c), area, positive_only=True)
     region = keep.view_as(cells).float()
     return region.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :h, :w].contiguous()
 
@@ -433,7 +454,8 @@ class RandomRegion(RegionSource):
     Args:
         cell_size (int or "auto"): Side of the square cells (default ``"auto"``, see
             :func:`auto_cell_size`); cells need not divide the image.
-        area (float): Fraction of cells chosen, in ``(0, 1]`` (``floor(area * cells)``, at least 1).
+        area (float): Largest fraction of the image's pixels chosen, in ``(0, 1]`` (on a grid
+            that divides the image: ``floor(area * cells)`` cells, at least 1).
         seed (int, optional): Used when no per-image seeds are passed: every call with the same
             inputs gives the same region (default 0). Inside :class:`~rcsb_captum.RCSB` the
             call's ``seed`` decides, image by image.
@@ -457,7 +479,6 @@ class RandomRegion(RegionSource):
         c = _resolve_cell_size(self.cell_size, h, w)
         gh, gw = -(-h // c), -(-w // c)
         n, cells = inputs.shape[0], gh * gw
-        k = max(1, int(self.area * cells + 1e-9))
         if seeds is None:  # one generator for the call: the same region on every call
             g = torch.Generator().manual_seed(self.seed)
             scores = torch.rand(n, cells, generator=g)
@@ -465,6 +486,6 @@ class RandomRegion(RegionSource):
             scores = torch.stack(
                 [torch.rand(cells, generator=torch.Generator().manual_seed(s)) for s in seeds]
             )
-        keep = torch.zeros(n, cells).scatter_(1, scores.topk(k, dim=1).indices, 1.0)
-        region = keep.view(n, 1, gh, gw).to(inputs.device)
+        keep = _top_cells(scores, _cell_pixels(h, w, c), self.area, positive_only=False)
+        region = keep.view(n, 1, gh, gw).float().to(inputs.device)
         return region.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :h, :w].contiguous()

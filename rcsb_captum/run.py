@@ -28,6 +28,7 @@ import importlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,18 +41,22 @@ from torch import Tensor, nn
 from ._utils import check_choice, check_int, make_fabric
 from .attr import RCSB
 from .bridge.bridge import Bridge
+from .bridge.checkpoints import OFFICIAL_BRIDGES, official_bridge_config
 from .bridge.training import IMAGE_SUFFIXES, load_images
 from .config import RCSBConfig
 from .regions import REGION_NAMES, named_region
 
 __all__ = [
     "DatasetItem",
+    "ExportedClassifier",
     "RunSettings",
     "explain_dataset",
     "list_images",
     "load_bridge",
     "load_model",
     "parse_class_map",
+    "parse_class_names",
+    "resolve_bridge_config",
 ]
 
 
@@ -136,10 +141,80 @@ def list_images(
     return items, classes
 
 
+_EXPORT_HINT = (
+    "the model must take N x C x H x W images in [0, 1] at the bridge's size; export it "
+    "with a dynamic batch dimension, e.g. torch.export.export(model, (x,), "
+    "dynamic_shapes={'x': {0: torch.export.Dim('batch')}})"
+)
+
+
+class ExportedClassifier(nn.Module):
+    r"""A ``torch.export`` program (``.pt2``) as a classifier on batches of any size.
+
+    A program exported with a static batch size ``B`` runs the batch in chunks of ``B`` (the
+    last padded with zeros whose outputs are dropped, so no gradient reaches them); a program
+    that rejects the inputs (another image size, channels or dtype) raises a one-line
+    ``ValueError`` that says how to export it.
+
+    Args:
+        module (nn.Module): ``torch.export.load(path).module()``.
+        batch_size (int, optional): The static batch size, ``None`` when it is dynamic.
+        name (str): The file, for messages.
+    """
+
+    def __init__(self, module: nn.Module, batch_size: int | None, name: str = "model") -> None:
+        super().__init__()
+        self.module = module
+        self.batch_size = batch_size
+        self.name = name
+
+    def _call(self, x: Tensor, *args: Any) -> Tensor:
+        try:
+            return self.module(x, *args)
+        except (AssertionError, RuntimeError) as e:  # torch.export's guards
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"model: {self.name!r} rejects inputs of shape {tuple(x.shape)} ({first}); "
+                + _EXPORT_HINT
+            ) from None
+
+    def forward(self, x: Tensor, *args: Any) -> Tensor:
+        b = self.batch_size
+        if b is None or x.shape[0] == b:
+            return self._call(x, *args)
+        outs = []
+        for i in range(0, x.shape[0], b):
+            chunk = x[i : i + b]
+            n = chunk.shape[0]
+            if n < b:
+                chunk = torch.cat([chunk, chunk.new_zeros(b - n, *chunk.shape[1:])])
+            outs.append(self._call(chunk, *args)[:n])
+        return torch.cat(outs)
+
+
+def _static_batch(program: Any) -> int | None:
+    # the first user input's first dimension: an int when exported without a dynamic batch
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            val = node.meta.get("val")
+            shape = getattr(val, "shape", None)
+            if shape is not None and len(shape) > 0 and isinstance(shape[0], int):
+                return int(shape[0])
+            return None
+    return None
+
+
 def load_model(spec: str | nn.Module | Callable[..., Tensor]) -> Callable[..., Tensor]:
     r"""A classifier from a TorchScript file, a ``torch.export`` file (``.pt2``), or an import
     path ``package.module:factory`` whose factory returns the model (``package.module:name``
-    of a module-level model works too). Modules come back in eval mode."""
+    of a module-level model works too). Modules come back in eval mode.
+
+    The model takes images in ``[0, 1]`` (normalisation inside it: wrap it in
+    :class:`~rcsb_captum.models.NormalizedModel` before exporting) of the bridge's size. A
+    ``.pt2`` exported with a static batch size runs in chunks of that size
+    (:class:`ExportedClassifier`); TorchScript's deprecation warning is not shown.
+    """
     if not isinstance(spec, str):
         return spec
     if ":" in spec and not os.path.exists(spec):
@@ -153,14 +228,18 @@ def load_model(spec: str | nn.Module | Callable[..., Tensor]) -> Callable[..., T
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"model: no such file {spec!r}")
         try:
-            if spec.endswith(".pt2"):  # torch.export.save; export with a dynamic batch dim
-                model = torch.export.load(spec).module()
+            if spec.endswith(".pt2"):
+                program = torch.export.load(spec)
+                model = ExportedClassifier(program.module(), _static_batch(program), spec)
             else:
-                model = torch.jit.load(spec, map_location="cpu")
+                with warnings.catch_warnings():  # "torch.jit.load is deprecated": not the user's
+                    warnings.simplefilter("ignore", FutureWarning)
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    model = torch.jit.load(spec, map_location="cpu")
         except Exception as e:  # torch raises many types for a corrupt or foreign file
             kind = "torch.export (.pt2)" if spec.endswith(".pt2") else "TorchScript"
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"model: could not load {spec!r} as a {kind} file: {first}") from e
+            raise ValueError(f"model: could not load {spec!r} as a {kind} file: {first}") from None
     if not callable(model):
         raise TypeError(f"model: {spec!r} gave a {type(model).__name__}, not a callable model")
     if isinstance(model, nn.Module) and not spec.endswith(".pt2"):
@@ -191,13 +270,36 @@ def fingerprint(obj: str | os.PathLike[str] | nn.Module | Bridge | Callable[...,
     return h.hexdigest()
 
 
-def load_bridge(spec: str | Bridge, config: Mapping[str, Any] | None = None) -> Bridge:
+def resolve_bridge_config(spec: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    r"""An official checkpoint's configuration: a name of :data:`OFFICIAL_BRIDGES`
+    (``"imagenet-256"``, ``"celebahq-256"``, ``"celeba-128"``), a JSON file of ``create_model``
+    kwargs (plus ``interval`` etc.), or the kwargs themselves."""
+    if spec is None or isinstance(spec, Mapping):
+        return None if spec is None else dict(spec)
+    if spec in OFFICIAL_BRIDGES:
+        return official_bridge_config(spec)
+    if not os.path.isfile(spec):
+        raise ValueError(
+            f"bridge_config: {spec!r} is neither one of {sorted(OFFICIAL_BRIDGES)} nor a JSON file"
+        )
+    try:
+        config = json.loads(Path(spec).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"bridge_config: {spec!r} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"bridge_config: {spec!r} must hold a JSON object of create_model kwargs")
+    return config
+
+
+def load_bridge(spec: str | Bridge, config: str | Mapping[str, Any] | None = None) -> Bridge:
     r"""A bridge from a name of a shipped bridge (``"fashion-mnist"``), a :meth:`Bridge.save`
-    file, or an official I2SB / RCSB ``latest.pt`` (with ``config``, default ImageNet-256)."""
+    file, or an official I2SB / RCSB ``latest.pt`` with ``config`` (see :func:`resolve_bridge_config`;
+    default ImageNet-256)."""
     if isinstance(spec, Bridge):
         return spec
     if spec == "fashion-mnist":
         return Bridge.pretrained(spec)
+    config = resolve_bridge_config(config)
     if config is None:
         try:
             return Bridge.load(spec)
@@ -205,6 +307,29 @@ def load_bridge(spec: str | Bridge, config: Mapping[str, Any] | None = None) -> 
             if "not an rcsb_captum bridge file" not in str(e):
                 raise
     return Bridge.from_i2sb_checkpoint(spec, config=config)
+
+
+def parse_class_names(value: str | Sequence[str] | None) -> list[str] | None:
+    r"""Class names in the classifier's order: a list, a text file with one name per line
+    (blank lines and ``#`` comments skipped), or a comma-separated list (``"cat,dog"``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        names = [str(v) for v in value]
+    elif os.path.isfile(value):
+        lines = Path(value).read_text().splitlines()
+        names = [n.strip() for n in lines if n.strip() and not n.lstrip().startswith("#")]
+    else:
+        names = [n.strip() for n in value.split(",")]
+    if not names or any(not n for n in names):
+        raise ValueError(
+            f"class_names: expected a file with one name per line or a comma list of non-empty "
+            f"names, got {value!r}"
+        )
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"class_names: names must be unique, {dup} repeat")
+    return names
 
 
 def parse_class_map(value: str | int | Mapping[int, int] | None) -> int | dict[int, int] | None:
@@ -509,7 +634,8 @@ def _summarise(
         m = torch.stack([t["region"] for t in shown])
         before = torch.stack([t["probs_before"] for t in shown])
         after = torch.stack([t["probs_after"] for t in shown])
-        fig = plot_counterfactuals(x, c, m, before, after, class_names, None)
+        flips = [r["success"] for r in records[: len(shown)]]
+        fig = plot_counterfactuals(x, c, m, before, after, class_names, None, success=flips)
         fig.savefig(out / "examples.png", dpi=100)
         import matplotlib.pyplot as plt
 
@@ -524,7 +650,7 @@ def explain_dataset(
     out_dir: str | os.PathLike[str],
     settings: RunSettings | None = None,
     *,
-    bridge_config: Mapping[str, Any] | None = None,
+    bridge_config: str | Mapping[str, Any] | None = None,
     feature_extractor: str | Callable[[Tensor], Tensor] | None = None,
     class_names: Sequence[str] | None = None,
     accelerator: str = "auto",
@@ -541,7 +667,9 @@ def explain_dataset(
         bridge: A :class:`Bridge` or a spec for :func:`load_bridge`.
         out_dir (str): Output folder (created; reused to resume).
         settings (RunSettings, optional): The RCSB options of the run.
-        bridge_config (dict, optional): ``create_model`` kwargs of an official checkpoint.
+        bridge_config (str or dict, optional): An official checkpoint's configuration: a name
+            (``"imagenet-256"``, ``"celebahq-256"``, ``"celeba-128"``), a JSON file or the
+            kwargs (see :func:`resolve_bridge_config`).
         feature_extractor (optional): ``images -> features`` for FID / sFID in the summary, or
             a ``package.module:factory`` spec.
         class_names (sequence of str, optional): The classifier's classes in order: labels of

@@ -114,3 +114,87 @@ def test_cli_every_option_has_help():
         for action in sub._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def _two_images(tmp_path):
+    x, _ = load_demo_samples()
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"img{i}.png")
+        Image.fromarray((x[i, 0].numpy() * 255).astype(np.uint8)).save(files[-1])
+    return x[:2], [str(f) for f in files]
+
+
+def test_cli_explain_torchscript_quietly_with_class_names_and_probabilities(tmp_path, capsys):
+    import json
+    import warnings
+
+    x, files = _two_images(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(load_demo_classifier(), x).save(str(tmp_path / "model.ts"))
+    names = ",".join(f"class {k}" for k in range(10))
+    out = tmp_path / "ex"
+    args = ["explain", *files, "--model", str(tmp_path / "model.ts"), "--nfe", "2"]
+    args += ["--region", "saliency", "--class-names", names, "--out-dir", str(out)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    assert not [w for w in caught if "deprecated" in str(w.message)]  # torch.jit.load's
+    records = json.loads((out / "results.json").read_text())
+    for r in records:
+        assert r["target"].startswith("class ") and r["predicted_after"].startswith("class ")
+        assert 0 <= r["p_target_after"] <= 1 and 0 <= r["p_target_before"] <= 1
+        top = r["top_after"]
+        assert len(top) == 3 and top[0][0] == r["predicted_after"]
+        assert top[0][1] >= top[1][1] >= top[2][1]
+    saved = torch.load(out / "counterfactuals.pt", weights_only=True)
+    assert saved["probs_after"].shape == (2, 10)
+    assert main([*args[:-2], "--class-names", "a,a", "--out-dir", str(out)]) == 2
+    assert "class_names: names must be unique" in capsys.readouterr().err
+
+
+def test_cli_explain_a_static_batch_export_runs_in_chunks(tmp_path, capsys):
+    x, files = _two_images(tmp_path)
+    program = torch.export.export(load_demo_classifier(), (x[:1],))  # batch fixed at 1
+    torch.export.save(program, tmp_path / "static.pt2")
+    out = tmp_path / "ex"
+    args = ["explain", *files, "--model", str(tmp_path / "static.pt2"), "--nfe", "2"]
+    assert main([*args, "--region", "saliency", "--out-dir", str(out)]) == 0
+    # a model exported for another image size: one line saying how to export it
+    small = torch.export.export(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)),
+        (torch.zeros(1, 1, 28, 28),),
+    )
+    torch.export.save(small, tmp_path / "small.pt2")
+    capsys.readouterr()
+    args = ["explain", *files, "--model", str(tmp_path / "small.pt2"), "--nfe", "2"]
+    assert main([*args, "--region", "saliency", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "rejects inputs of shape" in err and "dynamic_shapes" in err
+
+
+def test_cli_train_bridge_says_what_it_trains(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
+    args = ["train-bridge", str(folder), "--steps", "1", "--batch-size", "2"]
+    args += ["--out", str(tmp_path / "b.pt"), "--checkpoint", str(tmp_path / "c.ckpt")]
+    assert main(args) == 0
+    plan = capsys.readouterr().out.splitlines()[0]
+    assert "3 images of 1 channel(s), 16 x 16 px" in plan and "tiny" in plan
+    assert "M parameters" in plan and "steps 0 -> 1 (from scratch)" in plan
+    assert main([*args[:3], "2", *args[4:]]) == 0
+    assert "resuming" in capsys.readouterr().out
+    steps_back = [*args[:3], "1", *args[4:]]
+    assert main(steps_back) == 2  # the checkpoint is at step 2: refused, one line
+    assert "already at step 2" in capsys.readouterr().err
+
+
+def test_cli_help_shows_defaults():
+    from rcsb_captum.cli import _parser
+
+    text = _parser()._subparsers._group_actions[0].choices["train-bridge"].format_help()
+    assert "(default: 20000)" in text and "(default: 0.0005)" in text

@@ -169,3 +169,24 @@ def test_a_cell_larger_than_the_image_is_refused(classifier, images, cell):
         RandomRegion(cell_size=cell, area=0.3)(images, torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="cell_size .* larger than"):
         RCSB(classifier, cell_size=cell).region(images, torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("size,cell", [(28, 3), (28, "auto"), (30, 4), (32, 4), (256, 16)])
+def test_area_caps_the_fraction_of_pixels(size, cell):
+    from rcsb_captum.regions import RandomRegion, _resolve_cell_size
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 1, size, size, generator=g) + 0.01
+    c = _resolve_cell_size(cell, size, size)
+    for area in (0.1, 0.3, 0.45):
+        for r in (
+            attribution_to_region(a, (size, size), cell, area),
+            RandomRegion(cell, area)(torch.zeros(3, 1, size, size)),
+        ):
+            frac = r.mean((1, 2, 3))
+            # never above the cap, and at most one whole cell below it
+            assert (frac <= area + 1e-6).all(), (area, frac)
+            assert (frac > area - c * c / size**2 - 1e-6).all(), (area, frac)
+            if size % c == 0:  # a grid that divides the image: the official floor(area * cells)
+                cells = (size // c) ** 2
+                assert torch.allclose(frac, torch.full((3,), int(area * cells) / cells))

@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 
 from rcsb_captum.demo import load_demo_samples
-from rcsb_captum.run import RunSettings, explain_dataset, list_images, parse_class_map
+from rcsb_captum.run import (
+    RunSettings,
+    explain_dataset,
+    list_images,
+    parse_class_map,
+    parse_class_names,
+    resolve_bridge_config,
+)
 
 pytest.importorskip("lightning_fabric")
 
@@ -110,6 +117,40 @@ def test_parse_class_map(tmp_path):
     assert parse_class_map(str(tmp_path / "m.json")) == {1: 2}
     with pytest.raises(ValueError, match="counterfactual_target"):
         parse_class_map("shirt")
+
+
+def test_parse_class_names_and_bridge_configs(tmp_path):
+    assert parse_class_names(None) is None and parse_class_names("a, b") == ["a", "b"]
+    (tmp_path / "names.txt").write_text("# the classes\ncat\n\ndog\n")
+    assert parse_class_names(str(tmp_path / "names.txt")) == ["cat", "dog"]
+    with pytest.raises(ValueError, match="non-empty"):
+        parse_class_names("a,,b")
+    assert resolve_bridge_config("celeba-128")["interval"] == 500
+    assert resolve_bridge_config({"image_size": 8}) == {"image_size": 8}
+    (tmp_path / "c.json").write_text('{"image_size": 64}')
+    assert resolve_bridge_config(str(tmp_path / "c.json")) == {"image_size": 64}
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(ValueError, match="JSON object"):
+        resolve_bridge_config(str(tmp_path / "bad.json"))
+    with pytest.raises(ValueError, match="neither one of"):
+        resolve_bridge_config("imagenet-1024")
+
+
+def test_cli_explain_dataset_with_the_demo_model_names_classes(folder, tmp_path):
+    from rcsb_captum.cli import main
+    from rcsb_captum.demo import FASHION_MNIST_CLASSES
+
+    data = tmp_path / "data"
+    for src in sorted(folder.glob("*/*.png"))[:3]:
+        (data / src.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, data / src.parent.name / src.name)
+    out = tmp_path / "out"
+    args = ["explain-dataset", str(data), "--out-dir", str(out), "--accelerator", "cpu"]
+    assert main([*args, "--quiet", *FAST[:6], "--region", "saliency"]) == 0  # --model demo
+    text = (out / "summary.md").read_text()
+    labels = {int(p.parent.name) for p in data.glob("*/*.png")}
+    assert all(f"| {FASHION_MNIST_CLASSES[k]} |" in text for k in labels)
+    assert json.loads((out / "summary.json").read_text())["classes"] == list(FASHION_MNIST_CLASSES)
 
 
 @pytest.mark.slow

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "FORMAT",
+    "OFFICIAL_BRIDGES",
+    "official_bridge_config",
     "IMAGENET256_INPAINT_CONFIG",
     "load_network_weights",
     "read_checkpoint",
@@ -45,6 +47,34 @@ IMAGENET256_INPAINT_CONFIG: dict[str, Any] = {
     "use_fp16": False,
     "use_new_attention_order": False,
 }
+
+
+#: The official bridges' configurations by name: ``create_model`` kwargs plus the schedule's
+#: ``interval``, what :meth:`Bridge.from_i2sb_checkpoint` (and ``--bridge-config NAME``) takes.
+#: ``imagenet-256``: I2SB's public ImageNet-256 inpainting checkpoints (``inpaint-center``,
+#: ``inpaint-freeform1020``, ``inpaint-freeform2030``; RCSB's ImageNet bridge is the last).
+#: ``celebahq-256``: RCSB's CelebA-HQ bridge (same network). ``celeba-128``: RCSB's CelebA
+#: bridge (128 channels at 128 px, a 500-step schedule). Where to download them:
+#: the documentation's "Explain your own model" page.
+OFFICIAL_BRIDGES: dict[str, dict[str, Any]] = {
+    "imagenet-256": {**IMAGENET256_INPAINT_CONFIG, "interval": 1000},
+    "celebahq-256": {**IMAGENET256_INPAINT_CONFIG, "interval": 1000},
+    "celeba-128": {
+        **IMAGENET256_INPAINT_CONFIG,
+        "image_size": 128,
+        "num_channels": 128,
+        "interval": 500,
+    },
+}
+
+
+def official_bridge_config(name: str) -> dict[str, Any]:
+    r"""A copy of the configuration of the official bridge ``name`` (:data:`OFFICIAL_BRIDGES`)."""
+    if name not in OFFICIAL_BRIDGES:
+        raise ValueError(
+            f"bridge config must be one of {sorted(OFFICIAL_BRIDGES)} or a JSON file, got {name!r}"
+        )
+    return dict(OFFICIAL_BRIDGES[name])
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

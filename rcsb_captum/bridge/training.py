@@ -11,7 +11,7 @@ AdamW and an exponential moving average of the weights, which is what the return
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,7 @@ def train_bridge(
     num_nodes: int = 1,
     precision: str = "32-true",
     strategy: str = "auto",
+    callback: Callable[[int, float], None] | None = None,
 ) -> Bridge:
     r"""Train an I2SB inpainting bridge (OT-ODE, free-form masks) on ``images``, on one or
     many devices and nodes through Lightning Fabric (DDP).
@@ -206,6 +207,13 @@ def train_bridge(
         show_progress (bool): A tqdm bar with the running loss (rank 0).
         accelerator, devices, num_nodes, precision, strategy: Lightning Fabric's
             (``precision="bf16-mixed"`` for autocast training on GPUs).
+        callback (callable, optional): ``callback(step, loss)`` on rank 0 after each
+            optimisation step (the number of steps completed, the step's loss), for logging
+            and timing.
+
+    Raises:
+        ValueError: Among others when ``checkpoint_path`` holds a run already past ``steps``
+            (its bridge is then written with ``rcsb-captum export``).
 
     Returns:
         Bridge: holding the EMA weights, frozen and in eval mode, on the CPU.
@@ -253,6 +261,7 @@ def train_bridge(
         network.load_state_dict(start_from.network.state_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
     start = 0
+    state: dict[str, Any] = {}
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = read_checkpoint(checkpoint_path)
         if state.get("config") != config or state.get("interval") != interval:
@@ -262,6 +271,12 @@ def train_bridge(
             )
         network.load_state_dict(state["network"])
         start = int(state["step"])
+        if start > steps:
+            raise ValueError(
+                f"steps: the checkpoint {os.fspath(checkpoint_path)!r} is already at step "
+                f"{start}, past steps={steps}; pass steps above {start} to train on, or write "
+                f"its bridge with `rcsb-captum export {os.fspath(checkpoint_path)} bridge.pt`"
+            )
     model, optimizer = fabric.setup(network, optimizer)
     if start:
         # after setup: load_state_dict casts the moments to the parameters' device (loaded
@@ -274,6 +289,9 @@ def train_bridge(
     std_fwd = torch.tensor(schedule.std_fwd, dtype=torch.float32, device=device)
     noise_levels = torch.tensor(schedule.noise_levels, dtype=torch.float32, device=device)
     rank = fabric.global_rank
+
+    # the running mean of the loss shown in the bar continues across a resume
+    running: float | None = state.get("running_loss") if start else None
 
     def save(step: int) -> None:
         if checkpoint_path is None or rank != 0:
@@ -288,6 +306,7 @@ def train_bridge(
                 "network": {k: v.cpu() for k, v in network.state_dict().items()},
                 "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
+                "running_loss": running,
             },
             tmp,
         )
@@ -314,7 +333,8 @@ def train_bridge(
         disable=progress_disabled(show_progress and rank == 0),
         desc="train bridge",
     )
-    running = None
+    if running is not None:
+        bar.set_postfix(loss=f"{running:.4f}")
     completed = start
     try:
         for step in range(start, steps):
@@ -331,6 +351,8 @@ def train_bridge(
             bar.set_postfix(loss=f"{running:.4f}")
             bar.update(1)
             completed = step + 1
+            if callback is not None and rank == 0:
+                callback(completed, total)
             if completed % checkpoint_every == 0 and completed < steps:
                 save(completed)
     except KeyboardInterrupt:

@@ -154,7 +154,14 @@ def run_demo(
     names = FASHION_MNIST_CLASSES
     figure = out / "counterfactuals.png"
     plot_counterfactuals(
-        x, res.counterfactuals, res.regions, res.probs_before, res.probs_after, names, str(figure)
+        x,
+        res.counterfactuals,
+        res.regions,
+        res.probs_before,
+        res.probs_after,
+        names,
+        str(figure),
+        success=res.success,
     )
     outside = res.regions == 0
     records = []

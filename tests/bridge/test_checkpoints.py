@@ -62,3 +62,32 @@ def test_a_corrupt_file_is_one_line(tmp_path):
     with pytest.raises(ValueError) as info:
         Bridge.load(path)
     assert "\n" not in str(info.value) and "could not read" in str(info.value)
+
+
+def test_official_bridges_by_name_build_the_official_networks():
+    import json
+
+    from rcsb_captum.bridge import ADMUNet, adm_config_from_create_model
+    from rcsb_captum.bridge.checkpoints import OFFICIAL_BRIDGES, official_bridge_config
+
+    from ..conftest import FIXTURES
+
+    fixtures = {
+        "imagenet-256": "adm_i2sb_imagenet256_state_dict_shapes.json",
+        "celebahq-256": "adm_i2sb_imagenet256_state_dict_shapes.json",
+        "celeba-128": "adm_rcsb_celeba128_state_dict_shapes.json",
+    }
+    assert set(OFFICIAL_BRIDGES) == set(fixtures)
+    for name, fixture in fixtures.items():
+        config = official_bridge_config(name)
+        interval = config.pop("interval")
+        assert interval == (500 if name == "celeba-128" else 1000)
+        ref = json.loads((FIXTURES / fixture).read_text())
+        with torch.device("meta"):
+            net = ADMUNet(**adm_config_from_create_model(config))
+        assert sum(p.numel() for p in net.parameters()) == ref["num_parameters"], name
+        assert [k for k in net.state_dict()] == [
+            k.removeprefix("diffusion_model.") for k in ref["state_dict_shapes"]
+        ]
+    with pytest.raises(ValueError, match="bridge config must be one of"):
+        official_bridge_config("imagenet-512")

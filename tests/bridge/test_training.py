@@ -180,3 +180,19 @@ def test_training_on_no_images_is_refused():
 
     with pytest.raises(ValueError, match="at least one image"):
         train_bridge(torch.zeros(0, 1, 32, 32), steps=1)
+
+
+def test_callback_steps_a_checkpoint_past_steps_and_the_running_loss(tmp_path):
+    kw = dict(config=CONFIG, batch_size=2, interval=100, show_progress=False)
+    seen: list[tuple[int, float]] = []
+    ckpt = tmp_path / "c.ckpt"
+    train_bridge(_data(), steps=2, checkpoint_path=ckpt, callback=lambda *a: seen.append(a), **kw)
+    assert [s for s, _ in seen] == [1, 2] and all(loss > 0 for _, loss in seen)
+    state = torch.load(ckpt, weights_only=True)
+    # the bar's running mean is stored, so a resumed run continues it instead of restarting
+    assert state["running_loss"] == pytest.approx(0.98 * seen[0][1] + 0.02 * seen[1][1])
+    with pytest.raises(ValueError, match=r"already at step 2, past steps=1.*rcsb-captum export"):
+        train_bridge(_data(), steps=1, checkpoint_path=ckpt, **kw)
+    # the same number of steps is a finished run: its bridge, no training
+    train_bridge(_data(), steps=2, checkpoint_path=ckpt, callback=lambda *a: seen.append(a), **kw)
+    assert len(seen) == 2
