@@ -17,12 +17,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from ._utils import check_choice, check_int, check_number
 
-__all__ = ["PRESETS", "RCSBConfig", "config_fields", "defaults_table", "settings_page"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = [
+    "GCD_PRESETS",
+    "PRESETS",
+    "Config",
+    "GCDConfig",
+    "RCSBConfig",
+    "config_fields",
+    "defaults_table",
+    "settings_page",
+]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 ClassifierInput = Literal["affine", "minmax"]
@@ -34,11 +47,103 @@ AdamMode = Literal["pixel", "image"]
 
 
 def _f(default: Any, help: str, low: float | None = None, high: float | None = None, **kw: Any):
+    # a field with its meaning and range; ``low_open=True`` excludes ``low``
     return field(default=default, metadata={"help": help, "low": low, "high": high, **kw})
 
 
+def _check_value(name: str, kind: Any, value: Any, meta: Mapping[str, Any]) -> Any:
+    r"""``value`` checked against the field's type and range (floats given as ints become
+    floats, JSON lists of tuple fields become tuples); a bad one raises naming ``name``."""
+    low, high = meta.get("low"), meta.get("high")
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return check_choice(value, name, get_args(kind))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+        return value
+    if kind is int:
+        return check_int(value, name, low, high)
+    if kind is float:
+        return check_number(value, name, low, high, low_open=bool(meta.get("low_open")))
+    if origin is tuple:
+        args = get_args(kind)
+        if not isinstance(value, (tuple, list)) or not value:
+            raise TypeError(f"{name} must be a non-empty tuple, got {value!r}")
+        if Ellipsis not in args and len(value) != len(args):
+            raise ValueError(f"{name} must have {len(args)} entries, got {value!r}")
+        kinds = [args[0]] * len(value) if Ellipsis in args else list(args)
+        return tuple(
+            _check_value(f"{name}[{i}]", k, v, meta)
+            for i, (k, v) in enumerate(zip(kinds, value, strict=True))
+        )
+    return value
+
+
+class Config:
+    r"""What :class:`RCSBConfig` and :class:`GCDConfig` share: frozen dataclasses whose fields
+    carry their meaning and range, checked once on construction with the field's name; named
+    presets (:meth:`preset`), :meth:`replace`, an exact JSON round trip and :meth:`diff`."""
+
+    #: named settings as overrides of the defaults (set by each subclass)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: what an option is called in messages ("RCSB option", "GCD setting")
+    _WHAT: ClassVar[str] = "option"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            value = self._check_field(f, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        self._check()
+
+    def _check_field(self, f: dataclasses.Field, kind: Any, value: Any) -> Any:
+        return _check_value(f.name, kind, value, f.metadata)
+
+    def _check(self) -> None:
+        r"""Checks across fields (subclasses)."""
+
+    def replace(self, **overrides: Any) -> Self:
+        r"""A copy with ``overrides`` (field names; an unknown name is a ``TypeError``)."""
+        names = [f.name for f in fields(self)]  # type: ignore[arg-type]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"unknown {self._WHAT}(s) {unknown}; the {self._WHAT}s are {names}")
+        return dataclasses.replace(self, **overrides) if overrides else self  # type: ignore[type-var]
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Self:
+        r"""The named setting (the class's ``PRESETS``), with ``overrides``."""
+        check_choice(name, "preset", tuple(cls.PRESETS))
+        return cls(**cls.PRESETS[name]).replace(**overrides)
+
+    def to_json(self) -> dict[str, Any]:
+        r"""Every field as a JSON-ready dict (:meth:`from_json` reads it back exactly)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str) -> Self:
+        r"""From :meth:`to_json`'s dict or its JSON text; missing fields take their defaults
+        (a settings file written before a field existed), unknown ones are refused."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"a {cls.__name__} must be built from a JSON object, got {type(data).__name__}"
+            )
+        return cls().replace(**data)
+
+    def diff(self, other: Self) -> dict[str, tuple[Any, Any]]:
+        r"""``{field: (mine, other's)}`` for every field that differs."""
+        return {
+            f.name: (getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)  # type: ignore[arg-type]
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
+
+
 @dataclass(frozen=True)
-class RCSBConfig:
+class RCSBConfig(Config):
     r"""Every option of RCSB (defaults: the official setting of the paper's code).
 
     Build one with keyword arguments, :meth:`preset`, :meth:`replace` or :meth:`from_json`;
@@ -90,39 +195,27 @@ class RCSBConfig:
         "guide a sample only while p(counterfactual class | x0-hat) is below this (1: always)",
         0,
         1,
+        low_open=True,
     )
     cell_size: int | Literal["auto"] = _f(
         "auto", "default region: cell side in pixels, or auto (16 px at >= 128 px, side/8)", 1
     )
-    area: float = _f(0.3, "default region: largest fraction of the pixels that may change", 0, 1)
+    area: float = _f(
+        0.3, "default region: largest fraction of the pixels that may change", 0, 1, low_open=True
+    )
     ig_steps: int = _f(50, "default region: Integrated Gradients steps in the NoiseTunnel", 1)
 
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            value = getattr(self, f.name)
-            low, high = f.metadata.get("low"), f.metadata.get("high")
-            kind = hints[f.name]
-            if f.name == "cell_size":
-                if isinstance(value, str) and value != "auto":
-                    raise ValueError(
-                        f"cell_size must be a positive integer or 'auto', got {value!r}"
-                    )
-                if value != "auto":
-                    check_int(value, "cell_size", 1)
-                continue
-            if typing.get_origin(kind) is Literal:
-                check_choice(value, f.name, get_args(kind))
-            elif kind is bool:
-                if not isinstance(value, bool):
-                    raise TypeError(f"{f.name} must be True or False, got {value!r}")
-            elif kind is int:
-                check_int(value, f.name, low, high)
-            elif kind is float:
-                value = check_number(
-                    value, f.name, low, high, low_open=f.name in ("area", "guidance_until")
-                )
-                object.__setattr__(self, f.name, value)  # ints given for floats become floats
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below (module PRESETS)
+    _WHAT: ClassVar[str] = "RCSB option"
+
+    def _check_field(self, f: dataclasses.Field, kind: Any, value: Any) -> Any:
+        if f.name == "cell_size":
+            if isinstance(value, str) and value != "auto":
+                raise ValueError(f"cell_size must be a positive integer or 'auto', got {value!r}")
+            return value if value == "auto" else check_int(value, "cell_size", 1)
+        return super()._check_field(f, kind, value)
+
+    def _check(self) -> None:
         if self.nfe > self.start_step - 1:
             raise ValueError(
                 f"nfe must be at most start_step - 1 = {self.start_step - 1}, got {self.nfe}"
@@ -132,47 +225,6 @@ class RCSBConfig:
                 "guidance_switch applies to guidance_grad='xt-x0' only, got guidance_grad="
                 f"{self.guidance_grad!r}"
             )
-
-    # -- building ---------------------------------------------------------------------------
-
-    def replace(self, **overrides: Any) -> RCSBConfig:
-        r"""A copy with ``overrides`` (field names; an unknown name is a ``TypeError``)."""
-        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
-        if unknown:
-            raise TypeError(
-                f"unknown RCSB option(s) {unknown}; the options are {[f.name for f in fields(self)]}"
-            )
-        return dataclasses.replace(self, **overrides) if overrides else self
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> RCSBConfig:
-        r"""The named setting (:data:`PRESETS`), with ``overrides``."""
-        check_choice(name, "preset", tuple(PRESETS))
-        return cls(**PRESETS[name]).replace(**overrides)
-
-    def to_json(self) -> dict[str, Any]:
-        r"""Every field as a JSON-ready dict (:meth:`from_json` reads it back exactly)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | str) -> RCSBConfig:
-        r"""From :meth:`to_json`'s dict or its JSON text; missing fields take their defaults
-        (a settings file written before a field existed), unknown ones are refused."""
-        if isinstance(data, str):
-            data = json.loads(data)
-        if not isinstance(data, dict):
-            raise TypeError(
-                f"an RCSB configuration must be a JSON object, got {type(data).__name__}"
-            )
-        return cls().replace(**data)
-
-    def diff(self, other: RCSBConfig) -> dict[str, tuple[Any, Any]]:
-        r"""``{field: (mine, other's)}`` for every field that differs."""
-        return {
-            f.name: (getattr(self, f.name), getattr(other, f.name))
-            for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
-        }
 
 
 #: The named settings, as overrides of the defaults (``paper``). Measured on the shipped
@@ -194,6 +246,64 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"ig_steps": 8, "n_samples": 1, "nfe": 50, "precision": "bf16"},
     "realistic": {"guidance_adam": "image", "guidance_smoothing": 1.0, "area": 0.45},
 }
+RCSBConfig.PRESETS = PRESETS
+
+
+@dataclass(frozen=True)
+class GCDConfig(Config):
+    r"""Every setting of :class:`~rcsb_captum.GCD` (defaults: the official
+    ``single_image_gmc_mlp_proxy_training`` of ``sobieskibj/gcd``; the ``cpu`` preset, GCD's
+    default, finishes in about a minute on 2 CPU cores with the shipped 32 px DiffAE).
+
+    Examples::
+
+        >>> GCD(model, ae, config="paper")                      # the official budget
+        >>> GCD(model, ae, config=GCDConfig.preset("cpu", n_iters=6))
+    """
+
+    n_iters: int = _f(52, "outer iterations: query new perturbations, refit the proxy", 1)
+    n_batches: int = _f(8, "perturbation batches queried per iteration", 1)
+    batch_size: int = _f(128, "latent perturbations per batch", 1)
+    noise_stds: tuple[float, ...] = _f(
+        (0.01, 0.05, 0.075, 0.1),
+        "standard deviations of the latent perturbations (one drawn per perturbation)",
+        0,
+        low_open=True,
+    )
+    proxy_hidden: tuple[int, ...] = _f((256, 128, 64), "hidden widths of the MLP proxy", 1)
+    proxy_epochs: int = _f(1024, "epochs of each proxy fit", 1)
+    proxy_lr: float = _f(1e-3, "AdamW learning rate of the proxy", 0, low_open=True)
+    distance_weight: float = _f(3.0, "weight of the distance term in the proxy's loss", 0)
+    g_weights: tuple[tuple[float, float], ...] = _f(
+        ((1.0, 0.0), (0.05, 1.0)),
+        "(class, distance) weights: one g-direction (proxy gradient) per pair",
+    )
+    n_hessian: int = _f(6, "h-directions: top eigenvectors of the proxy's class Hessian", 0)
+    max_step: float = _f(
+        3.0, "largest step of the line search along a unit direction", 0, low_open=True
+    )
+    line_steps: int = _f(128, "step sizes tried by the line search, up to max_step", 1)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below (GCD_PRESETS)
+    _WHAT: ClassVar[str] = "GCD setting"
+
+
+#: GCD's named settings, as overrides of the official ones (``paper``).
+GCD_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {
+        "n_iters": 3,
+        "n_batches": 2,
+        "batch_size": 64,
+        "noise_stds": (0.05, 0.1, 0.2, 0.4),
+        "proxy_hidden": (128, 64, 32),
+        "proxy_epochs": 300,
+        "proxy_lr": 3e-3,
+        "n_hessian": 4,
+        "line_steps": 12,
+    },
+}
+GCDConfig.PRESETS = GCD_PRESETS
 
 
 def config_fields() -> list[dataclasses.Field]:
@@ -201,23 +311,29 @@ def config_fields() -> list[dataclasses.Field]:
     return list(fields(RCSBConfig))
 
 
-def defaults_table() -> str:
-    r"""The Markdown table of every option: default, presets that change it, meaning."""
-    hints = typing.get_type_hints(RCSBConfig)
+def defaults_table(cls: type[Config] = None) -> str:  # type: ignore[assignment]
+    r"""The Markdown table of every field of ``cls`` (default :class:`RCSBConfig`): type,
+    default, the presets that change it, meaning."""
+    cls = cls or RCSBConfig
+    hints = typing.get_type_hints(cls)
     lines = [
         "| option | type | default | presets | meaning |",
         "|---|---|---|---|---|",
     ]
-    for f in config_fields():
+    for f in fields(cls):  # type: ignore[arg-type]
         kind = hints[f.name]
         if f.name == "cell_size":
             type_s = "int \\| `auto`"
         elif typing.get_origin(kind) is Literal:
             type_s = " \\| ".join(f"`{v}`" for v in get_args(kind))
+        elif typing.get_origin(kind) is tuple:
+            type_s = "tuple"
         else:
             type_s = getattr(kind, "__name__", str(kind)).replace("|", "\\|")
         presets = ", ".join(
-            f"{name}: `{values[f.name]}`" for name, values in PRESETS.items() if f.name in values
+            f"{name}: `{values[f.name]}`"
+            for name, values in cls.PRESETS.items()
+            if f.name in values
         )
         lines.append(
             f"| `{f.name}` | {type_s} | `{f.default}` | {presets or '-'} | {f.metadata['help']} |"
@@ -244,7 +360,11 @@ def settings_page() -> str:
         "`RCSBConfig.preset(name, **overrides)`, `RCSB(model, config=name)`, `--preset name`:\n\n"
         + presets
         + "\n\nWhat each preset costs and buys on the shipped models: "
-        "[speed_and_realism.md](speed_and_realism.md).\n"
+        "[speed_and_realism.md](speed_and_realism.md).\n\n"
+        "## GCD\n\n"
+        "`rcsb_captum.config.GCDConfig`: `GCD(model, autoencoder, config=name_or_config, "
+        "**overrides)`; the defaults are the official settings (preset `paper`); GCD's "
+        "default is the preset `cpu`.\n\n" + defaults_table(GCDConfig)
     )
 
 

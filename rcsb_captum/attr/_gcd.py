@@ -44,26 +44,14 @@ from .._utils import (
     progress_disabled,
 )
 from ..autoencoder.base import LatentAutoencoder
+from ..config import GCDConfig
 
 __all__ = ["BBLIG", "GCD", "PAPER_SETTINGS", "CounterfactualDirections"]
 
 FORMAT = "rcsb_captum.gcd_directions/1"
 
-# the paper's settings (sobieskibj/gcd, single_image_gmc_mlp_proxy_training)
-PAPER_SETTINGS: dict[str, Any] = {
-    "n_iters": 52,
-    "n_batches": 8,
-    "batch_size": 128,
-    "noise_stds": (0.01, 0.05, 0.075, 0.1),
-    "proxy_hidden": (256, 128, 64),
-    "proxy_epochs": 1024,
-    "proxy_lr": 1e-3,
-    "distance_weight": 3.0,
-    "g_weights": ((1.0, 0.0), (0.05, 1.0)),
-    "n_hessian": 6,
-    "max_step": 3.0,
-    "line_steps": 128,
-}
+#: The official settings (``GCDConfig.preset("paper")``) as a dict, kept for older code.
+PAPER_SETTINGS: dict[str, Any] = GCDConfig().to_json()
 
 
 @dataclass
@@ -187,9 +175,11 @@ class GCD:
         autoencoder (LatentAutoencoder): e.g. ``DiffusionAutoencoder.pretrained("fashion-mnist")``.
         distance (callable, optional): ``(images, reference) -> N`` distances (default mean
             squared pixel difference; an LPIPS network gives the paper's objective).
-        preset (str): ``"cpu"`` (default: finishes in about a minute on 2 CPU cores with the
-            shipped 32 px DiffAE) or ``"paper"`` (:data:`PAPER_SETTINGS`; hours on a GPU).
-        **settings: Any key of :data:`PAPER_SETTINGS` overriding the preset.
+        config (GCDConfig or str): Every setting in one frozen object
+            (:class:`~rcsb_captum.config.GCDConfig`), or a preset's name: ``"cpu"`` (default:
+            about a minute on 2 CPU cores with the shipped 32 px DiffAE) or ``"paper"`` (the
+            official budget; hours on a GPU).
+        **overrides: Fields of :class:`~rcsb_captum.config.GCDConfig` replacing the config's.
 
     Examples::
 
@@ -199,28 +189,13 @@ class GCD:
         >>> counterfactuals = dirs.apply(ae, other_shirts)     # direction transfer
     """
 
-    CPU_SETTINGS: dict[str, Any] = {
-        "n_iters": 3,
-        "n_batches": 2,
-        "batch_size": 64,
-        "noise_stds": (0.05, 0.1, 0.2, 0.4),
-        "proxy_hidden": (128, 64, 32),
-        "proxy_epochs": 300,
-        "proxy_lr": 3e-3,
-        "distance_weight": 3.0,
-        "g_weights": ((1.0, 0.0), (0.05, 1.0)),
-        "n_hessian": 4,
-        "max_step": 3.0,
-        "line_steps": 12,
-    }
-
     def __init__(
         self,
         forward_func: Callable[..., Tensor],
         autoencoder: LatentAutoencoder,
         distance: Callable[[Tensor, Tensor], Tensor] | None = None,
-        preset: str = "cpu",
-        **settings: Any,
+        config: GCDConfig | str = "cpu",
+        **overrides: Any,
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -229,20 +204,21 @@ class GCD:
                 "autoencoder must implement rcsb_captum.autoencoder.LatentAutoencoder, got "
                 f"{type(autoencoder).__name__}"
             )
-        if preset not in ("cpu", "paper"):
-            raise ValueError(f"preset must be 'cpu' or 'paper', got {preset!r}")
-        unknown = sorted(set(settings) - set(PAPER_SETTINGS))
-        if unknown:
-            raise TypeError(f"unknown GCD settings {unknown}; known: {sorted(PAPER_SETTINGS)}")
+        if isinstance(config, str):
+            config = GCDConfig.preset(config)
+        elif not isinstance(config, GCDConfig):
+            raise TypeError(
+                f"config must be a GCDConfig or a preset name, got {type(config).__name__}"
+            )
         self.forward_func = forward_func
         self.autoencoder = autoencoder
         self.distance = distance or _mse_distance
-        base = PAPER_SETTINGS if preset == "paper" else self.CPU_SETTINGS
-        self.settings = {**base, **settings}
-        for key in ("n_iters", "n_batches", "batch_size", "proxy_epochs", "line_steps"):
-            check_int(self.settings[key], key, 1)
-        check_int(self.settings["n_hessian"], "n_hessian", 0)
-        check_number(self.settings["max_step"], "max_step", 0, low_open=True)
+        self.config = config.replace(**overrides)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        r"""The config as a dict (what :class:`CounterfactualDirections` records)."""
+        return self.config.to_json()
 
     def _query(self, images: Tensor) -> Tensor:
         with torch.no_grad():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._utils import check_choice
-from .checkpoints import IMAGENET256_INPAINT_CONFIG
+from .checkpoints import official_bridge_config
 
 __all__ = ["PRESETS", "default_preset", "preset_config"]
 
@@ -54,10 +54,10 @@ def preset_config(name: str, image_size: int, channels: int, **overrides: Any) -
             "dropout": 0.0,
         }
     else:
-        config = dict(IMAGENET256_INPAINT_CONFIG)
+        # the official networks (the same table the checkpoint loader uses), at this size
+        config = official_bridge_config(name)
+        config.pop("interval")  # a schedule option; train_bridge takes it on its own
         config["image_size"] = image_size
-        if name == "celeba-128":
-            config["num_channels"] = 128
         if image_size not in (64, 128, 256, 512):
             config["channel_mult"] = _mult(image_size)
     config["in_channels"] = channels
