@@ -143,6 +143,7 @@ def _explain(args: argparse.Namespace) -> int:
     from . import RCSB, MaskRegion
     from .bridge.training import load_images
     from .demo import make_region
+    from .records import counterfactual_records
     from .regions import named_region
     from .run import load_bridge, parse_class_names
     from .visualization import plot_counterfactuals
@@ -209,34 +210,11 @@ def _explain(args: argparse.Namespace) -> int:
         },
         out / "counterfactuals.pt",
     )
-    label = (lambda k: names[k] if 0 <= k < len(names) else k) if names else (lambda k: k)
-
-    def top(p: torch.Tensor, k: int = 3) -> list[list]:
-        values, indices = p.topk(min(k, p.numel()))
-        return [[label(int(c)), round(float(v), 4)] for v, c in zip(values, indices, strict=True)]
-
     paths = args.images if len(args.images) == len(x) else range(len(x))
-    records = []
-    for i, p in enumerate(paths):
-        before, after = res.probs_before[i], res.probs_after[i]
-        k = int(res.target[i])
-        cf = None if res.counterfactual_target is None else int(res.counterfactual_target[i])
-        records.append(
-            {
-                "image": str(p),
-                "target": label(k),
-                "counterfactual_target": None if cf is None else label(cf),
-                "predicted_before": label(int(before.argmax())),
-                "predicted_after": label(int(after.argmax())),
-                "success": bool(res.success[i]),
-                "p_target_before": round(float(before[k]), 4),
-                "p_target_after": round(float(after[k]), 4),
-                "p_counterfactual_after": None if cf is None else round(float(after[cf]), 4),
-                "top_before": top(before),
-                "top_after": top(after),
-                "region_area": round(float(res.regions[i].float().mean()), 4),
-            }
-        )
+    records = [
+        {"image": str(p), **r}
+        for p, r in zip(paths, counterfactual_records(x, res, names), strict=True)
+    ]
     (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     for kind in ("counterfactuals.png", "counterfactuals.pt", "results.json"):
         print(f"wrote {out / kind}")

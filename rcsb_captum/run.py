@@ -44,6 +44,7 @@ from .bridge.bridge import Bridge
 from .bridge.checkpoints import OFFICIAL_BRIDGES, official_bridge_config
 from .bridge.training import IMAGE_SUFFIXES, load_images
 from .config import RCSBConfig
+from .records import counterfactual_records
 from .regions import REGION_NAMES, named_region
 
 __all__ = [
@@ -491,6 +492,7 @@ def _explain_batch(
     )
     cout = M.cout(forward_func, x, res.counterfactuals, tgt, cf, steps=20)
     seconds = (time.perf_counter() - start) / len(items)
+    common = counterfactual_records(x, res, digits=None)
     for i, it in enumerate(items):
         stem = f"{it.index:07d}"
         _save_png(res.counterfactuals[i], out / "images" / f"{stem}_counterfactual.png")
@@ -504,31 +506,17 @@ def _explain_batch(
             "probs_after": res.probs_after[i].cpu(),
         }
         _atomic_write(out / "tensors" / f"{stem}.pt", _saver(tensors))
-        change = (res.counterfactuals[i] - x[i]).abs()
-        inside = res.regions[i].bool().expand_as(change)
-        k = int(tgt[i])
-        after = res.probs_after[i]
-        wrong_before = int(predicted[i]) != k
-        # success is a flip: the model predicted the explained class and now predicts the
-        # counterfactual class (any other class when none is named)
-        flipped = (not wrong_before) and bool(res.success[i])
+        wrong_before = int(predicted[i]) != int(tgt[i])
         record = {
             "index": it.index,
             "path": it.path,
             "label": it.label,
-            "target": k,
-            "counterfactual_target": None if cf is None else int(cf[i]),
-            "predicted_before": int(predicted[i]),
-            "predicted_after": int(after.argmax()),
-            "success": flipped,
+            **common[i],
+            # success is a flip: the model predicted the explained class and now predicts the
+            # counterfactual class (any other class when none is named)
+            "success": (not wrong_before) and common[i]["success"],
             "misclassified_before": wrong_before,
-            "p_target_before": float(res.probs_before[i, k]),
-            "p_target_after": float(after[k]),
-            "p_counterfactual_after": None if cf is None else float(after[int(cf[i])]),
             "cout": float(cout[i]),
-            "region_area": float(res.regions[i].mean()),
-            "l1_inside": float(change[inside].mean()) if inside.any() else 0.0,
-            "max_change_outside": float(change.masked_fill(inside, 0).max()),
             "seconds": round(seconds, 4),
         }
         _atomic_write(_record_path(out, it.index), _writer(json.dumps(record) + "\n"))

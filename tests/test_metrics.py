@@ -193,3 +193,23 @@ def test_fid_refuses_sets_of_other_channels():
 
     with pytest.raises(ValueError, match="same channels"):
         M.fid(torch.rand(4, 1, 8, 8), torch.rand(4, 3, 8, 8), lambda t: t.flatten(1))
+
+
+def test_counterfactual_records_from_a_result(classifier, tiny_bridge, images):
+    from rcsb_captum import RCSB, MaskRegion
+    from rcsb_captum.records import RECORD_KEYS, counterfactual_records
+
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[..., 8:24, 8:24] = 1
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(masks), start_step=50, nfe=3, n_samples=1)
+    res = rcsb.generate(images, target=0, counterfactual_target=1, seed=0)
+    names = [f"c{k}" for k in range(res.probs_after.shape[1])]
+    records = counterfactual_records(images, res, names, digits=None)
+    assert [list(r) for r in records] == [list(RECORD_KEYS)] * 2
+    for i, r in enumerate(records):
+        assert r["target"] == "c0" and r["counterfactual_target"] == "c1"
+        assert r["p_counterfactual_after"] == float(res.probs_after[i, 1])
+        assert r["predicted_after"] == r["top_after"][0][0]
+        assert r["region_area"] == 0.25 and r["max_change_outside"] == 0.0
+        inside = (res.counterfactuals[i] - images[i]).abs()[:, 8:24, 8:24].mean()
+        assert abs(r["l1_inside"] - float(inside)) < 1e-6

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ..attr import RCSB
 from ..bridge import Bridge
 from ..config import RCSBConfig
+from ..records import counterfactual_records
 from ..regions import REGION_NAMES, named_region
 from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 
@@ -163,27 +164,10 @@ def run_demo(
         str(figure),
         success=res.success,
     )
-    outside = res.regions == 0
-    records = []
-    for i in range(len(idx)):
-        d = (res.counterfactuals[i] - x[i]).abs()
-        inside = res.regions[i].bool().expand_as(d)
-        after = int(res.probs_after[i].argmax())
-        records.append(
-            {
-                "sample_index": int(idx[i]),
-                "label": names[int(y[i])],
-                "p_label_before": round(float(res.probs_before[i, y[i]]), 4),
-                "counterfactual_class": names[int(cf[i])] if cf is not None else "any",
-                "predicted_after": names[after],
-                "p_predicted_after": round(float(res.probs_after[i, after]), 4),
-                "p_label_after": round(float(res.probs_after[i, y[i]]), 4),
-                "success": bool(res.success[i]),
-                "region_area": round(float(res.regions[i].mean()), 4),
-                "mean_abs_change_inside": round(float(d[inside].mean()), 4),
-                "max_abs_change_outside": float(d.masked_fill(~outside[i], 0).max()),
-            }
-        )
+    records = [
+        {"sample_index": int(idx[i]), "label": names[int(y[i])], **r}
+        for i, r in enumerate(counterfactual_records(x, res, names))
+    ]
     json_path, csv_path = out / "results.json", out / "results.csv"
     settings = {
         "preset": preset,
@@ -197,13 +181,15 @@ def run_demo(
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
-        writer.writerows(records)
+        writer.writerows(  # the top classes as "name p; name p" in one cell
+            {**r, "top_after": "; ".join(f"{n} {v}" for n, v in r["top_after"])} for r in records
+        )
     if show_progress:
         for r in records:
             print(
-                f"  #{r['sample_index']:3d} {r['label']:>11s} ({r['p_label_before']:.2f}) -> "
-                f"{r['predicted_after']:<11s} ({r['p_predicted_after']:.2f})  "
-                f"region {r['region_area']:.0%}  outside change {r['max_abs_change_outside']:g}"
+                f"  #{r['sample_index']:3d} {r['label']:>11s} ({r['p_target_before']:.2f}) -> "
+                f"{r['predicted_after']:<11s} ({r['top_after'][0][1]:.2f})  "
+                f"region {r['region_area']:.0%}  outside change {r['max_change_outside']:g}"
             )
         flips = sum(bool(r["success"]) for r in records)
         print(f"{flips}/{len(records)} flipped in {time.perf_counter() - start:.1f} s")
