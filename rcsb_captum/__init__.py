@@ -4,7 +4,14 @@ from .attr import BBLIG, BBMP, FIDO, GCD, RCSB, CounterfactualDirections, Counte
 from .autoencoder import DiffusionAutoencoder, LatentAutoencoder
 from .bridge import Bridge, BridgeSchedule, train_bridge
 from .models import NormalizedModel
-from .regions import AttributionRegion, MaskRegion, RandomRegion, SegmentationRegion
+from .regions import (
+    AttributionRegion,
+    MaskRegion,
+    RandomRegion,
+    SegmentationRegion,
+    TextRegion,
+    TextSegmenter,
+)
 
 __all__ = [
     "BBLIG",
@@ -23,6 +30,8 @@ __all__ = [
     "NormalizedModel",
     "RandomRegion",
     "SegmentationRegion",
+    "TextRegion",
+    "TextSegmenter",
     "train_bridge",
 ]
 __version__ = "0.1.0.dev0"

@@ -134,6 +134,17 @@ def _model(spec: str):
     return load_model(spec), None
 
 
+def _segmenter(args: argparse.Namespace):
+    r"""GroundingDINO + SAM for ``--region text`` (``None`` for the other regions)."""
+    if args.region != "text":
+        return None
+    if not args.prompt:
+        raise ValueError("--region text needs --prompt (what to change, e.g. 'the sleeves')")
+    from .run import RunSettings, text_segmenter
+
+    return text_segmenter(args.text_models or RunSettings().text_models)
+
+
 def _explain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -163,7 +174,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.mask:
         mask = load_images(args.mask, image_size=bridge.image_size, channels=1)
         region = MaskRegion(mask > 0.5)
-    elif args.model == "demo":
+    elif args.model == "demo" and args.region != "text":
         region = make_region(
             args.region, model, config.cell_size, config.area, args.seed, ig_steps=config.ig_steps
         )
@@ -178,6 +189,8 @@ def _explain(args: argparse.Namespace) -> int:
             layer=args.gradcam_layer,
             seed=args.seed,
             ig_steps=config.ig_steps,
+            prompt=args.prompt,
+            segmenter=_segmenter(args),
         )
     rcsb = RCSB(model, bridge, region, config=config)  # region options: in the source
     res = rcsb.generate(
@@ -230,9 +243,12 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         model, names = args.model, None
     names = parse_class_names(args.class_names) or names
 
+    text = {"text_models": args.text_models} if args.text_models else {}
     settings = RunSettings(
         region=args.region,
         gradcam_layer=args.gradcam_layer,
+        prompt=args.prompt,
+        **text,
         counterfactual_target=parse_class_map(args.counterfactual_target),
         rcsb=_config(args),
         batch_size=args.batch_size,
@@ -327,6 +343,18 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
     )
     p.add_argument("--gradcam-layer", default=None, help="dotted module name for --region gradcam")
     p.add_argument(
+        "--prompt",
+        default=None,
+        help="what --region text selects, e.g. 'the sleeves' (GroundingDINO + SAM; "
+        "pip install 'rcsb-captum[text]')",
+    )
+    p.add_argument(
+        "--text-models",
+        default=None,
+        help="--region text: 'DETECTOR,SAM' hub ids or local folders (default: "
+        "IDEA-Research/grounding-dino-tiny,facebook/sam-vit-base)",
+    )
+    p.add_argument(
         "--preset",
         choices=tuple(PRESETS),
         default="paper",
@@ -406,6 +434,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from .config import PRESETS
     from .demo import REGION_SOURCES
+    from .regions import REGION_NAMES
 
     demo = add_parser(
         "demo", help="explain shipped Fashion-MNIST images with the shipped models (CPU, < 1 min)"
@@ -461,7 +490,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="class to reach (default: any class but the target)",
     )
-    _add_rcsb_options(ex, REGION_SOURCES)
+    _add_rcsb_options(ex, REGION_NAMES)
     ex.add_argument("--mask", default=None, help="an image whose bright pixels may change")
     ex.add_argument(
         "--out-dir", default="rcsb_explain", help="folder for the figure, tensors and results.json"
@@ -485,7 +514,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="class to reach: an index, a map 'a:b,c:d' or a JSON file of one (default: any)",
     )
-    _add_rcsb_options(ds, REGION_SOURCES)
+    _add_rcsb_options(ds, REGION_NAMES)
     ds.add_argument("--batch-size", type=int, default=8, help="images sampled together")
     ds.add_argument(
         "--feature-extractor",

@@ -3,7 +3,7 @@ r"""Region sources: where RCSB may change the image (binary masks ``N x 1 x H x 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ __all__ = [
     "RandomRegion",
     "RegionSource",
     "SegmentationRegion",
+    "TextRegion",
+    "TextSegmenter",
     "attribution_to_region",
     "auto_cell_size",
     "binarize_masks",
@@ -34,7 +36,7 @@ __all__ = [
     "REGION_NAMES",
 ]
 
-REGION_NAMES = ("ig", "saliency", "gradcam", "occlusion", "random")
+REGION_NAMES = ("ig", "saliency", "gradcam", "occlusion", "random", "text")
 
 CellSize = int | str | None
 
@@ -312,6 +314,8 @@ def named_region(
     layer: Any = None,
     seed: int = 0,
     ig_steps: int = 50,
+    prompt: str | None = None,
+    segmenter: TextSegmenter | None = None,
 ) -> RegionSource:
     r"""A region source by name, for command lines and dataset runs.
 
@@ -320,12 +324,16 @@ def named_region(
     ``"gradcam"``: ``LayerGradCam`` on ``layer`` (a module of the model, or its dotted name
     such as ``"layer4"`` when ``forward_func`` is an ``nn.Module``); ``"occlusion"``: windows of
     one cell, stride half a cell, over all channels (``image_shape`` ``C x H x W`` is needed to
-    size them); ``"random"``: random cells.
+    size them); ``"random"``: random cells; ``"text"``: the pixels a text ``prompt`` names,
+    scored by ``segmenter`` (a :class:`TextSegmenter`), the top ``area`` of them
+    (:class:`TextRegion`).
     """
     check_choice(name, "region", REGION_NAMES)
     ig_steps = check_int(ig_steps, "ig_steps", 1)
     if name != "ig" and ig_steps != 50:
         raise ValueError(f"ig_steps sets the 'ig' region's steps; region is {name!r}")
+    if name != "text" and prompt is not None:
+        raise ValueError(f"prompt applies to the 'text' region; region is {name!r}")
     if name == "ig":
         return default_region(forward_func, cell_size, area, n_steps=ig_steps)
     if name == "saliency":
@@ -356,6 +364,10 @@ def named_region(
         )
     if name == "random":
         return RandomRegion("auto" if cell_size is None else cell_size, area, seed)
+    if name == "text":
+        if not prompt or segmenter is None:
+            raise ValueError("the 'text' region needs prompt= and segmenter= (a TextSegmenter)")
+        return TextRegion(segmenter, prompt, area=area)
     raise AssertionError(f"unreachable: {name!r} is in REGION_NAMES")
 
 
@@ -489,3 +501,103 @@ class RandomRegion(RegionSource):
         keep = _top_cells(scores, _cell_pixels(h, w, c), self.area, positive_only=False)
         region = keep.view(n, 1, gh, gw).float().to(inputs.device)
         return region.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :h, :w].contiguous()
+
+
+@runtime_checkable
+class TextSegmenter(Protocol):
+    r"""What :class:`TextRegion` needs from a text-prompted segmenter: a callable
+    ``segmenter(images, prompts) -> masks`` taking ``N x C x H x W`` images in ``[0, 1]`` and one
+    prompt per image, returning ``N x 1 x H x W`` masks in ``[0, 1]`` (soft scores or 0/1)
+    on the images' grid. :class:`rcsb_captum.integrations.grounded_sam.GroundedSAM`
+    (GroundingDINO boxes, then SAM masks, from ``transformers``) is one."""
+
+    def __call__(self, images: Tensor, prompts: Sequence[str]) -> Tensor: ...
+
+
+class TextRegion(RegionSource):
+    r"""The region a text prompt names ("the sleeves", "the dog's head"), as RCSB's LangSAM
+    regions: a :class:`TextSegmenter` scores the pixels, and the region is
+
+    - with ``area=None``: the pixels scored at least ``threshold``;
+    - with ``area``: the ``area`` fraction of the image's pixels with the highest scores among
+      those scored above 0 (the official wrapper keeps the top ``area`` of the soft mask), so
+      a prompt can also be asked for "the most sleeve-like 20 % of the image".
+
+    An image where the prompt selects nothing raises a ``ValueError`` naming it (an empty
+    region cannot change anything).
+
+    Args:
+        segmenter (TextSegmenter): ``(images, prompts) -> N x 1 x H x W`` scores in ``[0, 1]``.
+        prompt (str or sequence of str): One prompt for every image, or one per image.
+        area (float, optional): Fraction of the pixels to keep by score, in ``(0, 1]``.
+        threshold (float): Score from which a pixel is in the region when ``area`` is None.
+
+    Examples::
+
+        >>> from rcsb_captum.integrations.grounded_sam import GroundedSAM
+        >>> region = TextRegion(GroundedSAM.from_pretrained(), "the sleeves")
+        >>> RCSB(model, bridge, region=region).generate(images, target=6, seed=0)
+    """
+
+    def __init__(
+        self,
+        segmenter: TextSegmenter,
+        prompt: str | Sequence[str],
+        area: float | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        if not callable(segmenter):
+            raise TypeError(
+                "segmenter must be callable (images, prompts) -> masks, got "
+                f"{type(segmenter).__name__}"
+            )
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError(f"prompt must be a non-empty string or strings, got {prompt!r}")
+        self.segmenter = segmenter
+        self.prompts = prompts
+        self.area = None if area is None else check_number(area, "area", 0, 1, low_open=True)
+        self.threshold = check_number(threshold, "threshold", 0, 1, low_open=True)
+
+    def __repr__(self) -> str:
+        return f"TextRegion(prompt={self.prompts!r}, area={self.area}, threshold={self.threshold})"
+
+    def __call__(
+        self,
+        inputs: Tensor,
+        target: Tensor | None = None,
+        additional_forward_args: Any = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Tensor:
+        n = inputs.shape[0]
+        if len(self.prompts) not in (1, n):
+            raise ValueError(
+                f"prompt: {len(self.prompts)} prompts for {n} images (give one, or one per image)"
+            )
+        prompts = self.prompts * n if len(self.prompts) == 1 else self.prompts
+        with torch.no_grad():
+            scores = self.segmenter(inputs, prompts)
+        if not isinstance(scores, Tensor) or tuple(scores.shape) != (n, 1, *inputs.shape[-2:]):
+            raise ValueError(
+                f"segmenter must return N x 1 x H x W = {(n, 1, *inputs.shape[-2:])} masks, got "
+                f"{tuple(getattr(scores, 'shape', ())) or type(scores).__name__}"
+            )
+        scores = scores.detach().float().to(inputs.device)
+        if torch.isnan(scores).any() or scores.min() < 0 or scores.max() > 1:
+            raise ValueError("segmenter must return scores in [0, 1] (no NaN)")
+        if self.area is None:
+            region = (scores >= self.threshold).float()
+        else:
+            flat = scores.flatten(1)
+            k = max(1, int(self.area * flat.shape[1] + 1e-9))
+            top = flat.topk(k, dim=1)
+            keep = torch.zeros_like(flat).scatter_(1, top.indices, (top.values > 0).float())
+            region = keep.view_as(scores)
+        empty = [i for i in range(n) if not bool(region[i].any())]
+        if empty:
+            raise ValueError(
+                f"region: the prompt selects nothing in image(s) {empty} "
+                f"({[prompts[i] for i in empty]!r}); lower the segmenter's thresholds or "
+                "rephrase the prompt"
+            )
+        return region

@@ -44,6 +44,7 @@ from .bridge.bridge import Bridge
 from .bridge.checkpoints import OFFICIAL_BRIDGES, official_bridge_config
 from .bridge.training import IMAGE_SUFFIXES, load_images
 from .config import RCSBConfig
+from .integrations.grounded_sam import DEFAULT_DETECTOR, DEFAULT_SAM
 from .records import counterfactual_records
 from .regions import REGION_NAMES, named_region
 
@@ -58,6 +59,7 @@ __all__ = [
     "parse_class_map",
     "parse_class_names",
     "resolve_bridge_config",
+    "text_segmenter",
 ]
 
 
@@ -310,6 +312,18 @@ def load_bridge(spec: str | Bridge, config: str | Mapping[str, Any] | None = Non
     return Bridge.from_i2sb_checkpoint(spec, config=config)
 
 
+def text_segmenter(models: str, device: str | torch.device | None = None) -> Any:
+    r"""The text region's segmenter from ``"DETECTOR,SAM"`` (hub ids or local folders):
+    :class:`rcsb_captum.integrations.grounded_sam.GroundedSAM` (``pip install
+    'rcsb-captum[text]'``)."""
+    from .integrations.grounded_sam import GroundedSAM
+
+    parts = [p.strip() for p in models.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"text_models: expected 'DETECTOR,SAM' (ids or folders), got {models!r}")
+    return GroundedSAM.from_pretrained(parts[0], parts[1], device=device)
+
+
 def parse_class_names(value: str | Sequence[str] | None) -> list[str] | None:
     r"""Class names in the classifier's order: a list, a text file with one name per line
     (blank lines and ``#`` comments skipped), or a comma-separated list (``"cat,dog"``)."""
@@ -357,7 +371,15 @@ def parse_class_map(value: str | int | Mapping[int, int] | None) -> int | dict[i
 # -- settings and outputs -----------------------------------------------------------------------
 
 
-_RUN_FIELDS = ("region", "gradcam_layer", "counterfactual_target", "batch_size", "seed")
+_RUN_FIELDS = (
+    "region",
+    "gradcam_layer",
+    "prompt",
+    "text_models",
+    "counterfactual_target",
+    "batch_size",
+    "seed",
+)
 
 
 @dataclass
@@ -365,11 +387,14 @@ class RunSettings:
     r"""Every option of a run that changes its results (stored in ``settings.json``; a resumed
     run must use the same): the region source by name, the counterfactual classes, the RCSB
     configuration (:class:`~rcsb_captum.config.RCSBConfig`, whose ``cell_size``, ``area`` and
-    ``ig_steps`` shape the named region), the batch size and the seed. ``settings.json`` holds
-    them flat, one key per option."""
+    ``ig_steps`` shape the named region; ``prompt`` and ``text_models``, the detector's and
+    SAM's hub ids or folders separated by a comma, make the ``"text"`` region), the batch size
+    and the seed. ``settings.json`` holds them flat, one key per option."""
 
     region: str = "ig"
     gradcam_layer: str | None = None
+    prompt: str | None = None
+    text_models: str = f"{DEFAULT_DETECTOR},{DEFAULT_SAM}"
     counterfactual_target: int | dict[int, int] | None = None
     rcsb: RCSBConfig = field(default_factory=RCSBConfig)
     batch_size: int = 8
@@ -383,6 +408,8 @@ class RunSettings:
         d: dict[str, Any] = {
             "region": self.region,
             "gradcam_layer": self.gradcam_layer,
+            "prompt": self.prompt,
+            "text_models": self.text_models,
             "counterfactual_target": (
                 {str(k): v for k, v in self.counterfactual_target.items()}
                 if isinstance(self.counterfactual_target, dict)
@@ -671,6 +698,8 @@ def explain_dataset(
     """
     settings = settings or RunSettings()
     check_choice(settings.region, "region", REGION_NAMES)
+    if (settings.region == "text") != bool(settings.prompt):
+        raise ValueError("prompt: the 'text' region needs a prompt, and only it takes one")
     check_int(settings.batch_size, "batch_size", 1)
     items, class_names = list_images(images, class_names)
     out = Path(out_dir)
@@ -722,6 +751,10 @@ def explain_dataset(
         layer=layer,
         seed=settings.seed,
         ig_steps=cfg.ig_steps,
+        prompt=settings.prompt,
+        segmenter=text_segmenter(settings.text_models, device)
+        if settings.region == "text"
+        else None,
     )
     rcsb = RCSB(forward_func, the_bridge, region, config=cfg)
     b = settings.batch_size

@@ -190,3 +190,47 @@ def test_area_caps_the_fraction_of_pixels(size, cell):
             if size % c == 0:  # a grid that divides the image: the official floor(area * cells)
                 cells = (size // c) ** 2
                 assert torch.allclose(frac, torch.full((3,), int(area * cells) / cells))
+
+
+class _FakeSegmenter:
+    """Scores a fixed square per image, higher towards its centre; records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, images, prompts):
+        self.calls.append(list(prompts))
+        n, _, h, w = images.shape
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        d = ((yy - h / 2).abs() + (xx - w / 2).abs()).float()
+        score = (1 - d / d.max()).clamp(0, 1) * (d < h / 4)
+        return score.expand(n, 1, h, w).clone()
+
+
+def test_text_region_threshold_area_prompts_and_errors():
+    from rcsb_captum import TextRegion, TextSegmenter
+
+    seg = _FakeSegmenter()
+    assert isinstance(seg, TextSegmenter)
+    x = torch.rand(2, 3, 32, 32)
+    binary = TextRegion(seg, "the sleeves", threshold=0.5)(x)
+    assert binary.shape == (2, 1, 32, 32) and set(binary.unique().tolist()) == {0.0, 1.0}
+    assert seg.calls[-1] == ["the sleeves", "the sleeves"]
+    top = TextRegion(seg, ["a", "b"], area=0.05)(x)
+    assert torch.allclose(top.mean((1, 2, 3)), torch.full((2,), int(0.05 * 1024) / 1024))
+    assert (top <= (seg(x, ["a", "b"]) > 0)).all()  # only scored pixels
+    # a large area keeps only what the segmenter scored (never unscored background)
+    wide = TextRegion(seg, "a", area=0.9)(x)
+    assert wide.sum() == (seg(x, ["a"] * 2) > 0).sum()
+    with pytest.raises(ValueError, match="2 prompts for 3 images"):
+        TextRegion(seg, ["a", "b"])(torch.rand(3, 3, 32, 32))
+    with pytest.raises(ValueError, match="selects nothing in image"):
+        TextRegion(lambda im, p: torch.zeros(len(im), 1, 32, 32), "a")(x)
+    with pytest.raises(ValueError, match="N x 1 x H x W"):
+        TextRegion(lambda im, p: torch.zeros(len(im), 32, 32), "a")(x)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        TextRegion(lambda im, p: torch.full((len(im), 1, 32, 32), 2.0), "a")(x)
+    with pytest.raises(ValueError, match="prompt"):
+        TextRegion(seg, "  ")
+    with pytest.raises(TypeError, match="segmenter must be callable"):
+        TextRegion("langsam", "a")

@@ -22,7 +22,8 @@ __all__ = ["PAIRED_CLASSES", "REGION_SOURCES", "make_region", "pick_images", "ru
 
 # shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot: the classes a person confuses
 PAIRED_CLASSES = {6: 0, 0: 6, 2: 4, 4: 2, 7: 9, 9: 7}
-REGION_SOURCES = REGION_NAMES
+# the region sources the demo can run offline (not "text": its models are downloaded)
+REGION_SOURCES = tuple(n for n in REGION_NAMES if n != "text")
 
 
 def make_region(
