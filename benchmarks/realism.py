@@ -93,6 +93,19 @@ VARIANTS: dict[str, dict] = {
         "guidance_until": 0.7,
     },
     "paper+until0.9": {**PAPER, "guidance_until": 0.9},
+    "realistic+area0.6+until0.9": {
+        **PAPER,
+        "guidance_adam": "image",
+        "guidance_smoothing": 1.0,
+        "area": 0.6,
+        "guidance_until": 0.9,
+    },
+    "realistic+area0.6+smooth2": {
+        **PAPER,
+        "guidance_adam": "image",
+        "guidance_smoothing": 2.0,
+        "area": 0.6,
+    },
 }
 METRICS = ("flip", "cout", "oracle", "robust", "hf", "l1", "area", "seconds")
 
