@@ -1,12 +1,15 @@
 """Peak memory of RCSB on the official bridge sizes: one guided step and one full run, for
-fp32, bf16 autocast, gradient checkpointing and both.
+fp32, bf16 autocast, gradient checkpointing, both, and both with the bridge's weights held in
+bf16 (``Bridge.half_weights``).
 
 Configurations: RCSB's CelebA-128 bridge (105 M parameters) and I2SB's ImageNet-256 bridge
 (552 M), with random weights (memory does not depend on them) and a torchvision ResNet-50 as
 the classifier (random weights, ImageNet normalisation). Peaks are the allocator's: on CUDA
 ``torch.cuda.max_memory_allocated`` (reset before each measurement, the models' own weights
 included); on CPU ``torch.profiler`` with ``profile_memory=True`` (the largest live total of the
-allocations made during the measured call, so the weights loaded before it are not counted).
+allocations made during the measured call, so the weights loaded before it are not counted;
+the table adds them: "with weights" is that peak plus the bridge's and the classifier's weights,
+what a GPU holds).
 
 Prints a Markdown table, the ratio of each setting to fp32, and the largest batch per 24 / 40 /
 80 GB GPU from a linear fit of the peaks at batch 1 and 2 (CUDA only).
@@ -26,11 +29,12 @@ import torch
 from rcsb_captum import RCSB, Bridge, MaskRegion, NormalizedModel
 from rcsb_captum.bridge.presets import preset_config
 
-SETTINGS = {
-    "fp32": ("fp32", False),
-    "bf16": ("bf16", False),
-    "checkpointing": ("fp32", True),
-    "bf16 + checkpointing": ("bf16", True),
+SETTINGS = {  # label: (precision, gradient checkpointing, bridge weights held in bf16)
+    "fp32": ("fp32", False, False),
+    "bf16": ("bf16", False, False),
+    "checkpointing": ("fp32", True, False),
+    "bf16 + checkpointing": ("bf16", True, False),
+    "bf16 weights + checkpointing": ("bf16", True, True),
 }
 SIZES = {"celeba-128": 128, "imagenet-256": 256}
 
@@ -98,9 +102,14 @@ def main() -> None:
             x = torch.rand(batch, 3, size, size, device=device)
             m = torch.zeros(batch, 1, size, size, device=device)
             m[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
-            for label, (precision, ckpt) in SETTINGS.items():
+            for label, (precision, ckpt, half) in SETTINGS.items():
+                # in place (a copy would hold both): back to float32 after the measurement
+                bridge.half_weights(torch.bfloat16 if half else torch.float32)
+                weights = sum(
+                    q.numel() * q.element_size() for q in [*bridge.parameters(), *clf.parameters()]
+                )
 
-                def run(nfe: int, bridge=bridge, m=m, x=x, precision=precision, ckpt=ckpt) -> None:
+                def run(nfe: int, bridge=bridge, m=m, x=x, precision=precision, ckpt=ckpt) -> None:  # noqa: B023
                     rcsb = RCSB(
                         clf,
                         bridge,
@@ -121,15 +130,20 @@ def main() -> None:
                     "setting": label,
                     "step_peak_gib": step_peak / 2**30,
                     "step_seconds": step_s,
+                    "weights_gib": weights / 2**30,
                 }
                 if not a.no_full_run:
                     full_peak, full_s = _peak(device, lambda: run(a.nfe))
                     row.update(full_peak_gib=full_peak / 2**30, full_seconds=full_s)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+            bridge.half_weights(torch.float32)
     print()
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}")
+    cpu = device.type != "cuda"  # the CPU profiler's peak leaves out the resident weights
     head = "| config | batch | setting | step peak GiB | x fp32 | step s |"
+    if cpu:
+        head = "| config | batch | setting | step peak GiB | with weights GiB | x fp32 | step s |"
     if not a.no_full_run:
         head += f" full run ({a.nfe} steps) peak GiB | full run s |"
     print(head)
@@ -140,9 +154,15 @@ def main() -> None:
             for q in rows
             if q["config"] == r["config"] and q["batch"] == r["batch"] and q["setting"] == "fp32"
         )
+        total = (
+            (lambda q: q["step_peak_gib"] + q["weights_gib"])
+            if cpu
+            else (lambda q: q["step_peak_gib"])
+        )
         line = (
             f"| {r['config']} | {r['batch']} | {r['setting']} | {r['step_peak_gib']:.2f} | "
-            f"{r['step_peak_gib'] / ref['step_peak_gib']:.2f} | {r['step_seconds']:.2f} |"
+            + (f"{total(r):.2f} | " if cpu else "")
+            + f"{total(r) / total(ref):.2f} | {r['step_seconds']:.2f} |"
         )
         if "full_peak_gib" in r:
             line += f" {r['full_peak_gib']:.2f} | {r['full_seconds']:.1f} |"

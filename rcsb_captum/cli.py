@@ -162,14 +162,18 @@ def _explain(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     model, names = _model(args.model)
     names = parse_class_names(args.class_names) or names
-    bridge = load_bridge(args.bridge, args.bridge_config)  # the loader explain-dataset uses
+    config = _config(args)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    if args.half_bridge and half is None:
+        raise ValueError("--half-bridge needs --precision bf16 or fp16")
+    # the loader explain-dataset uses
+    bridge = load_bridge(args.bridge, args.bridge_config, half if args.half_bridge else None)
     x = torch.cat(
         [
             load_images(p, image_size=bridge.image_size, channels=bridge.channels)
             for p in args.images
         ]
     )
-    config = _config(args)
     region: Callable[..., torch.Tensor]
     if args.mask:
         mask = load_images(args.mask, image_size=bridge.image_size, channels=1)
@@ -261,6 +265,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         args.out_dir,
         settings,
         bridge_config=args.bridge_config,
+        half_bridge=args.half_bridge,
         class_names=names,
         feature_extractor=args.feature_extractor,
         accelerator=args.accelerator,
@@ -376,6 +381,11 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
         else:
             p.add_argument(flag, type=kind, default=None, help=help_text)
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    p.add_argument(
+        "--half-bridge",
+        action="store_true",
+        help="hold the bridge's weights in the --precision dtype (bf16/fp16): half their memory",
+    )
 
 
 def _config(args: argparse.Namespace):

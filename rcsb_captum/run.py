@@ -273,6 +273,15 @@ def fingerprint(obj: str | os.PathLike[str] | nn.Module | Bridge | Callable[...,
     return h.hexdigest()
 
 
+def _half_dtype(cfg: RCSBConfig) -> torch.dtype:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    if dtype is None:
+        raise ValueError(
+            "half_bridge: holding the bridge in half precision needs precision bf16 or fp16"
+        )
+    return dtype
+
+
 def resolve_bridge_config(spec: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
     r"""An official checkpoint's configuration: a name of :data:`OFFICIAL_BRIDGES`
     (``"imagenet-256"``, ``"celebahq-256"``, ``"celeba-128"``), a JSON file of ``create_model``
@@ -294,22 +303,26 @@ def resolve_bridge_config(spec: str | Mapping[str, Any] | None) -> dict[str, Any
     return config
 
 
-def load_bridge(spec: str | Bridge, config: str | Mapping[str, Any] | None = None) -> Bridge:
+def load_bridge(
+    spec: str | Bridge,
+    config: str | Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Bridge:
     r"""A bridge from a name of a shipped bridge (``"fashion-mnist"``), a :meth:`Bridge.save`
     file, or an official I2SB / RCSB ``latest.pt`` with ``config`` (see :func:`resolve_bridge_config`;
-    default ImageNet-256)."""
+    default ImageNet-256), its weights held in ``dtype`` when given (:meth:`Bridge.half_weights`)."""
     if isinstance(spec, Bridge):
-        return spec
+        return spec.half_weights(dtype) if dtype is not None else spec
     if spec == "fashion-mnist":
-        return Bridge.pretrained(spec)
+        return Bridge.pretrained(spec, dtype)
     config = resolve_bridge_config(config)
     if config is None:
         try:
-            return Bridge.load(spec)
+            return Bridge.load(spec, dtype)
         except ValueError as e:
             if "not an rcsb_captum bridge file" not in str(e):
                 raise
-    return Bridge.from_i2sb_checkpoint(spec, config=config)
+    return Bridge.from_i2sb_checkpoint(spec, config=config, dtype=dtype)
 
 
 def text_segmenter(models: str, device: str | torch.device | None = None) -> Any:
@@ -666,6 +679,7 @@ def explain_dataset(
     settings: RunSettings | None = None,
     *,
     bridge_config: str | Mapping[str, Any] | None = None,
+    half_bridge: bool = False,
     feature_extractor: str | Callable[[Tensor], Tensor] | None = None,
     class_names: Sequence[str] | None = None,
     accelerator: str = "auto",
@@ -685,6 +699,8 @@ def explain_dataset(
         bridge_config (str or dict, optional): An official checkpoint's configuration: a name
             (``"imagenet-256"``, ``"celebahq-256"``, ``"celeba-128"``), a JSON file or the
             kwargs (see :func:`resolve_bridge_config`).
+        half_bridge (bool): Hold the bridge's weights in the dtype of ``settings.rcsb.precision``
+            (bf16 / fp16): half the memory of its weights (:meth:`Bridge.half_weights`).
         feature_extractor (optional): ``images -> features`` for FID / sFID in the summary, or
             a ``package.module:factory`` spec.
         class_names (sequence of str, optional): The classifier's classes in order: labels of
@@ -709,7 +725,9 @@ def explain_dataset(
     device = fabric.device
     # load first: a start that fails on a bad model or bridge leaves no settings behind
     forward_func = load_model(model)
-    the_bridge = load_bridge(bridge, bridge_config)
+    the_bridge = load_bridge(
+        bridge, bridge_config, _half_dtype(settings.rcsb) if half_bridge else None
+    )
     mine = {
         "images": os.path.normpath(os.path.abspath(os.fspath(images))),
         "model_sha256": fingerprint(

@@ -303,6 +303,16 @@ def sample_rcsb(
         raise ValueError(f"start_step must be in [2, {schedule.interval}], got {start_step}")
     if not 1 <= nfe <= start_step - 1:
         raise ValueError(f"nfe must be in [1, start_step - 1 = {start_step - 1}], got {nfe}")
+    held = bridge.dtype
+    if (
+        held != torch.float32
+        and PRECISIONS[check_choice(precision, "precision", sorted(PRECISIONS))] != held
+    ):
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(held, str(held))
+        raise ValueError(
+            f"precision: the bridge holds {name} weights, so it must run with "
+            f"precision={name!r} (got {precision!r}); or load it in float32"
+        )
     device = images.device
     x_gt = images * 2 - 1
     mask = region.to(images.dtype).expand_as(images).bool()

@@ -50,13 +50,22 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 class GroupNorm32(nn.GroupNorm):
-    r"""32-group norm computed in float32, as ADM's ``normalization``."""
+    r"""32-group norm computed in float32, as ADM's ``normalization``; its affine weights are
+    read as float32 too, so a network held in bfloat16 / float16 normalises as in float32."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(32, channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        w, b = self.weight, self.bias
+        out = F.group_norm(
+            x.float(),
+            self.num_groups,
+            None if w is None else w.float(),
+            None if b is None else b.float(),
+            self.eps,
+        )
+        return out.type(x.dtype)
 
 
 class Upsample(nn.Module):

@@ -70,3 +70,33 @@ def test_bad_bridge_files(tmp_path, content, match):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not read"):
         Bridge.load(tmp_path / "junk.pt")
+
+
+def test_a_bridge_held_in_bf16_runs_with_bf16_precision_only(tmp_path):
+    from rcsb_captum import RCSB, MaskRegion
+    from rcsb_captum.demo import load_demo_classifier, load_demo_samples
+
+    model = load_demo_classifier()
+    x, y = load_demo_samples()
+    x, y = x[:2], y[:2]
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[..., 8:24, 4:28] = 1
+    kw = dict(start_step=200, nfe=4, n_samples=1, precision="bf16")
+    full = RCSB(model, Bridge.pretrained("fashion-mnist"), MaskRegion(masks), **kw)
+    half_bridge = Bridge.pretrained("fashion-mnist", dtype=torch.bfloat16)
+    assert half_bridge.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in half_bridge.parameters())
+    half = RCSB(model, half_bridge, MaskRegion(masks), **kw)
+    a = full.generate(x, target=y, seed=0)
+    b = half.generate(x, target=y, seed=0)
+    assert b.counterfactuals.dtype == torch.float32  # the sampler stays float32
+    outside = (b.regions == 0).expand_as(x)
+    assert torch.equal(b.counterfactuals[outside], x[outside])
+    # bf16 weights round the weights, not the method: the change moves by a few percent
+    assert (a.counterfactuals - b.counterfactuals).abs().max() < 0.1
+    with pytest.raises(ValueError, match="holds bf16 weights.*precision='bf16'"):
+        RCSB(model, half_bridge, MaskRegion(masks), start_step=200, nfe=2).generate(x, target=y)
+    half_bridge.save(tmp_path / "b.pt")
+    assert Bridge.load(tmp_path / "b.pt").dtype == torch.float32  # a file loads as float32
+    with pytest.raises(ValueError, match="dtype must be"):
+        Bridge.pretrained("fashion-mnist").half_weights(torch.int8)
