@@ -61,3 +61,31 @@ def test_shipped_oracle_is_another_classifier_that_agrees_mostly():
         agree = (oracle(x).argmax(1) == model(x).argmax(1)).float().mean()
     assert acc > 0.8 and agree > 0.8
     assert oracle.features(x[:2]).shape == (2, 128)
+
+
+def test_garment_parts_cover_the_garment_with_the_parts_of_its_class():
+    from rcsb_captum.demo import load_demo_samples
+    from rcsb_captum.demo.parts import PARTS_OF_CLASS, garment_parts
+
+    x, y = load_demo_samples()
+    x, y = x[:60], y[:60]
+    parts = garment_parts(x, y)
+    assert parts.shape == (60, 32, 32) and parts.dtype == torch.long
+    garment = x[:, 0] > 0.1
+    assert torch.equal(parts > 0, garment)  # every garment pixel has one part, nothing else
+    for i in range(60):
+        present = set(parts[i].unique().tolist()) - {0}
+        assert present <= set(PARTS_OF_CLASS[int(y[i])])
+        if int(y[i]) in (0, 2, 4, 6):  # tops: sleeves, collar, torso and hem all there
+            assert present == {1, 2, 3, 4}
+    tshirt = int((y == 0).nonzero()[0])
+    p = parts[tshirt]
+    cols = torch.arange(32)
+    sleeve_cols = cols[(p == 1).any(0)]
+    hem_cols = cols[(p == 4).any(0)]
+    # the sleeves are outside the body's columns on both sides
+    assert sleeve_cols.min() < hem_cols.min() and sleeve_cols.max() > hem_cols.max()
+    with pytest.raises(ValueError, match="one per image"):
+        garment_parts(x[:2], [0])
+    with pytest.raises(ValueError, match="0-9"):
+        garment_parts(x[:1], [10])
