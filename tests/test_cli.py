@@ -198,3 +198,22 @@ def test_cli_help_shows_defaults():
 
     text = _parser()._subparsers._group_actions[0].choices["train-bridge"].format_help()
     assert "(default: 20000)" in text and "(default: 0.0005)" in text
+
+
+def test_default_threads_are_the_idle_cores(monkeypatch):
+    import argparse
+    import os
+
+    from rcsb_captum.cli import _threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.2, 0.0, 0.0))
+    ns = argparse.Namespace
+    assert _threads(ns(threads=3)) == 3  # given
+    assert _threads(ns(threads=0)) == 3  # 8 cores, 5 busy
+    assert _threads(ns(threads=0, devices=2, accelerator="cpu")) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert _threads(ns(threads=0, devices=2, accelerator="cpu")) == 4
+    assert _threads(ns(threads=0, devices=2, accelerator="cuda")) == 8
+    monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    assert _threads(ns(threads=0)) == 1  # never below one
