@@ -82,6 +82,30 @@ def test_directions_find_the_decisive_coordinate_and_transfer(toy):
     assert at_step > 0.6 and farther.float().mean() > 0.95
 
 
+def test_official_transfer_sweeps_both_signs_and_names_the_step(toy):
+    ae, model, dirs = toy
+    g = dirs.best("g")
+    others = _images(20, seed=2)
+    res = dirs.transfer(model, ae, others, index=g, n_steps=33, max_step=4.0)
+    assert set(res) == {"transferred", "reached", "third", "step", "reached_step"}
+    # coordinate 0 of these images is below the boundary 1.0 and 4 units always cross it
+    assert res["transferred"].all() and not res["third"].any()
+    assert torch.equal(res["reached"], res["transferred"])  # two classes: leaving is reaching
+    # the smallest step that flips: the image's distance to the boundary along the direction
+    d = dirs.directions[g]
+    need = (1.0 - ae.encode(others)[:, 0]) / d[0]
+    grid = 8.0 / 32  # the spacing of the sweep
+    assert ((res["step"] - need).abs() <= grid + 1e-5).all()
+    # the opposite direction transfers as well (the sweep covers both signs)
+    flipped = CounterfactualDirections(
+        -dirs.directions, dirs.kinds, dirs.steps, dirs.flipped, dirs.source_class
+    )
+    back = flipped.transfer(model, ae, others, index=g, n_steps=33, max_step=4.0)
+    assert back["transferred"].all() and torch.allclose(back["step"], -res["step"])
+    too_short = dirs.transfer(model, ae, others, index=g, n_steps=5, max_step=0.01)
+    assert not too_short["transferred"].any() and (too_short["step"] == 0).all()
+
+
 def test_directions_save_load_round_trip(toy, tmp_path):
     _, _, dirs = toy
     dirs.save(tmp_path / "d.pt")
