@@ -194,9 +194,8 @@ class CounterfactualDirections:
                 first_hit = int(hit.float().argmax()) if bool(hit.any()) else None
                 out["transferred"].append(first is not None)
                 out["reached"].append(first_hit is not None)
-                out["third"].append(
-                    first is not None
-                    and int(pred[first]) not in (src, tgt if tgt is not None else src)
+                out["third"].append(  # only meaningful when a target class was named
+                    first is not None and tgt is not None and int(pred[first]) not in (src, tgt)
                 )
                 out["step"].append(float(alphas[order][first]) if first is not None else 0.0)
                 out["reached_step"].append(
