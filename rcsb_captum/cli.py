@@ -323,12 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     r"""Entry point of ``rcsb-captum``; returns the exit status (2 for a user error)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    threads = _threads(args)
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # processes Fabric starts inherit it
+    # the command's threads, restored afterwards: main() called in-process (tests, notebooks)
+    # leaves the caller's thread settings as they were
+    before, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    threads = _threads(args)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # processes Fabric starts inherit it
     try:
         return args.func(args)
     except _USER_ERRORS as e:
@@ -337,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rcsb-captum {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(before)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
 
 
 def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...]) -> None:

@@ -3,6 +3,11 @@ sampler was split into guidance, integrators and loop (tests/fixtures/sampler_sn
 the refactor must keep them bit for bit. Regenerate only for an intended change of results:
 
     PYTHONPATH=. python tests/sampler_snapshot.py
+
+Bits depend on the number of threads (reductions split differently), so the cases run on one
+thread whatever the machine. The file was first written with two threads before the refactor;
+the refactored code reproduced it bit for bit there, and was then re-recorded on one thread
+(commit "sampler snapshot on one thread").
 """
 
 from pathlib import Path
@@ -33,10 +38,20 @@ PATH = Path(__file__).parent / "fixtures" / "sampler_snapshot.pt"
 
 
 def run_cases():
-    from rcsb_captum import RCSB, MaskRegion
     from tests.conftest import TinyClassifier, tiny_bridge_from_fixture
 
     classifier, bridge = TinyClassifier().eval(), tiny_bridge_from_fixture()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(classifier, bridge)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(classifier, bridge):
+    from rcsb_captum import RCSB, MaskRegion
+
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     m = torch.zeros(2, 1, 32, 32)
     m[..., 6:26, 4:20] = 1

@@ -217,3 +217,12 @@ def test_default_threads_are_the_idle_cores(monkeypatch):
     assert _threads(ns(threads=0, devices=2, accelerator="cuda")) == 8
     monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 0.0, 0.0))
     assert _threads(ns(threads=0)) == 1  # never below one
+
+
+def test_main_leaves_the_callers_threads_as_they_were(tmp_path):
+    import os
+
+    before = torch.get_num_threads()
+    omp = os.environ.get("OMP_NUM_THREADS")
+    assert main(["explain", str(tmp_path / "missing.png"), "--threads", "1"]) == 2
+    assert torch.get_num_threads() == before and os.environ.get("OMP_NUM_THREADS") == omp
