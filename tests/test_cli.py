@@ -48,9 +48,9 @@ def test_cli_demo_writes_figure_and_results(tmp_path, capsys):
     assert Image.open(out / "counterfactuals.png").size[0] > 500
     rec = json.loads((out / "results.json").read_text())
     assert rec["settings"]["region"] == "saliency" and len(rec["images"]) == 2
-    assert rec["settings"]["preset"] == "realistic"  # the demo's default, area 0.45
+    assert rec["settings"]["preset"] == "realistic"  # the demo's default, area 0.6
     assert all(r["max_change_outside"] == 0 for r in rec["images"])
-    assert all(abs(r["region_area"] - 0.45) < 0.02 for r in rec["images"])
+    assert all(abs(r["region_area"] - 0.6) < 0.02 for r in rec["images"])
     assert (out / "results.csv").read_text().count("\n") == 3
     assert main([*args, "--preset", "paper"]) == 0  # the official setting: area 0.3
     rec = json.loads((out / "results.json").read_text())

@@ -120,7 +120,7 @@ def run_demo(
         out_dir (str or Path): Output folder (created).
         nfe (int): Sampling steps over the full schedule (RCSB default 100).
         cell_size (int): Region cell side in pixels (4: an 8 x 8 grid on 32 x 32 images).
-        area (float, optional): Region area (default: the preset's, 0.45 for ``realistic``,
+        area (float, optional): Region area (default: the preset's, 0.6 for ``realistic``,
             0.3 for ``paper``).
         show_progress (bool): Progress bar.
         preset (str): The RCSB setting (:data:`~rcsb_captum.config.PRESETS`): ``"realistic"``
