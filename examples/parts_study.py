@@ -10,7 +10,8 @@ Settings: the ``realistic`` preset (per-image Adam, 1-px smoothing) with 50 step
 sample per image (the region is the part, so ``area`` does not apply). Resumable: one file per
 class and part under --out-dir.
 
-    python examples/parts_study.py --n-per-class 16
+    python examples/parts_study.py --n-per-class 16            # the parts' zones
+    python examples/parts_study.py --n-per-class 16 --pixels   # the garment's own pixels
 """
 
 from __future__ import annotations
@@ -72,9 +73,15 @@ def main() -> None:
     p.add_argument("--n-per-class", type=int, default=16)
     p.add_argument("--nfe", type=int, default=50)
     p.add_argument("--out-dir", default="examples/results/parts")
+    p.add_argument(
+        "--pixels",
+        action="store_true",
+        help="parts as the garment's own pixels (default: the parts' zones, which may grow "
+        "into the background)",
+    )
     a = p.parse_args()
     torch.set_flush_denormal(True)
-    out = Path(a.out_dir)
+    out = Path(a.out_dir) / ("pixels" if a.pixels else "zones")
     out.mkdir(parents=True, exist_ok=True)
     model, robust = load_demo_classifier(), load_demo_robust_oracle()
     bridge = Bridge.pretrained("fashion-mnist")
@@ -85,7 +92,7 @@ def main() -> None:
     for k in (0, 6, 2, 4, 7, 9):
         pick = ((labels == k) & right).nonzero().flatten()[: a.n_per_class]
         x = images[pick]
-        parts = garment_parts(x, [k] * len(x))
+        parts = garment_parts(x, [k] * len(x), zones=not a.pixels)
         for part in (*PARTS_OF_CLASS[k], WHOLE):
             name = "whole" if part == WHOLE else PART_NAMES[part]
             path = out / f"{k}_{name}.n{a.n_per_class}.pt"
@@ -116,7 +123,13 @@ def write_table(rows, out: Path, a) -> None:
         f"{a.n_per_class} shipped test images of each class that the classifier gets right. "
         "Area: the part's share of the image. Robust: the robust judge (L2-PGD trained, never "
         "used for guidance) sees the counterfactual class. Per-image values: "
-        "`examples/results/parts/`; figure: `parts.png`.",
+        f"`examples/results/parts/{out.name}/`; figure: `parts_{out.name}.png`. Parts: "
+        + (
+            "the garment's own pixels of each part."
+            if out.name == "pixels"
+            else "each part's zone (the garment's bounding box, for shoes up to the top of the "
+            "image), so that a part may grow into the background."
+        ),
         "",
         "| from | to | part | images | area | flip | COUT | robust agrees |",
         "|---|---|---|---|---|---|---|---|",
@@ -127,7 +140,7 @@ def write_table(rows, out: Path, a) -> None:
             f"{name} | {len(r['flip'])} | {r['area'].mean():.3f} | {r['flip'].mean():.2f} | "
             f"{r['cout'].mean():.3f} | {r['robust'].mean():.2f} |"
         )
-    (out.parent / "parts.md").write_text("\n".join(lines) + "\n")
+    (out.parent / f"parts_{out.name}.md").write_text("\n".join(lines) + "\n")
 
 
 def draw(rows, out: Path, k: int = 0, image: int = 0) -> None:
@@ -158,7 +171,7 @@ def draw(rows, out: Path, k: int = 0, image: int = 0) -> None:
             ax.set_yticks([])
     cf = FASHION_MNIST_CLASSES[PAIRED_CLASSES[k]]
     fig.suptitle(f"{FASHION_MNIST_CLASSES[k]} -> {cf}, one part at a time (red: the part)")
-    fig.savefig(out.parent / "parts.png", dpi=110)
+    fig.savefig(out.parent / f"parts_{out.name}.png", dpi=110)
 
 
 if __name__ == "__main__":

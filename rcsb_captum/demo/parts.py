@@ -55,16 +55,26 @@ def _bbox(mask: Tensor) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
-def garment_parts(images: Tensor, classes: Tensor | list[int], threshold: float = 0.1) -> Tensor:
+def garment_parts(
+    images: Tensor,
+    classes: Tensor | list[int],
+    threshold: float = 0.1,
+    zones: bool = False,
+) -> Tensor:
     r"""``N x H x W`` part labels (:data:`PART_NAMES`) of Fashion-MNIST images.
 
     Args:
         images (Tensor): ``N x 1 x H x W`` in ``[0, 1]`` (the shipped 32 px images).
         classes (Tensor or list of int): The class of each image (0-9), which decides its parts.
         threshold (float): Intensity above which a pixel belongs to the garment.
+        zones (bool): Label the part's zone instead of the garment's pixels: every pixel of
+            the garment's bounding box (for shoes, extended up to the top of the image, where
+            a shaft would be), so that a part may grow into the background (a short sleeve
+            into a long one, a sneaker's collar into a boot's shaft), as a counterfactual
+            between the paired classes needs.
 
     Returns:
-        Tensor: ``N x H x W`` int64; 0 off the garment.
+        Tensor: ``N x H x W`` int64; 0 off the garment (off its zones with ``zones=True``).
     """
     images = format_images(images, "images")
     classes = torch.as_tensor(classes).long().view(-1)
@@ -106,5 +116,10 @@ def garment_parts(images: Tensor, classes: Tensor | list[int], threshold: float 
             part[top] = 6  # shaft
             part[back & ~top] = 7  # heel
             part[front] = 5  # toe
-        out[i] = torch.where(garment, part, torch.zeros_like(part))
+        if zones:
+            top_row = 0 if k in SHOES else t
+            inside = (rows >= top_row) & (rows <= b) & (cols >= left) & (cols <= r)
+        else:
+            inside = garment
+        out[i] = torch.where(inside, part, torch.zeros_like(part))
     return out

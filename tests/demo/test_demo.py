@@ -89,3 +89,18 @@ def test_garment_parts_cover_the_garment_with_the_parts_of_its_class():
         garment_parts(x[:2], [0])
     with pytest.raises(ValueError, match="0-9"):
         garment_parts(x[:1], [10])
+
+
+def test_part_zones_contain_the_parts_and_leave_room_to_grow():
+    from rcsb_captum.demo import load_demo_samples
+    from rcsb_captum.demo.parts import garment_parts
+
+    x, y = load_demo_samples()
+    tshirt, sneaker = int((y == 0).nonzero()[0]), int((y == 7).nonzero()[0])
+    pick = torch.tensor([tshirt, sneaker])
+    pixels = garment_parts(x[pick], y[pick])
+    zones = garment_parts(x[pick], y[pick], zones=True)
+    on = pixels > 0
+    assert torch.equal(zones[on], pixels[on])  # the same part where there is garment
+    assert (zones[0] == 1).sum() > (pixels[0] == 1).sum()  # room for long sleeves
+    assert (zones[1, 0] == 6).any() and not (pixels[1, :4] > 0).any()  # a shaft above the shoe
