@@ -6,8 +6,8 @@ the paired class with RCSB restricted to one semantic part at a time (part maps 
 ``rcsb_captum.demo.parts``; sleeves, collar, torso, hem for tops; toe, shaft, heel, vamp for
 shoes), and to the whole garment for reference. Per class and part: the part's share of the
 image, the flip rate, COUT and how often the robust judge (never used for guidance) agrees.
-Settings: the ``realistic`` preset (per-image Adam, 1-px smoothing) with 50 steps and one
-sample per image (the region is the part, so ``area`` does not apply). Resumable: one file per
+Settings: per-image Adam and 1-px gradient smoothing (the realism study's levers) with 50 steps
+and one sample per image (the region is the part, so ``area`` does not apply). Resumable: one file per
 class and part under --out-dir.
 
     python examples/parts_study.py --n-per-class 16            # the parts' zones
@@ -47,7 +47,8 @@ def study(k: int, part: int, model, robust, bridge, x, parts, nfe: int) -> dict:
         model,
         bridge,
         SegmentationRegion(seg, labels),
-        config="realistic",
+        guidance_adam="image",  # options, not a preset name: the study must not move with one
+        guidance_smoothing=1.0,
         nfe=nfe,
         n_samples=1,
     )
@@ -118,7 +119,7 @@ def write_table(rows, out: Path, a) -> None:
         "# Which part must change? (shipped Fashion-MNIST models)",
         "",
         f"Written by `examples/parts_study.py --n-per-class {a.n_per_class} --nfe {a.nfe}`: "
-        "RCSB (`realistic` preset, 50 steps, one sample) restricted to one part at a time "
+        "RCSB (per-image Adam, 1-px gradient smoothing, 50 steps, one sample) restricted to one part at a time "
         "(part maps by rule, `rcsb_captum.demo.parts`) toward the paired class; the first "
         f"{a.n_per_class} shipped test images of each class that the classifier gets right. "
         "Area: the part's share of the image. Robust: the robust judge (L2-PGD trained, never "
