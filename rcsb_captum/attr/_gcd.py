@@ -35,6 +35,7 @@ from .._utils import (
     ClassesLike,
     SeedLike,
     as_generator,
+    check_choice,
     check_int,
     check_logits,
     check_number,
@@ -449,9 +450,17 @@ class GCD:
 class BBLIG(Attribution):
     r"""Black-box Latent Integrated Gradients (Sobieski & Biecek, ECCV 2024): integrated
     gradients along the rendered path ``x_k = decode(z + (k / K) alpha d)`` from the image to
-    its counterfactual, ``A = (x - x_K) * (1 / K) sum_k grad f(x_k)``, with ``f`` the
-    probability of ``target``. ``approx_grad=True`` replaces the gradient by a finite-difference
-    estimate along the path, so the classifier is only queried.
+    its counterfactual, with ``f`` the probability of ``target``. ``approx_grad=True`` replaces
+    the gradient by a finite-difference estimate along the path, so the classifier is only
+    queried.
+
+    ``integral="path"`` (default) sums along the path the image really takes, the path method
+    of Sundararajan et al. (2017, section 3): ``A = sum_k (x_k - x_{k+1}) * grad f(x_k)``. Its
+    attributions add up to ``f(x) - f(x_K)``: exactly with finite differences (each segment
+    contributes its own change of ``f``), and up to the Riemann error with autograd.
+    ``integral="straight"`` is IG's straight-line formula applied to the rendered points,
+    ``A = (x - x_K) * (1 / K) sum_k grad f(x_k)``, which is exact only when the rendered path is
+    a straight line (on the shipped DiffAE its completeness error averaged 0.21).
 
     Args:
         forward_func (callable): The classifier, images in ``[0, 1]`` -> logits.
@@ -460,6 +469,7 @@ class BBLIG(Attribution):
             :meth:`attribute` may pass another.
         n_steps (int): ``K`` (the paper's path length 128; default 32).
         approx_grad (bool): Finite differences (black-box, default) or autograd gradients.
+        integral (str): ``"path"`` (default) or ``"straight"`` (see above).
 
     Examples::
 
@@ -475,6 +485,7 @@ class BBLIG(Attribution):
         direction: CounterfactualDirections | Tensor | None = None,
         n_steps: int = 32,
         approx_grad: bool = True,
+        integral: str = "path",
     ) -> None:
         if not isinstance(autoencoder, LatentAutoencoder):
             raise TypeError(
@@ -486,6 +497,7 @@ class BBLIG(Attribution):
         self.direction = direction
         self.n_steps = check_int(n_steps, "n_steps", 1)
         self.approx_grad = bool(approx_grad)
+        self.integral = check_choice(integral, "integral", ("path", "straight"))
 
     def has_convergence_delta(self) -> bool:
         return True
@@ -564,23 +576,25 @@ class BBLIG(Attribution):
                 for k in range(1, k_steps + 1):
                     path.append(ae.decode(z + (k / k_steps) * alpha * d, noise).float())
             grads = torch.zeros_like(x)
+            along = torch.zeros_like(x)  # sum_k (x_k - x_{k+1}) * g_k: the path method
             probs = [self._prob(path[0], tgt, False)]
             for k in range(k_steps):
+                dx = path[k + 1] - path[k]
                 if approx:
                     probs.append(self._prob(path[k + 1], tgt, False))
-                    dx = path[k + 1] - path[k]
                     norm2 = dx.flatten(1).square().sum(1).clamp_min(1e-12)
                     df = probs[-1] - probs[-2]
                     # the least-norm gradient that explains the finite difference
-                    grads += (df / norm2).view(-1, 1, 1, 1) * dx
+                    g = (df / norm2).view(-1, 1, 1, 1) * dx
                 else:
                     xk = path[k].detach().requires_grad_(True)
                     with torch.enable_grad():
                         (g,) = torch.autograd.grad(self._prob(xk, tgt, True).sum(), xk)
-                    grads += g
+                grads += g
+                along -= dx * g
             if not approx:
                 probs.append(self._prob(path[-1], tgt, False))
-            attr = (x - path[-1]) * grads / k_steps
+            attr = along if self.integral == "path" else (x - path[-1]) * grads / k_steps
         attr = attr.to(inputs.dtype)
         if not return_convergence_delta:
             return attr
