@@ -300,23 +300,20 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OS
 
 
 def _threads(args: argparse.Namespace) -> int:
-    r"""Torch threads per process: ``--threads`` when given; else the idle cores (the CPU count
-    minus the 1-minute load average, at least 1), divided among the processes with ``--devices
-    N`` on CPU, so that a command never oversubscribes a shared machine (on a loaded 2-core
-    machine, two threads ran the demo 3.7x slower than one)."""
+    r"""Torch threads per process: ``--threads`` when given; else the machine's cores divided
+    among the processes (``--devices N`` on CPU), so that the processes of one run never
+    oversubscribe it. Deliberately not adapted to the machine's current load: a resumed run
+    must use the thread count of the first one to repeat its results bit for bit (bits depend
+    on the number of threads). On a machine shared with other jobs pass ``--threads 1``: on a
+    loaded 2-core machine two threads ran the demo 3.7x slower than one."""
     if args.threads:
         return int(args.threads)
     cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform
-        busy = 0.0
-    idle = max(1, int(cores - busy + 0.5))
     devices = getattr(args, "devices", 1)
     on_cpu = getattr(args, "accelerator", "cpu") in ("cpu", "auto")
     if isinstance(devices, int) and devices > 1 and on_cpu:
-        return max(1, idle // devices)
-    return idle
+        return max(1, cores // devices)
+    return cores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -630,9 +627,9 @@ def _parser() -> argparse.ArgumentParser:
             "--threads",
             type=int,
             default=0,
-            help="torch threads per process (0: the idle cores, i.e. the CPU count minus the "
-            "1-minute load average, at least 1, divided among --devices processes on CPU); on a "
-            "loaded 2-core machine 1 thread ran the demo 3.7x faster than 2",
+            help="torch threads per process (0: the cores, divided among --devices processes on "
+            "CPU); on a machine shared with other jobs use 1: on a loaded 2-core machine 1 "
+            "thread ran the demo 3.7x faster than 2",
         )
     ex_.add_argument("checkpoint", help="a train-bridge --checkpoint file")
     ex_.add_argument("out", help="bridge file to write")

@@ -200,23 +200,19 @@ def test_cli_help_shows_defaults():
     assert "(default: 20000)" in text and "(default: 0.0005)" in text
 
 
-def test_default_threads_are_the_idle_cores(monkeypatch):
+def test_default_threads_divide_the_cores_among_the_processes(monkeypatch):
     import argparse
     import os
 
     from rcsb_captum.cli import _threads
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.2, 0.0, 0.0))
     ns = argparse.Namespace
     assert _threads(ns(threads=3)) == 3  # given
-    assert _threads(ns(threads=0)) == 3  # 8 cores, 5 busy
-    assert _threads(ns(threads=0, devices=2, accelerator="cpu")) == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert _threads(ns(threads=0)) == 8
     assert _threads(ns(threads=0, devices=2, accelerator="cpu")) == 4
+    assert _threads(ns(threads=0, devices=16, accelerator="cpu")) == 1  # never below one
     assert _threads(ns(threads=0, devices=2, accelerator="cuda")) == 8
-    monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 0.0, 0.0))
-    assert _threads(ns(threads=0)) == 1  # never below one
 
 
 def test_main_leaves_the_callers_threads_as_they_were(tmp_path):
