@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from rcsb_captum import FIDO, Bridge
-from rcsb_captum.demo import load_demo_classifier, load_demo_samples
+from rcsb_captum.demo import load_demo_classifier
 from rcsb_captum.infillers import BlurInfiller, BridgeInfiller, RandomColorNoiseInfiller
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fido_infillers import area_at_score  # noqa: E402  (one definition)
+from fido_infillers import area_at_score, classes_in_turn  # noqa: E402  (one definition)
 
 SETTINGS = [  # (l1_coef, steps, temperature)
     (3.0, 100, 0.1),
@@ -55,12 +55,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_demo_classifier()
-    images, labels = load_demo_samples()
-    with torch.no_grad():
-        pred = model(images).argmax(1)
-    per_class = [((labels == c) & (pred == c)).nonzero()[:, 0].tolist() for c in range(10)]
-    idx = [per_class[c][k] for k in range(50) for c in range(10) if k < len(per_class[c])]
-    x, y = images[idx[: a.n_images]], labels[idx[: a.n_images]]
+    x, y = classes_in_turn(model, a.n_images)
     blur = BlurInfiller(sigma=10 * 32 / 224)
     if a.compare_infillers:
         compare_infillers(model, x, y, blur, out)

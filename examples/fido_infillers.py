@@ -28,6 +28,17 @@ FRACTIONS = torch.linspace(0.05, 1.0, 20)
 
 
 @torch.no_grad()
+def classes_in_turn(model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n shipped test images the model classifies right, class by class in turn
+    (0, 1, ..., 9, 0, 1, ...), and their labels."""
+    images, labels = load_demo_samples()
+    pred = model(images).argmax(1)
+    per_class = [((labels == c) & (pred == c)).nonzero()[:, 0].tolist() for c in range(10)]
+    idx = [per_class[c][k] for k in range(len(images)) for c in range(10) if k < len(per_class[c])]
+    return images[idx[:n]], labels[idx[:n]]
+
+
+@torch.no_grad()
 def area_at_score(model, x, y, saliency, infiller, objective, seed=0):
     """Per image, the smallest fraction of top-ranked pixels that reaches the score."""
     n, _, h, w = x.shape
@@ -61,14 +72,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     model = load_demo_classifier()
-    images, labels = load_demo_samples()
-    with torch.no_grad():
-        pred = model(images).argmax(1)
-    # correctly classified images taken class by class in turn (0, 1, ..., 9, 0, 1, ...)
-    per_class = [((labels == c) & (pred == c)).nonzero()[:, 0].tolist() for c in range(10)]
-    idx = [per_class[c][k] for k in range(len(images)) for c in range(10) if k < len(per_class[c])]
-    idx = idx[: args.n_images]
-    x, y = images[idx], labels[idx]
+    x, y = classes_in_turn(model, args.n_images)
     bridge = BridgeInfiller(Bridge.pretrained("fashion-mnist"), nfe=args.bridge_nfe)
     infillers = {
         # FIDO's blur is sigma 10 at 224 px; the same fraction of the width at 32 px
@@ -98,10 +102,10 @@ def main() -> None:
                     "in-filler": name,
                     "area (own in-filler)": own.mean().item(),
                     "area (bridge judge)": judged.mean().item(),
-                    "area s.e.": judged.std().item() / len(idx) ** 0.5,
+                    "area s.e.": judged.std().item() / len(x) ** 0.5,
                     "map mass > 0.5": (sal > 0.5).float().mean().item(),
                     "faithfulness corr": float(np.nanmean(faith)),
-                    "faithfulness s.e.": float(np.nanstd(faith, ddof=1)) / len(idx) ** 0.5,
+                    "faithfulness s.e.": float(np.nanstd(faith, ddof=1)) / len(x) ** 0.5,
                     "seconds": time.perf_counter() - t0,
                 }
             )
@@ -120,7 +124,7 @@ def main() -> None:
         for r in rows
     ]
     note = (
-        f"{len(idx)} images (classes in turn), FIDO {args.steps} steps, bridge NFE "
+        f"{len(x)} images (classes in turn), FIDO {args.steps} steps, bridge NFE "
         f"{args.bridge_nfe}, seed {args.seed}; s.e. = standard error of the mean over images"
     )
     (out / "table.md").write_text(note + "\n\n" + "\n".join(lines) + "\n")
@@ -130,7 +134,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = min(len(idx), 10)  # the figure shows the first image of each class
+    shown = min(len(x), 10)  # the figure shows the first image of each class
     cols = [("input", None)] + [((o, n), maps[o, n]) for o in ("ssr", "sdr") for n in infillers]
     fig, axes = plt.subplots(
         shown, len(cols), figsize=(1.6 * len(cols), 1.6 * shown), squeeze=False

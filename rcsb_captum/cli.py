@@ -156,18 +156,15 @@ def _explain(args: argparse.Namespace) -> int:
     from .demo import make_region
     from .records import counterfactual_records
     from .regions import named_region
-    from .run import load_bridge, parse_class_names
+    from .run import half_dtype, load_bridge, parse_class_names
     from .visualization import plot_counterfactuals
 
     torch.set_flush_denormal(True)
     model, names = _model(args.model)
     names = parse_class_names(args.class_names) or names
     config = _config(args)
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-    if args.half_bridge and half is None:
-        raise ValueError("--half-bridge needs --precision bf16 or fp16")
-    # the loader explain-dataset uses
-    bridge = load_bridge(args.bridge, args.bridge_config, half if args.half_bridge else None)
+    half = half_dtype(config.precision, "--half-bridge") if args.half_bridge else None
+    bridge = load_bridge(args.bridge, args.bridge_config, half)  # explain-dataset's loader
     x = torch.cat(
         [
             load_images(p, image_size=bridge.image_size, channels=bridge.channels)

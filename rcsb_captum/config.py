@@ -311,7 +311,7 @@ def config_fields() -> list[dataclasses.Field]:
     return list(fields(RCSBConfig))
 
 
-def defaults_table(cls: type[Config] = None) -> str:  # type: ignore[assignment]
+def defaults_table(cls: type[Config] | None = None) -> str:
     r"""The Markdown table of every field of ``cls`` (default :class:`RCSBConfig`): type,
     default, the presets that change it, meaning."""
     cls = cls or RCSBConfig

@@ -587,12 +587,10 @@ class TextRegion(RegionSource):
             raise ValueError("segmenter must return scores in [0, 1] (no NaN)")
         if self.area is None:
             region = (scores >= self.threshold).float()
-        else:
+        else:  # the cells' rule with one-pixel cells: the top area of the scored pixels
             flat = scores.flatten(1)
-            k = max(1, int(self.area * flat.shape[1] + 1e-9))
-            top = flat.topk(k, dim=1)
-            keep = torch.zeros_like(flat).scatter_(1, top.indices, (top.values > 0).float())
-            region = keep.view_as(scores)
+            ones = torch.ones(flat.shape[1], dtype=torch.long)
+            region = _top_cells(flat, ones, self.area, positive_only=True).float().view_as(scores)
         empty = [i for i in range(n) if not bool(region[i].any())]
         if empty:
             raise ValueError(

@@ -47,12 +47,14 @@ from .config import RCSBConfig
 from .integrations.grounded_sam import DEFAULT_DETECTOR, DEFAULT_SAM
 from .records import counterfactual_records
 from .regions import REGION_NAMES, named_region
+from .sampler import PRECISIONS
 
 __all__ = [
     "DatasetItem",
     "ExportedClassifier",
     "RunSettings",
     "explain_dataset",
+    "half_dtype",
     "list_images",
     "load_bridge",
     "load_model",
@@ -273,11 +275,13 @@ def fingerprint(obj: str | os.PathLike[str] | nn.Module | Bridge | Callable[...,
     return h.hexdigest()
 
 
-def _half_dtype(cfg: RCSBConfig) -> torch.dtype:
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+def half_dtype(precision: str, what: str = "half_bridge") -> torch.dtype:
+    r"""The dtype a bridge is held in to run at ``precision`` (``"bf16"`` / ``"fp16"``); a
+    ``ValueError`` naming ``what`` for ``"fp32"``."""
+    dtype = PRECISIONS[precision]
     if dtype is None:
         raise ValueError(
-            "half_bridge: holding the bridge in half precision needs precision bf16 or fp16"
+            f"{what}: holding the bridge in half precision needs precision bf16 or fp16"
         )
     return dtype
 
@@ -726,7 +730,7 @@ def explain_dataset(
     # load first: a start that fails on a bad model or bridge leaves no settings behind
     forward_func = load_model(model)
     the_bridge = load_bridge(
-        bridge, bridge_config, _half_dtype(settings.rcsb) if half_bridge else None
+        bridge, bridge_config, half_dtype(settings.rcsb.precision) if half_bridge else None
     )
     mine = {
         "images": os.path.normpath(os.path.abspath(os.fspath(images))),

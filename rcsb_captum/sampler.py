@@ -308,7 +308,7 @@ def sample_rcsb(
         held != torch.float32
         and PRECISIONS[check_choice(precision, "precision", sorted(PRECISIONS))] != held
     ):
-        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(held, str(held))
+        name = next((k for k, v in PRECISIONS.items() if v == held), str(held))
         raise ValueError(
             f"precision: the bridge holds {name} weights, so it must run with "
             f"precision={name!r} (got {precision!r}); or load it in float32"

@@ -222,3 +222,10 @@ def test_main_leaves_the_callers_threads_as_they_were(tmp_path):
     omp = os.environ.get("OMP_NUM_THREADS")
     assert main(["explain", str(tmp_path / "missing.png"), "--threads", "1"]) == 2
     assert torch.get_num_threads() == before and os.environ.get("OMP_NUM_THREADS") == omp
+
+
+def test_half_bridge_needs_a_half_precision(tmp_path, capsys):
+    _, files = _two_images(tmp_path)
+    assert main(["explain", files[0], "--half-bridge", "--nfe", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--half-bridge" in err and "bf16 or fp16" in err and "\n" not in err

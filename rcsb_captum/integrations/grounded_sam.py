@@ -114,7 +114,10 @@ class GroundedSAM:
     def boxes(self, images: Tensor, prompts: Sequence[str]) -> list[Tensor]:
         r"""Per image, the ``B x 4`` boxes (``x0, y0, x1, y1`` in pixels of the image) found for
         its prompt; ``B`` may be 0."""
-        images = self._rgb(images)
+        return self._boxes(self._rgb(images), prompts)
+
+    def _boxes(self, images: Tensor, prompts: Sequence[str]) -> list[Tensor]:
+        # images already checked and RGB (see _rgb)
         if len(prompts) != images.shape[0]:
             raise ValueError(f"prompts: need one per image ({images.shape[0]}), got {len(prompts)}")
         h, w = images.shape[-2:]
@@ -146,7 +149,7 @@ class GroundedSAM:
         rgb = self._rgb(images)
         n, _, h, w = rgb.shape
         scores = torch.zeros(n, 1, h, w)
-        for i, boxes in enumerate(self.boxes(rgb, prompts)):
+        for i, boxes in enumerate(self._boxes(rgb, prompts)):
             if boxes.shape[0] == 0:
                 continue
             inputs = self.sam_processor(
