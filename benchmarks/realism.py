@@ -98,6 +98,9 @@ VARIANTS: dict[str, dict] = {
     },
     # the shipped preset (RCSBConfig.preset("realistic")): the IG region of area 0.6
     "realistic": {**PAPER, "guidance_adam": "image", "guidance_smoothing": 2.0, "area": 0.6},
+    # the prior alone: the bridge's unguided inpainting of the same regions (its texture floor)
+    "unguided": {**PAPER, "guidance_scale": 0.0},
+    "unguided-area0.6": {**PAPER, "guidance_scale": 0.0, "area": 0.6},
 }
 METRICS = ("flip", "cout", "oracle", "robust", "hf", "l1", "area", "seconds")
 

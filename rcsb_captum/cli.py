@@ -292,6 +292,18 @@ def _cell_size(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"must be an integer or 'auto', got {value!r}") from None
 
 
+def _floats(value: str) -> tuple[float, ...]:
+    # a comma list of numbers ("0.45,0.6"); "" or "none" for the empty tuple
+    if value.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated numbers (e.g. 0.45,0.6) or 'none', got {value!r}"
+        ) from None
+
+
 # a user's mistake (bad file, bad option value) is reported in one line, not a traceback
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError)
 
@@ -387,6 +399,8 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
             p.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
+        elif typing.get_origin(kind) is tuple:
+            p.add_argument(flag, type=_floats, default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind, default=None, help=help_text)
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")

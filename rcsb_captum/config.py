@@ -68,7 +68,7 @@ def _check_value(name: str, kind: Any, value: Any, meta: Mapping[str, Any]) -> A
         return check_number(value, name, low, high, low_open=bool(meta.get("low_open")))
     if origin is tuple:
         args = get_args(kind)
-        if not isinstance(value, (tuple, list)) or not value:
+        if not isinstance(value, (tuple, list)) or (not value and not meta.get("empty")):
             raise TypeError(f"{name} must be a non-empty tuple, got {value!r}")
         if Ellipsis not in args and len(value) != len(args):
             raise ValueError(f"{name} must have {len(args)} entries, got {value!r}")
@@ -204,6 +204,22 @@ class RCSBConfig(Config):
         0.3, "default region: largest fraction of the pixels that may change", 0, 1, low_open=True
     )
     ig_steps: int = _f(50, "default region: Integrated Gradients steps in the NoiseTunnel", 1)
+    area_steps: tuple[float, ...] = _f(
+        (),
+        "adaptive region: larger areas tried in turn for inputs whose counterfactual is not "
+        "stable (empty: none)",
+        0,
+        1,
+        low_open=True,
+        empty=True,
+    )
+    stability: float = _f(
+        0.95,
+        "area_steps only: mean p(counterfactual class) over 1-px shifts and blurs that stops "
+        "the region growing",
+        0,
+        1,
+    )
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below (module PRESETS)
     _WHAT: ClassVar[str] = "RCSB option"
@@ -220,6 +236,11 @@ class RCSBConfig(Config):
             raise ValueError(
                 f"nfe must be at most start_step - 1 = {self.start_step - 1}, got {self.nfe}"
             )
+        steps = self.area_steps
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(f"area_steps must be increasing, got {steps!r}")
+        if self.stability != 0.95 and not steps:
+            raise ValueError("stability applies with area_steps only (an adaptive region)")
         if self.guidance_switch != 0.5 and self.guidance_grad != "xt-x0":
             raise ValueError(
                 "guidance_switch applies to guidance_grad='xt-x0' only, got guidance_grad="

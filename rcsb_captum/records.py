@@ -32,6 +32,7 @@ RECORD_KEYS = (
     "region_area",
     "l1_inside",
     "max_change_outside",
+    "stability",
 )
 
 
@@ -47,7 +48,8 @@ def counterfactual_records(
     reaches the class to reach, or leaves ``target``), the probabilities of the explained class
     before and after and of the class to reach after, the ``top`` classes after with their
     probabilities, the region's share of the pixels, the mean absolute change inside the region
-    (``l1_inside``) and the largest change outside it (0 for RCSB).
+    (``l1_inside``), the largest change outside it (0 for RCSB) and, with an adaptive region,
+    the counterfactual's ``stability`` (``None`` otherwise; :mod:`rcsb_captum.stability`).
 
     Args:
         inputs (Tensor): The images explained, ``N x C x H x W`` in ``[0, 1]``.
@@ -89,6 +91,7 @@ def counterfactual_records(
                 "region_area": num(result.regions[i].float().mean()),
                 "l1_inside": num(dist["l1_inside"][i]),
                 "max_change_outside": float(dist["max_outside"][i]),
+                "stability": None if result.stability is None else num(result.stability[i]),
             }
         )
     return records

@@ -261,6 +261,27 @@ class AttributionRegion(RegionSource):
         additional_forward_args: Any = None,
         seeds: Sequence[int] | None = None,
     ) -> Tensor:
+        maps = self.attributions(inputs, target, additional_forward_args, seeds)
+        return self.masks_from(maps, inputs.shape[-2:])
+
+    def masks_from(
+        self, attributions: Tensor, size: Sequence[int], area: float | None = None
+    ) -> Tensor:
+        r"""The region of :meth:`attributions`' maps at this source's cells and ``area`` (or
+        another ``area``: regions of growing area from one ranking are nested)."""
+        return attribution_to_region(
+            attributions, size, self.cell_size, self.area if area is None else area
+        )
+
+    def attributions(
+        self,
+        inputs: Tensor,
+        target: Tensor | None = None,
+        additional_forward_args: Any = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Tensor:
+        r"""The method's raw attribution maps (``N x C x H x W``), each image under its own
+        seed when ``per_image``: what the region ranks its cells by."""
         kwargs = dict(self.attribute_kwargs)
         if additional_forward_args is not None:
             kwargs["additional_forward_args"] = additional_forward_args
@@ -279,7 +300,7 @@ class AttributionRegion(RegionSource):
                 with seeded_global_rng(seed, inputs.device):
                     parts.append(self._attribute(inputs[i : i + 1], t, kw))
             attr = torch.cat(parts)
-        return attribution_to_region(attr, inputs.shape[-2:], self.cell_size, self.area)
+        return attr
 
 
 def default_region(

@@ -4,6 +4,9 @@ resumed run is bit-identical to an uninterrupted one on the same device).
     # the shipped 'tiny' bridge (8,000 steps on 2 CPU cores)
     python scripts/train_demo_bridge.py --steps 8000 --seed 0 --checkpoint demo_bridge.ckpt
     rcsb-captum export demo_bridge.pt rcsb_captum/data/fashion_mnist_bridge.pt --half
+    # the shipped bridge fine-tuned on holes of up to 70 % (the realistic preset's regions)
+    python scripts/train_demo_bridge.py --init rcsb_captum/data/fashion_mnist_bridge.pt \\
+        --mask-area 0.1,0.7 --lr 2e-4 --steps 3000 --checkpoint ft.ckpt --out ft.pt
     # a larger prior on a GPU, with the bridge written at milestones
     python scripts/train_demo_bridge.py --preset small --steps 40000 --accelerator cuda \\
         --precision bf16-mixed --milestones 4000,16000 --max-seconds 3600 --out small.pt
@@ -37,8 +40,13 @@ parser.add_argument("--max-seconds", type=float, default=None, help="stop (resum
 parser.add_argument("--chunk", type=int, default=1000, help="steps between time checks")
 parser.add_argument("--accelerator", default="cpu")
 parser.add_argument("--precision", default="32-true")
+parser.add_argument("--init", default=None, help="fine-tune from this bridge file (Bridge.save)")
+parser.add_argument("--lr", type=float, default=5e-4)
+parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
 args = parser.parse_args()
 torch.set_flush_denormal(True)
+if args.threads:
+    torch.set_num_threads(args.threads)
 images, _ = load_fashion_mnist("train")
 config = preset_config(args.preset, 32, 1)
 lo, hi = (float(v) for v in args.mask_area.split(","))
@@ -56,7 +64,8 @@ while done < args.steps:
         config=config,
         steps=target,
         batch_size=args.batch_size,
-        lr=5e-4,
+        lr=args.lr,
+        init=args.init,
         ema_decay=0.999,
         mask_area=(lo, hi),
         checkpoint_path=args.checkpoint,

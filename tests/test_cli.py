@@ -229,3 +229,17 @@ def test_half_bridge_needs_a_half_precision(tmp_path, capsys):
     assert main(["explain", files[0], "--half-bridge", "--nfe", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--half-bridge" in err and "bf16 or fp16" in err and "\n" not in err
+
+
+def test_cli_adaptive_region_flags_reach_the_config():
+    from rcsb_captum.cli import _config, _parser
+
+    args = _parser().parse_args(
+        ["explain", "x.png", "--preset", "realistic", "--area-steps", "0.45,0.6"]
+    )
+    cfg = _config(args)
+    assert cfg.area_steps == (0.45, 0.6) and cfg.guidance_adam == "image"
+    args = _parser().parse_args(["explain", "x.png", "--area-steps", "none"])
+    assert _config(args).area_steps == ()
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["explain", "x.png", "--area-steps", "big"])

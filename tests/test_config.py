@@ -123,3 +123,18 @@ def test_defaults_table_lists_every_option():
     table = defaults_table()
     for f in config_fields():
         assert f"`{f.name}`" in table
+
+
+def test_area_steps_are_checked_and_round_trip():
+    from rcsb_captum.config import RCSBConfig
+
+    cfg = RCSBConfig(area_steps=[0.45, 0.6], stability=0.9)
+    assert cfg.area_steps == (0.45, 0.6)
+    assert RCSBConfig.from_json(cfg.to_json()) == cfg
+    assert RCSBConfig().area_steps == ()
+    with pytest.raises(ValueError, match="area_steps must be increasing"):
+        RCSBConfig(area_steps=(0.6, 0.45))
+    with pytest.raises(ValueError, match=r"area_steps\[1\]"):
+        RCSBConfig(area_steps=(0.45, 1.5))
+    with pytest.raises(ValueError, match="stability applies with area_steps only"):
+        RCSBConfig(stability=0.9)

@@ -20,6 +20,7 @@ from .._utils import (
     base_seed,
     check_int,
     check_logits,
+    derive_seed,
     deterministic_kernels,
     flush_denormal,
     format_classes,
@@ -32,8 +33,15 @@ from .._utils import (
 from ..bridge.bridge import Bridge
 from ..config import RCSBConfig, config_fields
 from ..guidance import ClassifierGuidance
-from ..regions import MaskRegion, RegionSource, binarize_masks, default_region
+from ..regions import (
+    AttributionRegion,
+    MaskRegion,
+    RegionSource,
+    binarize_masks,
+    default_region,
+)
 from ..sampler import sample_rcsb
+from ..stability import transform_stability
 
 __all__ = ["RCSB", "CounterfactualResult"]
 
@@ -53,6 +61,10 @@ class CounterfactualResult:
         target (Tensor), counterfactual_target (Tensor or None): the classes used.
         probs_before (Tensor): ``N x K`` class probabilities of the inputs.
         probs_after (Tensor): ``N x K`` class probabilities of the best counterfactuals.
+        stability (Tensor or None): ``N``, with an adaptive region (``area_steps``): the
+            classifier's mean probability of the counterfactual class over one-pixel shifts
+            and blurs of the counterfactual (:func:`~rcsb_captum.stability.transform_stability`);
+            ``None`` otherwise.
     """
 
     counterfactuals: Tensor
@@ -64,6 +76,7 @@ class CounterfactualResult:
     counterfactual_target: Tensor | None
     probs_before: Tensor
     probs_after: Tensor
+    stability: Tensor | None = None
 
 
 def _check_region_callable(region: Any) -> Callable[..., Tensor]:
@@ -101,6 +114,82 @@ def _check_region_only_options(overrides: dict[str, Any]) -> None:
             "with region= given, set "
             "them on the region source (e.g. AttributionRegion(method, cell_size, area))"
         )
+
+
+def _rows_of(extra: tuple, rows: Tensor, n: int) -> tuple:
+    # the rows of per-input tensors among the extra forward arguments (others as they are)
+    return tuple(
+        a[rows.to(a.device)] if isinstance(a, Tensor) and a.ndim and a.shape[0] == n else a
+        for a in extra
+    )
+
+
+def _rank(stable: Tensor, success: Tensor, stability: Tensor) -> Tensor:
+    # one number ordering candidates by (stable, success, stability)
+    return stable.float() * 4 + success.float() * 2 + stability
+
+
+class _Draw:
+    r"""Sampling, scoring and choosing the best of ``n_samples`` for some of a call's inputs
+    (the adaptive region draws subsets again): returns the samples (``N x S x C x H x W``),
+    their class probabilities (``N x S x K``), the best sample's index and every sample's
+    success."""
+
+    def __init__(
+        self,
+        rcsb: RCSB,
+        cfg: RCSBConfig,
+        bridge: Bridge,
+        extra: tuple,
+        seed: int,
+        batch: int | None,
+        show_progress: bool,
+    ) -> None:
+        self.rcsb, self.cfg, self.bridge, self.extra = rcsb, cfg, bridge, extra
+        self.seed, self.batch, self.show_progress = seed, batch, show_progress
+
+    def __call__(
+        self,
+        x: Tensor,
+        masks: Tensor,
+        tgt: Tensor,
+        cf: Tensor | None,
+        indices: list[int],
+        extra: tuple | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        extra = self.extra if extra is None else extra
+        r = self.rcsb
+        samples = r._sample(
+            self.cfg,
+            self.bridge,
+            x,
+            masks,
+            tgt,
+            cf,
+            extra,
+            self.seed,
+            indices,
+            self.batch,
+            self.show_progress,
+        )
+        n, s = samples.shape[:2]
+        flat = samples.flatten(0, 1)
+        logits = r._logits(
+            flat, _repeat_rows(extra, s, n), None if self.batch is None else self.batch * s
+        )
+        probs = torch.softmax(logits.float(), 1)
+        best, ok, _ = r._select(samples, probs, tgt, cf)
+        return samples, probs.view(n, s, -1), best, ok
+
+
+def _repeat_rows(extra: tuple, s: int, n: int) -> tuple:
+    # per-input extra tensors repeated for the S samples of each input (sample-minor order)
+    if s == 1:
+        return extra
+    return tuple(
+        a.repeat_interleave(s, 0) if isinstance(a, Tensor) and a.ndim and a.shape[0] == n else a
+        for a in extra
+    )
 
 
 class RCSB(Attribution):
@@ -219,12 +308,15 @@ class RCSB(Attribution):
         return self.bridge.to(inputs.device)
 
     def _logits(self, x: Tensor, extra: tuple, batch: int | None = None) -> Tensor:
+        # per-input extra tensors (as many rows as x) are cut with the chunks of x
+        n = x.shape[0]
         with torch.no_grad():
-            step = batch or x.shape[0]
-            out = [
-                check_logits(self.forward_func(x[i : i + step], *extra), min(step, len(x) - i))
-                for i in range(0, x.shape[0], step)
-            ]
+            step = batch or n
+            out = []
+            for i in range(0, n, step):
+                rows = torch.arange(i, min(i + step, n), device=x.device)
+                logits = self.forward_func(x[i : i + step], *_rows_of(extra, rows, n))
+                out.append(check_logits(logits, len(rows)))
         return torch.cat(out)
 
     def _classes(
@@ -248,6 +340,28 @@ class RCSB(Attribution):
             )
         return tgt, cf
 
+    def _region_source(self, cfg: RCSBConfig, region: Any) -> Callable[..., Tensor]:
+        source = self.region if region is None else self._call_region(region)
+        if region is None and self._own_region and cfg != self.config:
+            mine = {k: getattr(self.config, k) for k in _REGION_FIELDS}
+            if mine != {k: getattr(cfg, k) for k in _REGION_FIELDS}:  # per-call region options
+                source = self._default_region(cfg)
+        return source
+
+    @staticmethod
+    def _check_masks(masks: Any, inputs: Tensor) -> Tensor:
+        if masks is None:
+            raise TypeError("region returned None; it must return N x 1 x H x W masks")
+        n = inputs.shape[0]
+        masks = binarize_masks(masks, n, inputs.shape[-2:], "region").to(inputs.device)
+        empty = (masks.flatten(1).sum(1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"region is empty for inputs {empty}: nothing could change (masks are binarised "
+                "at 0.5; 1 = may change)"
+            )
+        return masks
+
     def _regions(
         self,
         cfg: RCSBConfig,
@@ -259,11 +373,7 @@ class RCSB(Attribution):
         seed: int,
         offset: int,
     ) -> Tensor:
-        source = self.region if region is None else self._call_region(region)
-        if region is None and self._own_region and cfg != self.config:
-            mine = {k: getattr(self.config, k) for k in _REGION_FIELDS}
-            if mine != {k: getattr(cfg, k) for k in _REGION_FIELDS}:  # per-call region options
-                source = self._default_region(cfg)
+        source = self._region_source(cfg, region)
         n = inputs.shape[0]
         # region sources take the extra arguments only when there are any, so that plain
         # callables ``(inputs, target) -> masks`` work
@@ -275,16 +385,7 @@ class RCSB(Attribution):
             _check_region_arguments(source, (inputs, target, *args))
             with seeded_global_rng(seeds[0], inputs.device):
                 masks = source(inputs, target, *args)
-        if masks is None:
-            raise TypeError("region returned None; it must return N x 1 x H x W masks")
-        masks = binarize_masks(masks, n, inputs.shape[-2:], "region").to(inputs.device)
-        empty = (masks.flatten(1).sum(1) == 0).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(
-                f"region is empty for inputs {empty}: nothing could change (masks are binarised "
-                "at 0.5; 1 = may change)"
-            )
-        return masks
+        return self._check_masks(masks, inputs)
 
     @staticmethod
     def _call_region(region: Any) -> Callable[..., Tensor]:
@@ -302,24 +403,24 @@ class RCSB(Attribution):
         cf: Tensor | None,
         extra: tuple,
         seed: int,
-        offset: int,
+        indices: list[int],
         internal_batch_size: int | None,
         show_progress: bool,
     ) -> Tensor:
         n, s = x.shape[0], cfg.n_samples
-        # image i's generator draws the hole noise of its s samples, one after the other
-        gens = [
-            image_generator(v, x.device)
-            for v in image_seeds(seed, n, offset, stream=SAMPLING_STREAM)
-        ]
+        # image i's generator draws the hole noise of its s samples, one after the other; it
+        # is seeded by the image's global index, so a redraw of a subset repeats the first draw
+        gens = [image_generator(derive_seed(seed, i, SAMPLING_STREAM), x.device) for i in indices]
         per_sample = [g for g in gens for _ in range(s)]
         rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
         x_r, m_r, t_r = rep(x), rep(masks), rep(target)
         cf_r = None if cf is None else rep(cf)
         chunk = (internal_batch_size or n) * s
+        extra_r = _repeat_rows(extra, s, n)  # per-input extra tensors: one row per sample
         outs = []
         for i in range(0, n * s, chunk):
             sl = slice(i, i + chunk)
+            rows = torch.arange(i, min(i + chunk, n * s), device=x.device)
             guidance = ClassifierGuidance(
                 self.forward_func,
                 target=t_r[sl],
@@ -331,7 +432,7 @@ class RCSB(Attribution):
                 shifts=cfg.guidance_shifts,
                 adam=cfg.guidance_adam,
                 until=cfg.guidance_until,
-                additional_forward_args=extra,
+                additional_forward_args=_rows_of(extra_r, rows, n * s),
             )
             outs.append(
                 sample_rcsb(
@@ -481,25 +582,35 @@ class RCSB(Attribution):
             bridge = self._bridge_for(x, cfg)
             logits = self._logits(x, extra)
             tgt, cf = self._classes(logits, target, counterfactual_target)
-            masks = self._regions(cfg, x, tgt, additional_forward_args, extra, region, base, offset)
-            samples = self._sample(
-                cfg,
-                bridge,
-                x,
-                masks,
-                tgt,
-                cf,
-                extra,
-                base,
-                offset,
-                internal_batch_size,
-                show_progress,
-            )
-            n, s = samples.shape[:2]
-            probs = torch.softmax(
-                self._logits(samples.flatten(0, 1), extra, internal_batch_size).float(), 1
-            )
-        best, ok, _ = self._select(samples, probs, tgt, cf)
+            source = self._region_source(cfg, region)
+            if cfg.area_steps and not isinstance(source, AttributionRegion):
+                raise ValueError(
+                    "area_steps grows a region along its attribution ranking: it needs the "
+                    "default region or an AttributionRegion, got "
+                    f"{type(source).__name__}"
+                )
+            maps = None
+            if cfg.area_steps:  # the ranking, computed once for every area
+                assert isinstance(source, AttributionRegion)
+                seeds = image_seeds(base, x.shape[0], offset, stream=REGION_STREAM)
+                maps = source.attributions(
+                    x, tgt, additional_forward_args if extra else None, seeds=seeds
+                )
+                masks = self._check_masks(source.masks_from(maps, x.shape[-2:]), x)
+            else:
+                masks = self._regions(
+                    cfg, x, tgt, additional_forward_args, extra, region, base, offset
+                )
+            draw = _Draw(self, cfg, bridge, extra, base, internal_batch_size, show_progress)
+            indices = list(range(offset, offset + x.shape[0]))
+            samples, probs, best, ok = draw(x, masks, tgt, cf, indices)
+            stability = None
+            if maps is not None:
+                assert isinstance(source, AttributionRegion)
+                masks, samples, probs, best, ok, stability = self._grow_region(
+                    cfg, source, maps, draw, x, masks, tgt, cf, indices, samples, probs, best, ok
+                )
+        n, s = samples.shape[:2]
         idx = torch.arange(n, device=best.device)
         samples = torch.where(
             masks[:, None].bool(), samples.to(inputs.dtype), inputs.detach()[:, None]
@@ -513,8 +624,67 @@ class RCSB(Attribution):
             target=tgt,
             counterfactual_target=cf,
             probs_before=torch.softmax(logits.float(), 1),
-            probs_after=probs.view(n, s, -1)[idx, best],
+            probs_after=probs[idx, best],
+            stability=stability,
         )
+
+    def _grow_region(
+        self,
+        cfg: RCSBConfig,
+        source: AttributionRegion,
+        maps: Tensor,
+        draw: _Draw,
+        x: Tensor,
+        masks: Tensor,
+        tgt: Tensor,
+        cf: Tensor | None,
+        indices: list[int],
+        samples: Tensor,
+        probs: Tensor,
+        best: Tensor,
+        ok: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        # the adaptive region (RCSBConfig.area_steps): inputs whose counterfactual is not
+        # stable (rcsb_captum.stability) are drawn again with the next area of the same
+        # ranking; a redraw replaces the earlier result when it ranks higher by (stable,
+        # success, stability), so the region returned is the smallest that gave it
+        n = x.shape[0]
+
+        def stable_of(cands: Tensor, rows: Tensor) -> Tensor:
+            return transform_stability(
+                self.forward_func,
+                cands,
+                tgt[rows],
+                None if cf is None else cf[rows],
+                _rows_of(draw.extra, rows, n),
+                draw.batch,
+            )
+
+        everyone = torch.arange(n, device=x.device)
+        stability = stable_of(samples[everyone, best], everyone)
+        for area in cfg.area_steps:
+            todo = (stability < cfg.stability).nonzero().flatten()
+            if len(todo) == 0:
+                break
+            grown = self._check_masks(source.masks_from(maps[todo], x.shape[-2:], area), x[todo])
+            s_new, p_new, b_new, ok_new = draw(
+                x[todo],
+                grown,
+                tgt[todo],
+                None if cf is None else cf[todo],
+                [indices[int(i)] for i in todo],
+                _rows_of(draw.extra, todo, n),
+            )
+            rows = torch.arange(len(todo), device=x.device)
+            st_new = stable_of(s_new[rows, b_new], todo)
+            key_new = _rank(st_new >= cfg.stability, ok_new[rows, b_new], st_new)
+            old_ok = ok[todo, best[todo]]
+            key_old = _rank(stability[todo] >= cfg.stability, old_ok, stability[todo])
+            take = todo[key_new > key_old]
+            pick = (key_new > key_old).nonzero().flatten()
+            masks[take], samples[take], probs[take] = grown[pick], s_new[pick], p_new[pick]
+            best[take], ok[take], stability[take] = b_new[pick], ok_new[pick], st_new[pick]
+        return masks, samples, probs, best, ok, stability
 
     def attribute(
         self,

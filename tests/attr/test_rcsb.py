@@ -445,3 +445,56 @@ def test_regions_are_the_ones_a_seeded_call_uses(classifier, tiny_bridge, images
     res = rcsb.generate(images, seed=3)
     assert torch.equal(masks, res.regions)
     assert masks.shape == (2, 1, 32, 32)
+
+
+# -- the adaptive region (area_steps) ------------------------------------------------------
+
+ADAPTIVE = dict(start_step=100, nfe=4, n_samples=1, ig_steps=2, cell_size=4, area=0.2)
+
+
+def test_adaptive_region_grows_only_unstable_inputs_along_one_ranking(classifier, tiny_bridge):
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    plain = RCSB(classifier, tiny_bridge, **ADAPTIVE)
+    first = plain.regions(x, seed=0)
+    base = plain.generate(x, seed=0)
+    assert base.stability is None
+    # a threshold nobody reaches: every input is drawn again at each area, ending at the last
+    grow = plain.generate(x, seed=0, area_steps=(0.3, 0.5), stability=1.0)
+    area = grow.regions.flatten(1).mean(1)
+    assert torch.allclose(area, torch.full((3,), 0.5), atol=0.02)
+    assert torch.all(grow.regions >= first)  # nested: the first region is inside the last
+    assert grow.stability is not None and grow.stability.shape == (3,)
+    outside = (grow.regions == 0).expand_as(x)
+    assert torch.equal(grow.counterfactuals[outside], x[outside])
+    # a threshold everyone reaches: nothing is drawn again, the plain result comes back
+    same = plain.generate(x, seed=0, area_steps=(0.3, 0.5), stability=0.0)
+    assert torch.equal(same.counterfactuals, base.counterfactuals)
+    assert torch.equal(same.regions, first)
+    # an input's result does not depend on the rest of the call
+    part = plain.generate(x[1:], seed=0, index_offset=1, area_steps=(0.3, 0.5), stability=1.0)
+    assert torch.equal(part.counterfactuals, grow.counterfactuals[1:])
+
+
+def test_adaptive_region_needs_an_attribution_ranking(classifier, tiny_bridge, images):
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    with pytest.raises(ValueError, match="area_steps .*AttributionRegion.*MaskRegion"):
+        rcsb.generate(images, seed=0, area_steps=(0.5,))
+
+
+def test_per_input_extra_arguments_follow_samples_and_chunks(tiny_bridge):
+    seen = []
+
+    def model(x, bias):
+        seen.append(bias.shape[0] == x.shape[0])
+        return torch.stack([x.mean((1, 2, 3)) + bias, -x.mean((1, 2, 3))], 1)
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    res = RCSB(model, tiny_bridge, MaskRegion(box_mask(3)), **FAST).generate(
+        x,
+        target=0,
+        additional_forward_args=torch.tensor([0.0, 5.0, 0.0]),
+        seed=0,
+        internal_batch_size=2,
+    )
+    assert all(seen) and len(seen) > 3
+    assert res.probs_before[1, 0] > 0.99 and res.probs_after[1, 0] > 0.99
