@@ -740,6 +740,7 @@ def explain_dataset(
         "bridge_sha256": fingerprint(the_bridge),
         **settings.to_json(),
     }
+    mine = json.loads(json.dumps(mine))  # as settings.json holds it (tuples become lists)
     stored = out / "settings.json"
     if stored.exists():  # every rank checks, so that every rank stops with the same one line
         before = json.loads(stored.read_text())

@@ -174,9 +174,7 @@ class _Draw:
         )
         n, s = samples.shape[:2]
         flat = samples.flatten(0, 1)
-        logits = r._logits(
-            flat, _repeat_rows(extra, s, n), None if self.batch is None else self.batch * s
-        )
+        logits = r._logits(flat, _repeat_rows(extra, s, n), self.batch)
         probs = torch.softmax(logits.float(), 1)
         best, ok, _ = r._select(samples, probs, tgt, cf)
         return samples, probs.view(n, s, -1), best, ok
@@ -586,12 +584,17 @@ class RCSB(Attribution):
             if cfg.area_steps and not isinstance(source, AttributionRegion):
                 raise ValueError(
                     "area_steps grows a region along its attribution ranking: it needs the "
-                    "default region or an AttributionRegion, got "
-                    f"{type(source).__name__}"
+                    f"default region or an AttributionRegion, got {type(source).__name__} "
+                    "(set area_steps=(), on the command line --area-steps none)"
                 )
             maps = None
             if cfg.area_steps:  # the ranking, computed once for every area
                 assert isinstance(source, AttributionRegion)
+                if cfg.area_steps[0] <= source.area:
+                    raise ValueError(
+                        f"area_steps must all be larger than the region's area {source.area}, "
+                        f"got {cfg.area_steps}"
+                    )
                 seeds = image_seeds(base, x.shape[0], offset, stream=REGION_STREAM)
                 maps = source.attributions(
                     x, tgt, additional_forward_args if extra else None, seeds=seeds

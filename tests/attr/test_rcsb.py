@@ -479,6 +479,9 @@ def test_adaptive_region_needs_an_attribution_ranking(classifier, tiny_bridge, i
     rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST)
     with pytest.raises(ValueError, match="area_steps .*AttributionRegion.*MaskRegion"):
         rcsb.generate(images, seed=0, area_steps=(0.5,))
+    own = RCSB(classifier, tiny_bridge, **ADAPTIVE)  # area 0.2
+    with pytest.raises(ValueError, match="larger than the region's area 0.2"):
+        own.generate(images, seed=0, area_steps=(0.2, 0.5))
 
 
 def test_per_input_extra_arguments_follow_samples_and_chunks(tiny_bridge):
