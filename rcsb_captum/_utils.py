@@ -250,6 +250,13 @@ def image_seeds(seed: int, n: int, offset: int = 0, stream: int = SAMPLING_STREA
     return [derive_seed(seed, index, stream) for index in range(offset, offset + n)]
 
 
+def per_input(args: Sequence[Any], n: int, fn: Callable[[Tensor], Tensor]) -> tuple:
+    r"""Extra forward arguments ``args`` with ``fn`` applied to each tensor of ``n`` rows (an
+    argument given per input, to be cut, repeated or moved with the inputs); the others as they
+    are."""
+    return tuple(fn(a) if isinstance(a, Tensor) and a.ndim and a.shape[0] == n else a for a in args)
+
+
 def image_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     r"""A generator on ``device`` seeded with one of :func:`image_seeds`."""
     return torch.Generator(device=device).manual_seed(seed)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import check_choice, check_number, gaussian_blur
+from ._utils import check_choice, check_number, gaussian_blur, per_input
 
 __all__ = [
     "ADAM_MODES",
@@ -166,13 +166,8 @@ class ClassifierGuidance:
         if k > 1:  # the k shifted copies, copy-major, through the classifier in one call
             x = torch.cat([shift_image(x, dy, dx) for dy, dx in SHIFTS[:k]])
         extra = self.additional_forward_args
-        if k > 1 and extra:
-            extra = tuple(
-                a.repeat(k, *[1] * (a.ndim - 1))
-                if isinstance(a, Tensor) and a.shape[:1] == (n,)
-                else a
-                for a in extra
-            )
+        if k > 1:
+            extra = per_input(extra, n, lambda a: a.repeat(k, *[1] * (a.ndim - 1)))
         logits = self.forward_func(x, *extra)
         if not isinstance(logits, Tensor) or logits.shape[:1] != x.shape[:1]:
             raise TypeError(

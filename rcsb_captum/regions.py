@@ -18,7 +18,7 @@ from captum.attr import (
 )
 from torch import Tensor
 
-from ._utils import check_choice, check_int, check_number, seeded_global_rng
+from ._utils import check_choice, check_int, check_number, per_input, seeded_global_rng
 
 __all__ = [
     "AttributionRegion",
@@ -293,9 +293,12 @@ class AttributionRegion(RegionSource):
             parts = []
             for i, seed in enumerate(seeds):
                 kw = dict(kwargs)
-                extra = kw.get("additional_forward_args")
-                if isinstance(extra, Tensor) and extra.ndim and extra.shape[0] == inputs.shape[0]:
-                    kw["additional_forward_args"] = extra[i : i + 1]
+                if "additional_forward_args" in kw:
+                    (kw["additional_forward_args"],) = per_input(
+                        (kw["additional_forward_args"],),
+                        inputs.shape[0],
+                        lambda a: a[i : i + 1],  # noqa: B023 (used at once)
+                    )
                 t = target[i : i + 1] if isinstance(target, Tensor) and target.ndim else target
                 with seeded_global_rng(seed, inputs.device):
                     parts.append(self._attribute(inputs[i : i + 1], t, kw))

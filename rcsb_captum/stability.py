@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import check_logits, gaussian_blur
+from ._utils import check_logits, gaussian_blur, per_input
 
 __all__ = ["STABILITY_BLURS", "STABILITY_SHIFTS", "stability_transforms", "transform_stability"]
 
@@ -81,16 +81,12 @@ def transform_stability(
     cls = (counterfactual_target if counterfactual_target is not None else target).repeat(k)
     step = (batch_size or n) * k
     probs = []
+    copies = per_input(additional_forward_args, n, lambda a: a.repeat(k, *[1] * (a.ndim - 1)))
     with torch.no_grad():
         x = stability_transforms(images.float())
         for i in range(0, n * k, step):
             rows = slice(i, i + step)
-            extra = tuple(
-                a.repeat(k, *[1] * (a.ndim - 1))[rows]
-                if isinstance(a, Tensor) and a.ndim and a.shape[0] == n
-                else a
-                for a in additional_forward_args
-            )
+            extra = per_input(copies, n * k, lambda a: a[rows])  # noqa: B023 (used at once)
             chunk = x[rows]
             logits = check_logits(forward_func(chunk, *extra), chunk.shape[0]).float()
             p = torch.softmax(logits, 1).gather(1, cls[rows, None].to(logits.device))[:, 0]

@@ -28,6 +28,7 @@ from .._utils import (
     image_generator,
     image_seeds,
     model_left_as_given,
+    per_input,
     seeded_global_rng,
 )
 from ..bridge.bridge import Bridge
@@ -118,10 +119,7 @@ def _check_region_only_options(overrides: dict[str, Any]) -> None:
 
 def _rows_of(extra: tuple, rows: Tensor, n: int) -> tuple:
     # the rows of per-input tensors among the extra forward arguments (others as they are)
-    return tuple(
-        a[rows.to(a.device)] if isinstance(a, Tensor) and a.ndim and a.shape[0] == n else a
-        for a in extra
-    )
+    return per_input(extra, n, lambda a: a[rows.to(a.device)])
 
 
 def _rank(stable: Tensor, success: Tensor, stability: Tensor) -> Tensor:
@@ -182,12 +180,7 @@ class _Draw:
 
 def _repeat_rows(extra: tuple, s: int, n: int) -> tuple:
     # per-input extra tensors repeated for the S samples of each input (sample-minor order)
-    if s == 1:
-        return extra
-    return tuple(
-        a.repeat_interleave(s, 0) if isinstance(a, Tensor) and a.ndim and a.shape[0] == n else a
-        for a in extra
-    )
+    return extra if s == 1 else per_input(extra, n, lambda a: a.repeat_interleave(s, 0))
 
 
 class RCSB(Attribution):
@@ -338,14 +331,6 @@ class RCSB(Attribution):
             )
         return tgt, cf
 
-    def _region_source(self, cfg: RCSBConfig, region: Any) -> Callable[..., Tensor]:
-        source = self.region if region is None else self._call_region(region)
-        if region is None and self._own_region and cfg != self.config:
-            mine = {k: getattr(self.config, k) for k in _REGION_FIELDS}
-            if mine != {k: getattr(cfg, k) for k in _REGION_FIELDS}:  # per-call region options
-                source = self._default_region(cfg)
-        return source
-
     @staticmethod
     def _check_masks(masks: Any, inputs: Tensor) -> Tensor:
         if masks is None:
@@ -370,20 +355,47 @@ class RCSB(Attribution):
         region: Any,
         seed: int,
         offset: int,
-    ) -> Tensor:
-        source = self._region_source(cfg, region)
+    ) -> tuple[Tensor, Callable[[Tensor, float], Tensor] | None]:
+        r"""The masks; with ``cfg.area_steps`` also ``grow(rows, area)``: those inputs' regions
+        at a larger area of the same attribution ranking (computed once, here)."""
+        source = self.region if region is None else self._call_region(region)
+        if region is None and self._own_region and cfg != self.config:
+            mine = {k: getattr(self.config, k) for k in _REGION_FIELDS}
+            if mine != {k: getattr(cfg, k) for k in _REGION_FIELDS}:  # per-call region options
+                source = self._default_region(cfg)
         n = inputs.shape[0]
         # region sources take the extra arguments only when there are any, so that plain
         # callables ``(inputs, target) -> masks`` work
         args = (additional_forward_args,) if extra else ()
         seeds = image_seeds(seed, n, offset, stream=REGION_STREAM)
+        if cfg.area_steps:
+            if not isinstance(source, AttributionRegion):
+                raise ValueError(
+                    "area_steps grows a region along its attribution ranking: it needs the "
+                    f"default region or an AttributionRegion, got {type(source).__name__} "
+                    "(set area_steps=(), on the command line --area-steps none)"
+                )
+            if cfg.area_steps[0] <= source.area:
+                raise ValueError(
+                    f"area_steps must all be larger than the region's area {source.area}, "
+                    f"got {cfg.area_steps}"
+                )
+            ranked, size = source, inputs.shape[-2:]  # a name the closure sees narrowed
+            maps = ranked.attributions(
+                inputs, target, additional_forward_args if extra else None, seeds=seeds
+            )
+
+            def grow(rows: Tensor, area: float) -> Tensor:
+                return self._check_masks(ranked.masks_from(maps[rows], size, area), inputs[rows])
+
+            return self._check_masks(ranked.masks_from(maps, size), inputs), grow
         if isinstance(source, RegionSource):
             masks = source(inputs, target, additional_forward_args if extra else None, seeds=seeds)
         else:  # a user callable may draw from the global generator: seed it, then restore it
             _check_region_arguments(source, (inputs, target, *args))
             with seeded_global_rng(seeds[0], inputs.device):
                 masks = source(inputs, target, *args)
-        return self._check_masks(masks, inputs)
+        return self._check_masks(masks, inputs), None
 
     @staticmethod
     def _call_region(region: Any) -> Callable[..., Tensor]:
@@ -508,9 +520,10 @@ class RCSB(Attribution):
         with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
             logits = self._logits(x, extra)
             tgt, _ = self._classes(logits, target, None)
-            return self._regions(
+            masks, _ = self._regions(
                 cfg, x, tgt, additional_forward_args, extra, None, base_seed(seed), offset
             )
+            return masks
 
     def generate(
         self,
@@ -580,38 +593,16 @@ class RCSB(Attribution):
             bridge = self._bridge_for(x, cfg)
             logits = self._logits(x, extra)
             tgt, cf = self._classes(logits, target, counterfactual_target)
-            source = self._region_source(cfg, region)
-            if cfg.area_steps and not isinstance(source, AttributionRegion):
-                raise ValueError(
-                    "area_steps grows a region along its attribution ranking: it needs the "
-                    f"default region or an AttributionRegion, got {type(source).__name__} "
-                    "(set area_steps=(), on the command line --area-steps none)"
-                )
-            maps = None
-            if cfg.area_steps:  # the ranking, computed once for every area
-                assert isinstance(source, AttributionRegion)
-                if cfg.area_steps[0] <= source.area:
-                    raise ValueError(
-                        f"area_steps must all be larger than the region's area {source.area}, "
-                        f"got {cfg.area_steps}"
-                    )
-                seeds = image_seeds(base, x.shape[0], offset, stream=REGION_STREAM)
-                maps = source.attributions(
-                    x, tgt, additional_forward_args if extra else None, seeds=seeds
-                )
-                masks = self._check_masks(source.masks_from(maps, x.shape[-2:]), x)
-            else:
-                masks = self._regions(
-                    cfg, x, tgt, additional_forward_args, extra, region, base, offset
-                )
+            masks, grow = self._regions(
+                cfg, x, tgt, additional_forward_args, extra, region, base, offset
+            )
             draw = _Draw(self, cfg, bridge, extra, base, internal_batch_size, show_progress)
             indices = list(range(offset, offset + x.shape[0]))
             samples, probs, best, ok = draw(x, masks, tgt, cf, indices)
             stability = None
-            if maps is not None:
-                assert isinstance(source, AttributionRegion)
+            if grow is not None:
                 masks, samples, probs, best, ok, stability = self._grow_region(
-                    cfg, source, maps, draw, x, masks, tgt, cf, indices, samples, probs, best, ok
+                    cfg, grow, draw, x, masks, tgt, cf, indices, samples, probs, best, ok
                 )
         n, s = samples.shape[:2]
         idx = torch.arange(n, device=best.device)
@@ -634,8 +625,7 @@ class RCSB(Attribution):
     def _grow_region(
         self,
         cfg: RCSBConfig,
-        source: AttributionRegion,
-        maps: Tensor,
+        grow: Callable[[Tensor, float], Tensor],
         draw: _Draw,
         x: Tensor,
         masks: Tensor,
@@ -669,7 +659,7 @@ class RCSB(Attribution):
             todo = (stability < cfg.stability).nonzero().flatten()
             if len(todo) == 0:
                 break
-            grown = self._check_masks(source.masks_from(maps[todo], x.shape[-2:], area), x[todo])
+            grown = grow(todo, area)
             s_new, p_new, b_new, ok_new = draw(
                 x[todo],
                 grown,
@@ -683,8 +673,8 @@ class RCSB(Attribution):
             key_new = _rank(st_new >= cfg.stability, ok_new[rows, b_new], st_new)
             old_ok = ok[todo, best[todo]]
             key_old = _rank(stability[todo] >= cfg.stability, old_ok, stability[todo])
-            take = todo[key_new > key_old]
             pick = (key_new > key_old).nonzero().flatten()
+            take = todo[pick]
             masks[take], samples[take], probs[take] = grown[pick], s_new[pick], p_new[pick]
             best[take], ok[take], stability[take] = b_new[pick], ok_new[pick], st_new[pick]
         return masks, samples, probs, best, ok, stability
