@@ -176,6 +176,9 @@ class RCSBConfig(Config):
         0.5, "xt-x0 only: noise level (relative to the first step's) where x0 takes over", 0, 1
     )
     sampler: Sampler = _f("i2sb", "integrator: I2SB posterior steps or Heun (2nd order)")
+    noise_temperature: float = _f(
+        1.0, "std of the noise filling the region at the start (1: I2SB's; < 1: less texture)", 0
+    )
     guidance_norm: GuidanceNorm = _f(
         "l2", "size of the first update: L2 norm = scale (l2) or the paper's per-element (rms)"
     )
@@ -265,7 +268,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "precision": "bf16",
     },
     "fast": {"ig_steps": 8, "n_samples": 1, "nfe": 50, "precision": "bf16"},
-    "realistic": {"guidance_adam": "image", "guidance_smoothing": 2.0, "area": 0.6},
+    "realistic": {
+        "guidance_adam": "image",
+        "guidance_smoothing": 2.0,
+        "area": 0.6,
+        "noise_temperature": 0.8,
+    },
 }
 RCSBConfig.PRESETS = PRESETS
 

@@ -240,6 +240,7 @@ def sample_rcsb(
     guidance_schedule: str = "constant",
     guidance_interval: int = 1,
     guidance_switch: float = 0.5,
+    noise_temperature: float = 1.0,
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
     r"""Counterfactuals in ``[0, 1]``; pixels where ``region == 0`` equal ``images`` bit for bit.
@@ -288,6 +289,13 @@ def sample_rcsb(
         guidance_switch (float): With ``guidance_grad="xt-x0"``: the noise level, relative to
             the first step's, below which the gradient is taken at x̂0 (0.5: about the first
             half of the steps through the bridge; 1: all but the first step at x̂0; 0: none).
+        noise_temperature (float): Standard deviation of the Gaussian noise that fills the
+            region in the corrupted image ``x1`` (1: I2SB's inpainting corruption, the
+            official). Below 1 the trajectory starts at a lower temperature, as in reduced-
+            temperature sampling of flows and diffusion models (Kingma & Dhariwal, Glow,
+            NeurIPS 2018; the truncation trick of Brock et al., ICLR 2019): the OT-ODE maps
+            the fill deterministically to x0, and a small bridge passes part of the noise's
+            pattern through as invented texture. 0 starts from the noised input alone.
         callback (callable, optional): ``callback(step, state, x0_hat)`` after each step
             (0-based step, the state in ``[-1, 1]`` after the step, the step's x̂0), for
             figures, tests and benchmarks; it must not modify the tensors.
@@ -316,7 +324,11 @@ def sample_rcsb(
     device = images.device
     x_gt = images * 2 - 1
     mask = region.to(images.dtype).expand_as(images).bool()
-    x1 = torch.where(mask, _hole_noise(images, generator), x_gt)
+    check_number(noise_temperature, "noise_temperature", 0)
+    fill = _hole_noise(images, generator)
+    if noise_temperature != 1.0:  # the official corruption is N(0, 1) in the region
+        fill = fill * noise_temperature
+    x1 = torch.where(mask, fill, x_gt)
     x = schedule.marginal(start_step - 1, x_gt, x1, ot_ode=True)
     x = torch.where(mask, x, x_gt)  # exact outside the region (mu_x0 + mu_x1 == 1)
     grid = space_indices(start_step, nfe + 1)

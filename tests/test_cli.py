@@ -5,6 +5,7 @@ from PIL import Image
 
 from rcsb_captum import Bridge
 from rcsb_captum.cli import main
+from rcsb_captum.config import RCSBConfig
 from rcsb_captum.demo import load_demo_classifier, load_demo_samples
 
 
@@ -243,3 +244,15 @@ def test_cli_adaptive_region_flags_reach_the_config():
     assert _config(args).area_steps == ()
     with pytest.raises(SystemExit):
         _parser().parse_args(["explain", "x.png", "--area-steps", "big"])
+
+
+def test_cli_noise_temperature_reaches_the_config(capsys):
+    from rcsb_captum.cli import _config, _parser
+
+    args = _parser().parse_args(["explain", "x.png", "--noise-temperature", "0.6"])
+    assert _config(args).noise_temperature == 0.6
+    assert _config(_parser().parse_args(["explain", "x.png"])).noise_temperature == (
+        RCSBConfig().noise_temperature
+    )
+    with pytest.raises((SystemExit, ValueError)):
+        _config(_parser().parse_args(["explain", "x.png", "--noise-temperature", "-1"]))

@@ -239,6 +239,7 @@ def test_a_run_started_before_an_option_existed_resumes(reference, folder, tmp_p
         "guidance_interval",
         "ig_steps",
         "guidance_switch",
+        "noise_temperature",
     ):
         del stored[key]  # written by a version without these options (their defaults)
     (out / "settings.json").write_text(json.dumps(stored))

@@ -56,3 +56,57 @@ def test_heun_with_a_real_network(classifier, tiny_bridge, images):
     assert not torch.allclose(plain.samples, a.samples)  # the second evaluation matters
     with pytest.raises(ValueError, match="sampler"):
         RCSB(classifier, tiny_bridge, sampler="ddim")
+
+
+class RecordingEstimate(ConstantEstimate):
+    """Records the state of the first network call (the trajectory's start)."""
+
+    def predict_x0(self, x_t, step):
+        if not hasattr(self, "start"):
+            self.start = x_t.detach().clone()
+        return super().predict_x0(x_t, step)
+
+
+def _start(images, temperature, seed=0):
+    bridge = RecordingEstimate(torch.zeros(1, 3, 32, 32))
+    sample_rcsb(
+        bridge,
+        images,
+        _box(),
+        None,
+        start_step=300,
+        nfe=3,
+        generator=torch.Generator().manual_seed(seed),
+        noise_temperature=temperature,
+    )
+    return bridge.start
+
+
+def test_noise_temperature_scales_the_fill_of_the_region(images):
+    cold, half, warm = (_start(images, t) for t in (0.0, 0.5, 1.0))
+    inside = _box().bool().expand_as(images)
+    # the start is mu_x0 * x + mu_x1 * (temperature * eps) in the region, the input outside
+    assert torch.allclose(half - cold, 0.5 * (warm - cold), atol=1e-6)
+    assert (warm - cold)[inside].abs().mean() > 0.05
+    assert torch.equal(cold[~inside], warm[~inside])
+    # at temperature 0 the start does not depend on the noise's seed
+    assert torch.equal(_start(images, 0.0, seed=1), cold)
+    assert not torch.equal(_start(images, 1.0, seed=1), warm)
+
+
+def test_noise_temperature_with_a_real_network(classifier, tiny_bridge, images):
+    kw = dict(start_step=100, nfe=4, n_samples=1)
+    cold = RCSB(classifier, tiny_bridge, MaskRegion(_box()), noise_temperature=0.5, **kw)
+    a = cold.generate(images, target=0, seed=0)
+    assert torch.equal(a.samples, cold.generate(images, target=0, seed=0).samples)
+    outside = (a.regions == 0).expand_as(images)
+    assert torch.equal(a.counterfactuals[outside], images[outside])
+    plain = RCSB(classifier, tiny_bridge, MaskRegion(_box()), **kw).generate(
+        images, target=0, seed=0
+    )
+    assert not torch.allclose(plain.samples, a.samples)
+    for bad in (-0.1, float("nan"), "0.5"):
+        with pytest.raises((ValueError, TypeError), match="noise_temperature"):
+            RCSB(classifier, tiny_bridge, noise_temperature=bad)
+    with pytest.raises(ValueError, match="noise_temperature"):
+        sample_rcsb(tiny_bridge, images, _box(), None, nfe=2, noise_temperature=-1.0)

@@ -461,6 +461,7 @@ class RCSB(Attribution):
                     guidance_schedule=cfg.guidance_schedule,
                     guidance_interval=cfg.guidance_interval,
                     guidance_switch=cfg.guidance_switch,
+                    noise_temperature=cfg.noise_temperature,
                 )
             )
         return torch.cat(outs).view(n, s, *x.shape[1:])
