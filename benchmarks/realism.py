@@ -18,6 +18,11 @@ draws its own seeded IG regions (same method, other seeds than the cached ones) 
 for inputs whose counterfactual is not stable (``rcsb_captum.stability``); their seconds include
 the region.
 
+Rows with ``noise_temperature`` (``temp0.x``) start from a colder fill of the region: I2SB's
+corrupted image holds N(0, 1) noise there, scaled here by the temperature. ``realistic`` is the
+shipped preset (``RCSBConfig.preset("realistic")``); ``adam-image+smooth2+area0.6`` is the same
+without the colder fill (the preset before it).
+
 The row ``pgd-in-region`` is not RCSB: targeted L2 PGD on the classifier, restricted to the same
 regions, stopped at the first flip: it shows how often each judge is fooled by a non-robust change.
 
@@ -54,6 +59,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_quality import high_frequency_ratio, paired_images  # noqa: E402  (one definition)
 
 PAPER = {"nfe": 100, "n_samples": 2}
+# the realistic preset before noise_temperature existed: per-image Adam, smoothing 2 px,
+# the IG region of 0.6; the rows built on it stay fixed whatever the shipped preset becomes
+SMOOTH2 = {"guidance_adam": "image", "guidance_smoothing": 2.0, "area": 0.6}
 VARIANTS: dict[str, dict] = {
     # name: RCSB options (beyond the defaults), "area" of the IG region, "bridge" file
     "paper": {**PAPER},
@@ -103,9 +111,8 @@ VARIANTS: dict[str, dict] = {
         "guidance_smoothing": 3.0,
         "area": 0.6,
     },
-    # the shipped preset (RCSBConfig.preset("realistic")): per-image Adam, smoothing 2 px,
-    # the IG region of 0.6
-    "realistic": {**PAPER, **PRESETS["realistic"]},
+    # the realistic preset before noise_temperature (SMOOTH2)
+    "adam-image+smooth2+area0.6": {**PAPER, **SMOOTH2},
     # less noise at the start (the prior invents less texture), more guidance to make up for it
     "adam-image+smooth2+area0.6+start300+scale4": {
         **PAPER,
@@ -154,9 +161,49 @@ VARIANTS: dict[str, dict] = {
         "area": 0.45,
         "area_steps": (0.6,),
     },
+    # a colder start: the region's noise in x1 scaled by noise_temperature (the OT-ODE maps the
+    # fill to x0 deterministically; a small bridge passes part of its pattern through as texture)
+    "paper+temp0.8": {**PAPER, "noise_temperature": 0.8},
+    "adam-image+smooth2+area0.6+temp0.9": {**PAPER, **SMOOTH2, "noise_temperature": 0.9},
+    "adam-image+smooth2+area0.6+temp0.7": {**PAPER, **SMOOTH2, "noise_temperature": 0.7},
+    "adam-image+smooth2+area0.6+temp0.6": {**PAPER, **SMOOTH2, "noise_temperature": 0.6},
+    # the shipped preset (RCSBConfig.preset("realistic")): SMOOTH2 at
+    # noise_temperature 0.8, and levers on top of it
+    "realistic": {**PAPER, **PRESETS["realistic"]},
+    "realistic+scale2": {**PAPER, **PRESETS["realistic"], "guidance_scale": 2.0},
+    "realistic+adaptive0.45-0.6": {
+        **PAPER,
+        **PRESETS["realistic"],
+        "area": 0.45,
+        "area_steps": (0.6,),
+    },
     # the prior alone: the bridge's unguided inpainting of the same regions (its texture floor)
     "unguided": {**PAPER, "guidance_scale": 0.0},
     "unguided-area0.6": {**PAPER, "guidance_scale": 0.0, "area": 0.6},
+    "unguided-area0.6+temp0.8": {
+        **PAPER,
+        "guidance_scale": 0.0,
+        "area": 0.6,
+        "noise_temperature": 0.8,
+    },
+    "unguided-area0.6+temp0.9": {
+        **PAPER,
+        "guidance_scale": 0.0,
+        "area": 0.6,
+        "noise_temperature": 0.9,
+    },
+    "unguided-area0.6+temp0.7": {
+        **PAPER,
+        "guidance_scale": 0.0,
+        "area": 0.6,
+        "noise_temperature": 0.7,
+    },
+    "unguided-area0.6+temp0.6": {
+        **PAPER,
+        "guidance_scale": 0.0,
+        "area": 0.6,
+        "noise_temperature": 0.6,
+    },
 }
 METRICS = ("flip", "cout", "oracle", "robust", "hf", "l1", "area", "seconds")
 

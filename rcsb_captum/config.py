@@ -255,8 +255,9 @@ class RCSBConfig(Config):
 #: Fashion-MNIST models (docs: "Speed and realism"): ``near_paper_4x`` keeps every flip and the
 #: paper setting's quality within 1.5 s.e. at about 4x its speed on a CPU; ``fast`` trades a
 #: little COUT for about 5x; ``realistic`` is the realism study's best setting (an image-wide
-#: Adam normaliser, a gradient smoothed over 2 px and a default region of 0.6: the robust judge
-#: agrees about twice as often and the change has less speckle, for a larger region).
+#: Adam normaliser, a gradient smoothed over 2 px, a default region of 0.6 and the region's
+#: starting noise at temperature 0.8: the robust judge agrees about twice as often and the
+#: change has the texture of real images instead of speckle, for a larger region, same cost).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "near_paper_4x": {
