@@ -171,6 +171,8 @@ VARIANTS: dict[str, dict] = {
     # noise_temperature 0.8, and levers on top of it
     "realistic": {**PAPER, **PRESETS["realistic"]},
     "realistic+scale2": {**PAPER, **PRESETS["realistic"], "guidance_scale": 2.0},
+    # the objective averaged over x0-hat and its 8 one-pixel shifts (one batched classifier call)
+    "realistic+shifts9": {**PAPER, **PRESETS["realistic"], "guidance_shifts": 9},
     "realistic+adaptive0.45-0.6": {
         **PAPER,
         **PRESETS["realistic"],

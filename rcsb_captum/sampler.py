@@ -295,7 +295,8 @@ def sample_rcsb(
             temperature sampling of flows and diffusion models (Kingma & Dhariwal, Glow,
             NeurIPS 2018; the truncation trick of Brock et al., ICLR 2019): the OT-ODE maps
             the fill deterministically to x0, and a small bridge passes part of the noise's
-            pattern through as invented texture. 0 starts from the noised input alone.
+            pattern through as invented texture. At 0 the region starts as the input blended
+            toward mid-grey (the fill's mean), with no noise: the same start for every seed.
         callback (callable, optional): ``callback(step, state, x0_hat)`` after each step
             (0-based step, the state in ``[-1, 1]`` after the step, the step's x̂0), for
             figures, tests and benchmarks; it must not modify the tensors.
