@@ -116,9 +116,7 @@ VARIANTS: dict[str, dict] = {
     # less noise at the start (the prior invents less texture), more guidance to make up for it
     "adam-image+smooth2+area0.6+start300+scale4": {
         **PAPER,
-        "guidance_adam": "image",
-        "guidance_smoothing": 2.0,
-        "area": 0.6,
+        **SMOOTH2,
         "start_step": 300,
         "guidance_scale": 4.0,
     },
@@ -126,8 +124,7 @@ VARIANTS: dict[str, dict] = {
     # (RCSB draws its own seeded IG regions here: area_steps needs the attribution ranking)
     "adam-image+smooth2+start300+scale4+adaptive0.45-0.6": {
         **PAPER,
-        "guidance_adam": "image",
-        "guidance_smoothing": 2.0,
+        **SMOOTH2,
         "area": 0.45,
         "area_steps": (0.6,),
         "start_step": 300,
@@ -135,9 +132,7 @@ VARIANTS: dict[str, dict] = {
     },
     "adam-image+smooth2+start300+scale4+adaptive0.6-0.75": {
         **PAPER,
-        "guidance_adam": "image",
-        "guidance_smoothing": 2.0,
-        "area": 0.6,
+        **SMOOTH2,
         "area_steps": (0.75,),
         "start_step": 300,
         "guidance_scale": 4.0,
@@ -146,8 +141,7 @@ VARIANTS: dict[str, dict] = {
     # agreement of the preset, by saturated flat shapes (FID 18.8; not shipped as a preset)
     "adam-image+smooth2+start400+scale3+adaptive0.45-0.6": {
         **PAPER,
-        "guidance_adam": "image",
-        "guidance_smoothing": 2.0,
+        **SMOOTH2,
         "start_step": 400,
         "guidance_scale": 3.0,
         "area": 0.45,
@@ -156,17 +150,17 @@ VARIANTS: dict[str, dict] = {
     # the preset's noise and push with the adaptive region
     "adam-image+smooth2+adaptive0.45-0.6": {
         **PAPER,
-        "guidance_adam": "image",
-        "guidance_smoothing": 2.0,
+        **SMOOTH2,
         "area": 0.45,
         "area_steps": (0.6,),
     },
     # a colder start: the region's noise in x1 scaled by noise_temperature (the OT-ODE maps the
     # fill to x0 deterministically; a small bridge passes part of its pattern through as texture)
     "paper+temp0.8": {**PAPER, "noise_temperature": 0.8},
-    "adam-image+smooth2+area0.6+temp0.9": {**PAPER, **SMOOTH2, "noise_temperature": 0.9},
-    "adam-image+smooth2+area0.6+temp0.7": {**PAPER, **SMOOTH2, "noise_temperature": 0.7},
-    "adam-image+smooth2+area0.6+temp0.6": {**PAPER, **SMOOTH2, "noise_temperature": 0.6},
+    **{
+        f"adam-image+smooth2+area0.6+temp{t}": {**PAPER, **SMOOTH2, "noise_temperature": t}
+        for t in (0.9, 0.7, 0.6)
+    },
     # the shipped preset (RCSBConfig.preset("realistic")): SMOOTH2 at
     # noise_temperature 0.8, and levers on top of it
     "realistic": {**PAPER, **PRESETS["realistic"]},
@@ -182,29 +176,14 @@ VARIANTS: dict[str, dict] = {
     # the prior alone: the bridge's unguided inpainting of the same regions (its texture floor)
     "unguided": {**PAPER, "guidance_scale": 0.0},
     "unguided-area0.6": {**PAPER, "guidance_scale": 0.0, "area": 0.6},
-    "unguided-area0.6+temp0.8": {
-        **PAPER,
-        "guidance_scale": 0.0,
-        "area": 0.6,
-        "noise_temperature": 0.8,
-    },
-    "unguided-area0.6+temp0.9": {
-        **PAPER,
-        "guidance_scale": 0.0,
-        "area": 0.6,
-        "noise_temperature": 0.9,
-    },
-    "unguided-area0.6+temp0.7": {
-        **PAPER,
-        "guidance_scale": 0.0,
-        "area": 0.6,
-        "noise_temperature": 0.7,
-    },
-    "unguided-area0.6+temp0.6": {
-        **PAPER,
-        "guidance_scale": 0.0,
-        "area": 0.6,
-        "noise_temperature": 0.6,
+    **{
+        f"unguided-area0.6+temp{t}": {
+            **PAPER,
+            "guidance_scale": 0.0,
+            "area": 0.6,
+            "noise_temperature": t,
+        }
+        for t in (0.8, 0.9, 0.7, 0.6)
     },
 }
 METRICS = ("flip", "cout", "oracle", "robust", "hf", "l1", "area", "seconds")
@@ -231,6 +210,11 @@ def pgd_in_region(model, x, cf, masks, steps=100, alpha=0.05):
     return adv.detach()
 
 
+def load_bridge(file=None):
+    """The variant's bridge file, or the shipped bridge."""
+    return Bridge.load(file) if file else Bridge.pretrained("fashion-mnist")
+
+
 def run_variant(name, opts, model, oracle, robust, x, y, cf, region_cache, batch):
     opts = dict(opts)
     area = opts.pop("area", 0.3)
@@ -242,8 +226,7 @@ def run_variant(name, opts, model, oracle, robust, x, y, cf, region_cache, batch
     masks, region_s = region_cache[area]
     t = time.perf_counter()
     if opts.get("area_steps"):  # the adaptive region: RCSB computes and grows its own
-        bridge = Bridge.load(bridge_file) if bridge_file else Bridge.pretrained("fashion-mnist")
-        res = RCSB(model, bridge, area=area, cell_size=4, **opts).generate(
+        res = RCSB(model, load_bridge(bridge_file), area=area, cell_size=4, **opts).generate(
             x, target=y, counterfactual_target=cf, seed=0, internal_batch_size=batch
         )
         cfs, success, masks = res.counterfactuals, res.success, res.regions
@@ -253,8 +236,7 @@ def run_variant(name, opts, model, oracle, robust, x, y, cf, region_cache, batch
         with torch.no_grad():
             success = model(cfs).argmax(1) == cf
     else:
-        bridge = Bridge.load(bridge_file) if bridge_file else Bridge.pretrained("fashion-mnist")
-        res = RCSB(model, bridge, **opts).generate(
+        res = RCSB(model, load_bridge(bridge_file), **opts).generate(
             x, target=y, counterfactual_target=cf, seed=0, region=masks, internal_batch_size=batch
         )
         cfs, success = res.counterfactuals, res.success
@@ -277,11 +259,14 @@ def time_variants(names, model, x, y, cf, rounds=2):
     """Seconds per image of each variant, the IG region included (RCSB computes its own, with
     4-px cells and the variant's area; an adaptive variant also its redraws and stability
     passes), measured alternately in one process so that the ratios are fair."""
-    bridge = Bridge.pretrained("fashion-mnist")
+    rcsbs = {}
+    for name in names:
+        opts = dict(VARIANTS[name])
+        rcsbs[name] = RCSB(model, load_bridge(opts.pop("bridge", None)), cell_size=4, **opts)
     times = {name: [] for name in names}
     for _ in range(rounds):
         for name in names:
-            rcsb = RCSB(model, bridge, cell_size=4, **VARIANTS[name])
+            rcsb = rcsbs[name]
             t = time.perf_counter()
             rcsb.generate(x, target=y, counterfactual_target=cf, seed=0)
             times[name].append((time.perf_counter() - t) / len(x))

@@ -326,10 +326,8 @@ def sample_rcsb(
     x_gt = images * 2 - 1
     mask = region.to(images.dtype).expand_as(images).bool()
     check_number(noise_temperature, "noise_temperature", 0)
-    fill = _hole_noise(images, generator)
-    if noise_temperature != 1.0:  # the official corruption is N(0, 1) in the region
-        fill = fill * noise_temperature
-    x1 = torch.where(mask, fill, x_gt)
+    # the official corruption is N(0, 1) in the region (x * 1.0 is x bit for bit)
+    x1 = torch.where(mask, _hole_noise(images, generator) * noise_temperature, x_gt)
     x = schedule.marginal(start_step - 1, x_gt, x1, ot_ode=True)
     x = torch.where(mask, x, x_gt)  # exact outside the region (mu_x0 + mu_x1 == 1)
     grid = space_indices(start_step, nfe + 1)

@@ -246,7 +246,7 @@ def test_cli_adaptive_region_flags_reach_the_config():
         _parser().parse_args(["explain", "x.png", "--area-steps", "big"])
 
 
-def test_cli_noise_temperature_reaches_the_config(capsys):
+def test_cli_noise_temperature_reaches_the_config():
     from rcsb_captum.cli import _config, _parser
 
     args = _parser().parse_args(["explain", "x.png", "--noise-temperature", "0.6"])
