@@ -304,6 +304,13 @@ def _floats(value: str) -> tuple[float, ...]:
         ) from None
 
 
+def _names(value: str) -> tuple[str, ...]:
+    # a comma list of names ("near_paper_4x,paper"); "" or "none" for the empty tuple
+    if value.strip().lower() in ("", "none"):
+        return ()
+    return tuple(v.strip() for v in value.split(","))
+
+
 # a user's mistake (bad file, bad option value) is reported in one line, not a traceback
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError)
 
@@ -400,7 +407,8 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         elif typing.get_origin(kind) is tuple:
-            p.add_argument(flag, type=_floats, default=None, help=help_text)
+            parse = _names if get_args(kind)[0] is str else _floats
+            p.add_argument(flag, type=parse, default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind, default=None, help=help_text)
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")

@@ -37,10 +37,10 @@ __all__ = [
     "settings_page",
 ]
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 ClassifierInput = Literal["affine", "minmax"]
 GuidanceGrad = Literal["xt", "x0", "xt-x0"]
-Sampler = Literal["i2sb", "heun"]
+Sampler = Literal["i2sb", "heun", "i3sb", "dbim2"]
 GuidanceNorm = Literal["l2", "rms"]
 GuidanceSchedule = Literal["constant", "sigma"]
 AdamMode = Literal["pixel", "image"]
@@ -164,7 +164,11 @@ class RCSBConfig(Config):
     classifier_input: ClassifierInput = _f(
         "affine", "x0-hat to classifier input: (x+1)/2, or the official per-sample min-max"
     )
-    precision: Precision = _f("fp32", "autocast of the bridge (the sampler stays float32)")
+    precision: Precision = _f(
+        "fp32",
+        "autocast of the bridge (the sampler stays float32); auto: bf16 where the device "
+        "computes it natively, else fp32",
+    )
     gradient_checkpointing: bool = _f(
         False, "checkpoint the bridge's blocks in the guided backward (less memory)"
     )
@@ -175,7 +179,12 @@ class RCSBConfig(Config):
     guidance_switch: float = _f(
         0.5, "xt-x0 only: noise level (relative to the first step's) where x0 takes over", 0, 1
     )
-    sampler: Sampler = _f("i2sb", "integrator: I2SB posterior steps or Heun (2nd order)")
+    sampler: Sampler = _f(
+        "i2sb",
+        "integrator: I2SB posterior steps, Heun (2nd order), I3SB's non-Markovian steps, or "
+        "DBIM's 2nd-order multistep",
+    )
+    sampler_eta: float = _f(0.0, "i3sb only: stochasticity of the step (0: deterministic)", 0)
     noise_temperature: float = _f(
         1.0, "std of the noise filling the region at the start (1: I2SB's; < 1: less texture)", 0
     )
@@ -199,6 +208,12 @@ class RCSBConfig(Config):
         0,
         1,
         low_open=True,
+    )
+    escalation: tuple[str, ...] = _f(
+        (),
+        "presets tried in turn, with the same region and samples, for the inputs that did "
+        "not flip (empty: none)",
+        empty=True,
     )
     cell_size: int | Literal["auto"] = _f(
         "auto", "default region: cell side in pixels, or auto (16 px at >= 128 px, side/8)", 1
@@ -227,6 +242,26 @@ class RCSBConfig(Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below (module PRESETS)
     _WHAT: ClassVar[str] = "RCSB option"
 
+    #: what an escalation stage keeps from the call's configuration (the region, the number of
+    #: samples and the run's machinery); every other option comes from the stage's preset
+    STAGE_KEEPS: ClassVar[tuple[str, ...]] = (
+        "n_samples",
+        "deterministic",
+        "gradient_checkpointing",
+        "cell_size",
+        "area",
+        "ig_steps",
+        "area_steps",
+        "stability",
+    )
+
+    def stage(self, name: str) -> RCSBConfig:
+        r"""The configuration of the escalation stage ``name`` (a preset): the preset's
+        sampling and guidance options with this configuration's region, ``n_samples`` and
+        machinery (:attr:`STAGE_KEEPS`), and no further escalation."""
+        kept = {k: getattr(self, k) for k in self.STAGE_KEEPS}
+        return RCSBConfig.preset(name, **kept, escalation=())
+
     def _check_field(self, f: dataclasses.Field, kind: Any, value: Any) -> Any:
         if f.name == "cell_size":
             if isinstance(value, str) and value != "auto":
@@ -244,6 +279,15 @@ class RCSBConfig(Config):
             raise ValueError(f"area_steps must be increasing, got {steps!r}")
         if self.stability != 0.95 and not steps:
             raise ValueError("stability applies with area_steps only (an adaptive region)")
+        if self.sampler_eta != 0 and self.sampler != "i3sb":
+            raise ValueError(
+                f"sampler_eta applies to sampler='i3sb' only, got sampler={self.sampler!r}"
+            )
+        for i, name in enumerate(self.escalation):
+            if not isinstance(name, str) or name not in PRESETS:
+                raise ValueError(
+                    f"escalation[{i}] must be a preset name ({', '.join(PRESETS)}), got {name!r}"
+                )
         if self.guidance_switch != 0.5 and self.guidance_grad != "xt-x0":
             raise ValueError(
                 "guidance_switch applies to guidance_grad='xt-x0' only, got guidance_grad="

@@ -278,10 +278,11 @@ def fingerprint(obj: str | os.PathLike[str] | nn.Module | Bridge | Callable[...,
 def half_dtype(precision: str, what: str = "half_bridge") -> torch.dtype:
     r"""The dtype a bridge is held in to run at ``precision`` (``"bf16"`` / ``"fp16"``); a
     ``ValueError`` naming ``what`` for ``"fp32"``."""
-    dtype = PRECISIONS[precision]
+    dtype = PRECISIONS.get(precision)
     if dtype is None:
         raise ValueError(
-            f"{what}: holding the bridge in half precision needs precision bf16 or fp16"
+            f"{what}: holding the bridge in half precision needs precision bf16 or fp16, got "
+            f"{precision!r}"
         )
     return dtype
 

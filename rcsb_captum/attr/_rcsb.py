@@ -66,6 +66,8 @@ class CounterfactualResult:
             classifier's mean probability of the counterfactual class over one-pixel shifts
             and blurs of the counterfactual (:func:`~rcsb_captum.stability.transform_stability`);
             ``None`` otherwise.
+        stage (Tensor): ``N`` long, which stage gave each input's result: 0 the call's own
+            setting, ``k`` the ``k``-th preset of ``escalation`` (zeros without escalation).
     """
 
     counterfactuals: Tensor
@@ -78,6 +80,7 @@ class CounterfactualResult:
     probs_before: Tensor
     probs_after: Tensor
     stability: Tensor | None = None
+    stage: Tensor | None = None
 
 
 def _check_region_callable(region: Any) -> Callable[..., Tensor]:
@@ -462,9 +465,20 @@ class RCSB(Attribution):
                     guidance_interval=cfg.guidance_interval,
                     guidance_switch=cfg.guidance_switch,
                     noise_temperature=cfg.noise_temperature,
+                    sampler_eta=cfg.sampler_eta,
                 )
             )
         return torch.cat(outs).view(n, s, *x.shape[1:])
+
+    @staticmethod
+    def _score(probs: Tensor, ok: Tensor, tgt: Tensor, cf: Tensor | None) -> Tensor:
+        # one number ordering candidates by (success, p(counterfactual) or 1 - p(target))
+        p = (
+            probs.gather(1, cf[:, None])[:, 0]
+            if cf is not None
+            else 1 - probs.gather(1, tgt[:, None])[:, 0]
+        )
+        return ok.float() * 2 + p
 
     def _select(
         self,
@@ -605,6 +619,33 @@ class RCSB(Attribution):
                 masks, samples, probs, best, ok, stability = self._grow_region(
                     cfg, grow, draw, x, masks, tgt, cf, indices, samples, probs, best, ok
                 )
+            stage = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            for k, name in enumerate(cfg.escalation, start=1):
+                todo = (~ok[torch.arange(x.shape[0], device=x.device), best]).nonzero().flatten()
+                if len(todo) == 0:
+                    break
+                step = _Draw(
+                    self, cfg.stage(name), bridge, extra, base, internal_batch_size, show_progress
+                )
+                cf_todo = None if cf is None else cf[todo]
+                s_new, p_new, b_new, ok_new = step(
+                    x[todo],
+                    masks[todo],
+                    tgt[todo],
+                    cf_todo,
+                    [indices[int(i)] for i in todo],
+                    _rows_of(extra, todo, x.shape[0]),
+                )
+                # the stage's result replaces the earlier one when it ranks higher (success
+                # first, then the probability): an input's result depends on it alone
+                rows = torch.arange(len(todo), device=x.device)
+                key_new = self._score(p_new[rows, b_new], ok_new[rows, b_new], tgt[todo], cf_todo)
+                old = probs[todo, best[todo]]
+                key_old = self._score(old, ok[todo, best[todo]], tgt[todo], cf_todo)
+                take = todo[key_new > key_old]
+                pick = (key_new > key_old).nonzero().flatten()
+                samples[take], probs[take] = s_new[pick], p_new[pick]
+                best[take], ok[take], stage[take] = b_new[pick], ok_new[pick], k
         n, s = samples.shape[:2]
         idx = torch.arange(n, device=best.device)
         samples = torch.where(
@@ -621,6 +662,7 @@ class RCSB(Attribution):
             probs_before=torch.softmax(logits.float(), 1),
             probs_after=probs[idx, best],
             stability=stability,
+            stage=stage,
         )
 
     def _grow_region(

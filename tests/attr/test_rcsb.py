@@ -501,3 +501,51 @@ def test_per_input_extra_arguments_follow_samples_and_chunks(tiny_bridge):
     )
     assert all(seen) and len(seen) > 3
     assert res.probs_before[1, 0] > 0.99 and res.probs_after[1, 0] > 0.99
+
+
+def test_escalation_redraws_only_the_inputs_that_did_not_flip(
+    classifier, tiny_bridge, images, monkeypatch
+):
+    from rcsb_captum.config import PRESETS, RCSBConfig
+
+    # a cheap stage for the tiny bridge: a strong push
+    monkeypatch.setitem(
+        PRESETS, "tiny-stage", dict(start_step=100, nfe=5, guidance_scale=20.0, n_samples=1)
+    )
+    x = images.repeat(2, 1, 1, 1)
+    base = dict(start_step=100, nfe=3, n_samples=1, guidance_scale=0.0)
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask(4)), **base)
+    plain = rcsb.generate(x, target=0, seed=0)
+    esc = rcsb.generate(x, target=0, seed=0, escalation=("tiny-stage",))
+    assert esc.stage is not None and plain.stage is not None
+    assert plain.stage.tolist() == [0, 0, 0, 0]
+    failed = ~plain.success
+    # the inputs that flipped keep their result; the others take the stage's where it ranks
+    # higher, and the stage's result is that of the stage's setting called directly
+    assert torch.equal(esc.counterfactuals[~failed], plain.counterfactuals[~failed])
+    assert bool((esc.stage[~failed] == 0).all())
+    stage_cfg = RCSBConfig(**base).stage("tiny-stage")
+    assert stage_cfg.n_samples == 1 and stage_cfg.escalation == ()
+    assert stage_cfg.nfe == 5 and stage_cfg.guidance_scale == 20.0
+    direct = RCSB(classifier, tiny_bridge, MaskRegion(box_mask(4)), config=stage_cfg).generate(
+        x, target=0, seed=0
+    )
+    moved = esc.stage == 1
+    assert bool(moved.any())
+    assert torch.equal(esc.counterfactuals[moved], direct.counterfactuals[moved])
+    assert bool(esc.success.float().mean() >= plain.success.float().mean())
+    # an input's result does not depend on the others in the batch
+    alone = rcsb.generate(
+        x[3:], target=0, seed=0, escalation=("tiny-stage",), index_offset=3, region=box_mask(1)
+    )
+    assert torch.allclose(alone.counterfactuals[0], esc.counterfactuals[3], atol=1e-5)
+    assert alone.stage.tolist() == esc.stage[3:].tolist()
+
+
+def test_escalation_names_must_be_presets(classifier, tiny_bridge):
+    with pytest.raises(ValueError, match=r"escalation\[1\]"):
+        RCSB(classifier, tiny_bridge, escalation=("fast", "nope"))
+    with pytest.raises(ValueError, match=r"escalation\[0\]"):
+        RCSB(classifier, tiny_bridge, escalation=(3,))
+    with pytest.raises(TypeError, match="escalation"):
+        RCSB(classifier, tiny_bridge, escalation="fast")
