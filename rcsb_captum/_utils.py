@@ -424,3 +424,30 @@ def progress_disabled(show: bool) -> bool | None:
     r"""tqdm's ``disable`` for a ``show_progress`` flag: ``True`` hides the bar; ``None`` lets
     tqdm hide it by itself when the output is not a terminal (a log file gets no bar lines)."""
     return None if show else True
+
+
+def captum_attribute(method: Callable[..., Any]) -> Callable[..., Any]:
+    r"""Decorate an ``attribute`` method as Captum decorates its own: ``inputs`` may be a
+    Tensor or a 1-tuple of one (Captum's ``TensorOrTupleOfTensorsGeneric``, what its metrics and
+    wrappers pass), the result comes back in the same form, and the method is wrapped by
+    ``captum.log.log_usage`` so that ``attribute.__wrapped__`` exists (Captum's ``NoiseTunnel``
+    calls it). A longer tuple is refused with a message naming the way to pass the rest."""
+    import functools
+
+    from captum.log import log_usage
+
+    @functools.wraps(method)
+    def attribute(self: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        as_tuple = isinstance(inputs, tuple)
+        if as_tuple:
+            if len(inputs) != 1:
+                raise ValueError(
+                    f"inputs: {type(self).__name__} explains one image tensor, got a tuple of "
+                    f"{len(inputs)}; pass the images alone (or as a 1-tuple) and the model's "
+                    "other inputs as additional_forward_args"
+                )
+            inputs = inputs[0]
+        out = method(self, inputs, *args, **kwargs)
+        return (out,) if as_tuple else out
+
+    return log_usage()(attribute)

@@ -199,6 +199,12 @@ class RCSBConfig(Config):
     guidance_shifts: int = _f(
         1, "average the objective over x0-hat and its 1-pixel shifts (1: none)", 1, 9
     )
+    guidance_reference_nfe: int = _f(
+        0,
+        "guidance tuned for this many steps: with nfe steps the scale is multiplied by "
+        "reference/nfe and Adam's betas raised to that power (0: as given, the official)",
+        0,
+    )
     guidance_adam: AdamMode = _f(
         "pixel", "Adam second moment per element (official) or per image (keeps the shape)"
     )

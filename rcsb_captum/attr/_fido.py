@@ -21,6 +21,7 @@ from .._utils import (
     ClassesLike,
     SeedLike,
     as_generator,
+    captum_attribute,
     check_int,
     check_logits,
     check_number,
@@ -127,6 +128,7 @@ class _MaskAttribution(Attribution):
         sign = -1.0 if self.objective == "ssr" else 1.0  # SSR keeps the class, SDR destroys it
         return sign * score.view(s, n).mean(0)
 
+    @captum_attribute
     def attribute(
         self,
         inputs: Tensor,

@@ -35,6 +35,7 @@ from .._utils import (
     ClassesLike,
     SeedLike,
     as_generator,
+    captum_attribute,
     check_choice,
     check_int,
     check_logits,
@@ -528,6 +529,7 @@ class BBLIG(Attribution):
             logits = check_logits(self.forward_func(x), x.shape[0])
             return torch.softmax(logits.float(), 1).gather(1, target[:, None])[:, 0]
 
+    @captum_attribute
     def attribute(
         self,
         inputs: Tensor,

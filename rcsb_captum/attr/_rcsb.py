@@ -18,6 +18,7 @@ from .._utils import (
     ClassesLike,
     SeedLike,
     base_seed,
+    captum_attribute,
     check_int,
     check_logits,
     derive_seed,
@@ -179,6 +180,19 @@ class _Draw:
         probs = torch.softmax(logits.float(), 1)
         best, ok, _ = r._select(samples, probs, tgt, cf)
         return samples, probs.view(n, s, -1), best, ok
+
+
+def guidance_for_steps(cfg: RCSBConfig) -> tuple[float, tuple[float, float]]:
+    r"""The guidance scale and Adam's betas for ``cfg.nfe`` steps. With
+    ``guidance_reference_nfe = R`` the loop of ``nfe`` steps gets the push and the memory of
+    R steps: the scale is multiplied by ``R / nfe`` (the update is normalised per step, so
+    the total push is about ``nfe * scale``) and Adam's betas ``(0.9, 0.999)`` (upstream's,
+    tuned for 100 steps) are raised to the power ``R / nfe``, so that their averaging windows
+    cover the same fraction of the trajectory (``beta^k`` decays over ``k`` steps as
+    ``beta^(k R / nfe)`` over ``k R / nfe``). 0 keeps the official values."""
+    ref = cfg.guidance_reference_nfe
+    r = ref / cfg.nfe if ref else 1.0
+    return cfg.guidance_scale * r, (0.9**r, 0.999**r)
 
 
 def _repeat_rows(extra: tuple, s: int, n: int) -> tuple:
@@ -430,6 +444,7 @@ class RCSB(Attribution):
         cf_r = None if cf is None else rep(cf)
         chunk = (internal_batch_size or n) * s
         extra_r = _repeat_rows(extra, s, n)  # per-input extra tensors: one row per sample
+        scale, betas = guidance_for_steps(cfg)
         outs = []
         for i in range(0, n * s, chunk):
             sl = slice(i, i + chunk)
@@ -438,7 +453,8 @@ class RCSB(Attribution):
                 self.forward_func,
                 target=t_r[sl],
                 counterfactual_target=None if cf_r is None else cf_r[sl],
-                scale=cfg.guidance_scale,
+                scale=scale,
+                betas=betas,
                 classifier_input=cfg.classifier_input,
                 norm=cfg.guidance_norm,
                 smoothing=cfg.guidance_smoothing,
@@ -722,6 +738,7 @@ class RCSB(Attribution):
             best[take], ok[take], stability[take] = b_new[pick], ok_new[pick], st_new[pick]
         return masks, samples, probs, best, ok, stability
 
+    @captum_attribute
     def attribute(
         self,
         inputs: Tensor,

@@ -549,3 +549,40 @@ def test_escalation_names_must_be_presets(classifier, tiny_bridge):
         RCSB(classifier, tiny_bridge, escalation=(3,))
     with pytest.raises(TypeError, match="escalation"):
         RCSB(classifier, tiny_bridge, escalation="fast")
+
+
+def test_guidance_reference_nfe_rescales_the_scale_and_adams_memory(
+    classifier, tiny_bridge, images
+):
+    from rcsb_captum.attr._rcsb import guidance_for_steps
+    from rcsb_captum.config import RCSBConfig
+
+    assert guidance_for_steps(RCSBConfig(nfe=20)) == (1.5, (0.9, 0.999))
+    scale, (b1, b2) = guidance_for_steps(RCSBConfig(nfe=20, guidance_reference_nfe=100))
+    assert scale == pytest.approx(7.5)
+    assert b1 == pytest.approx(0.9**5) and b2 == pytest.approx(0.999**5)
+    # at its own number of steps the reference changes nothing, bit for bit
+    kw = dict(start_step=100, nfe=5, n_samples=1)
+    plain = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **kw)
+    same = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), guidance_reference_nfe=5, **kw)
+    assert torch.equal(
+        plain.generate(images, target=0, seed=0).samples,
+        same.generate(images, target=0, seed=0).samples,
+    )
+    longer = RCSB(
+        classifier, tiny_bridge, MaskRegion(box_mask()), guidance_reference_nfe=50, **kw
+    ).generate(images, target=0, seed=0)
+    assert not torch.allclose(longer.samples, plain.generate(images, target=0, seed=0).samples)
+    for bad in (-1, 2.5, "100"):
+        with pytest.raises((ValueError, TypeError), match="guidance_reference_nfe"):
+            RCSB(classifier, tiny_bridge, guidance_reference_nfe=bad)
+
+
+def test_attribute_takes_captums_tuple_form_and_is_decorated(classifier, tiny_bridge, images):
+    rcsb = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST)
+    plain = rcsb.attribute(images, target=0, seed=0)
+    (as_tuple,) = rcsb.attribute((images,), target=0, seed=0)
+    assert torch.equal(plain, as_tuple)
+    assert hasattr(RCSB.attribute, "__wrapped__")  # what Captum's NoiseTunnel calls
+    with pytest.raises(ValueError, match="additional_forward_args"):
+        rcsb.attribute((images, images), target=0, seed=0)
