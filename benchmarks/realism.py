@@ -173,6 +173,19 @@ VARIANTS: dict[str, dict] = {
         "area": 0.45,
         "area_steps": (0.6,),
     },
+    # the few-step presets, each with the region it computes itself (IG with the preset's
+    # ig_steps in the NoiseTunnel, RCSB's own seeds), escalation included
+    **{
+        name: {**PAPER, **PRESETS[name], "own_region": True}
+        for name in ("near_paper_4x", "fast", "fast_10x", "realistic_fast")
+        if name in PRESETS
+    },
+    "fast_10x-no-escalation": {
+        **PAPER,
+        **PRESETS["fast_10x"],
+        "escalation": (),
+        "own_region": True,
+    },
     # the prior alone: the bridge's unguided inpainting of the same regions (its texture floor)
     "unguided": {**PAPER, "guidance_scale": 0.0},
     "unguided-area0.6": {**PAPER, "guidance_scale": 0.0, "area": 0.6},

@@ -501,7 +501,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out-dir", default="rcsb_demo", help="folder for counterfactuals.png and results.json/csv"
     )
-    demo.add_argument("--nfe", type=int, default=100, help="sampling steps (the paper's 100)")
+    demo.add_argument(
+        "--nfe", type=int, default=None, help="sampling steps (default: the preset's)"
+    )
     demo.add_argument(
         "--cell-size", type=int, default=4, help="region cell side in pixels (4: an 8 x 8 grid)"
     )

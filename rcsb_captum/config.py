@@ -316,9 +316,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "nfe": 95,
         "guidance_grad": "xt-x0",
         "guidance_switch": 0.75,
-        "precision": "bf16",
+        "precision": "auto",
     },
-    "fast": {"ig_steps": 8, "n_samples": 1, "nfe": 50, "precision": "bf16"},
+    "fast": {"ig_steps": 8, "n_samples": 1, "nfe": 50, "precision": "auto"},
+    # 25 steps with the guidance of 150 (scale x 6, Adam's windows in trajectory fractions),
+    # the gradient through the bridge for the noisier half; inputs that do not flip are drawn
+    # again with near_paper_4x
+    "fast_10x": {
+        "ig_steps": 8,
+        "n_samples": 1,
+        "nfe": 25,
+        "guidance_reference_nfe": 150,
+        "guidance_grad": "xt-x0",
+        "guidance_switch": 0.5,
+        "precision": "auto",
+        "escalation": ("near_paper_4x",),
+    },
     "realistic": {
         "guidance_adam": "image",
         "guidance_smoothing": 2.0,

@@ -60,6 +60,19 @@ def test_cli_demo_writes_figure_and_results(tmp_path, capsys):
         main(["demo", "--region", "lime"])
 
 
+def test_cli_demo_runs_the_presets_own_steps(tmp_path):
+    import json
+
+    # a preset's steps and IG steps reach the demo unless --nfe is given
+    out = tmp_path / "demo"
+    args = ["demo", "--n-images", "1", "--out-dir", str(out)]
+    assert main([*args, "--preset", "fast_10x"]) == 0
+    rec = json.loads((out / "results.json").read_text())
+    assert rec["settings"]["nfe"] == 25 and rec["settings"]["ig_steps"] == 8
+    assert main([*args, "--preset", "fast_10x", "--nfe", "12"]) == 0
+    assert json.loads((out / "results.json").read_text())["settings"]["nfe"] == 12
+
+
 def test_cli_explain_with_exported_model_and_mask(tmp_path, capsys):
     import json
 

@@ -100,7 +100,7 @@ def run_demo(
     region: str = "ig",
     seed: int = 0,
     out_dir: str | Path = "rcsb_demo",
-    nfe: int = 100,
+    nfe: int | None = None,
     cell_size: int = 4,
     area: float | None = None,
     show_progress: bool = True,
@@ -118,7 +118,7 @@ def run_demo(
         region (str): One of :data:`REGION_SOURCES`.
         seed (int): Seed of the sampling (and of the random region).
         out_dir (str or Path): Output folder (created).
-        nfe (int): Sampling steps over the full schedule (RCSB default 100).
+        nfe (int, optional): Sampling steps (default: the preset's; the paper's 100).
         cell_size (int): Region cell side in pixels (4: an 8 x 8 grid on 32 x 32 images).
         area (float, optional): Region area (default: the preset's, 0.6 for ``realistic``,
             0.3 for ``paper``).
@@ -138,12 +138,19 @@ def run_demo(
         predictions = model(images).argmax(1)
     idx, cf = pick_images(labels, predictions, n_images, counterfactual)
     x, y = images[idx], labels[idx]
-    config = RCSBConfig.preset(preset, nfe=nfe)
+    config = RCSBConfig.preset(preset, **({} if nfe is None else {"nfe": nfe}))
     area = config.area if area is None else area
     rcsb = RCSB(
         model,
         Bridge.pretrained("fashion-mnist"),
-        make_region(region, model, cell_size, area, seed),
+        make_region(
+            region,
+            model,
+            cell_size,
+            area,
+            seed,
+            **({"ig_steps": config.ig_steps} if region == "ig" else {}),
+        ),
         config=config,
     )
     res = rcsb.generate(
@@ -173,7 +180,8 @@ def run_demo(
     settings = {
         "preset": preset,
         "region": region,
-        "nfe": nfe,
+        "nfe": config.nfe,
+        "ig_steps": config.ig_steps,
         "cell_size": cell_size,
         "area": area,
         "seed": seed,
