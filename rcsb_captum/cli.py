@@ -344,8 +344,17 @@ def main(argv: list[str] | None = None) -> int:
     threads = _threads(args)
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # processes Fabric starts inherit it
+    from .durable import RunStopped
+
     try:
         return args.func(args)
+    except RunStopped as e:  # SIGTERM (or Slurm's SIGUSR1) between batches: what is done is kept
+        print(
+            f"rcsb-captum {args.command}: {e}; finished images are kept, rerun the same "
+            "command to resume",
+            file=sys.stderr,
+        )
+        return 128 + e.signum
     except _USER_ERRORS as e:
         print(f"rcsb-captum {args.command}: error: {e}", file=sys.stderr)
         return 2

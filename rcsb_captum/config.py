@@ -40,6 +40,7 @@ __all__ = [
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 ClassifierInput = Literal["affine", "minmax"]
 GuidanceGrad = Literal["xt", "x0", "xt-x0"]
+InputRange = Literal["check", "clamp"]
 Sampler = Literal["i2sb", "heun", "i3sb", "dbim2"]
 GuidanceNorm = Literal["l2", "rms"]
 GuidanceSchedule = Literal["constant", "sigma"]
@@ -214,6 +215,11 @@ class RCSBConfig(Config):
         0,
         1,
         low_open=True,
+    )
+    input_range: InputRange = _f(
+        "check",
+        "inputs outside [0, 1]: an error (check), or explained as clamped into [0, 1] (clamp: "
+        "for Captum's NoiseTunnel and perturbation metrics)",
     )
     escalation: tuple[str, ...] = _f(
         (),

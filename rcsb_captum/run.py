@@ -44,12 +44,25 @@ from .bridge.bridge import Bridge
 from .bridge.checkpoints import OFFICIAL_BRIDGES, official_bridge_config
 from .bridge.training import IMAGE_SUFFIXES, load_images
 from .config import RCSBConfig
+from .durable import (
+    RunLock,
+    RunStopped,
+    StopSignals,
+    atomic_write,
+    describe_os_error,
+    finished,
+    remove_stale_temporaries,
+    text_bytes,
+    torch_bytes,
+)
 from .integrations.grounded_sam import DEFAULT_DETECTOR, DEFAULT_SAM
 from .records import counterfactual_records
 from .regions import REGION_NAMES, named_region
 from .sampler import PRECISIONS
 
 __all__ = [
+    "RunEnvironmentError",
+    "RunStopped",
     "DatasetItem",
     "ExportedClassifier",
     "RunSettings",
@@ -467,34 +480,60 @@ class RunSettings:
         return cls(**{k: v for k, v in data.items() if k in own}, rcsb=rcsb)
 
 
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
+class RunEnvironmentError(OSError):
+    r"""An environment error of a dataset run (no space, no permission, ...), in one line that
+    says what to do (:func:`~rcsb_captum.durable.describe_os_error`)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
+    try:
+        atomic_write(path, write)
+    except RunEnvironmentError:
+        raise
+    except OSError as e:
+        raise RunEnvironmentError(describe_os_error(e, f"writing {path}")) from None
 
 
 def _save_png(image: Tensor, path: Path) -> None:
+    import io
+
     from PIL import Image
 
     arr = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu()
     arr = arr[0] if arr.shape[0] == 1 else arr.permute(1, 2, 0)
-    _atomic_write(path, lambda tmp: Image.fromarray(arr.numpy()).save(tmp, format="PNG"))
+    buf = io.BytesIO()
+    Image.fromarray(arr.numpy()).save(buf, format="PNG")
+    data = buf.getvalue()
+    _atomic_write(path, lambda f: f.write(data))
 
 
-def _saver(obj: object) -> Callable[[str], object]:
-    return lambda tmp: torch.save(obj, tmp)
+def _saver(obj: object) -> Callable[[Any], object]:
+    return torch_bytes(obj)
 
 
-def _writer(text: str) -> Callable[[str], object]:
-    return lambda tmp: Path(tmp).write_text(text)
+def _writer(text: str) -> Callable[[Any], object]:
+    return text_bytes(text)
 
 
 def _record_path(out: Path, index: int) -> Path:
     return out / "records" / f"{index:07d}.json"
 
 
+def _outputs(out: Path, index: int) -> tuple[Path, Path, tuple[Path, Path]]:
+    stem = f"{index:07d}"
+    pngs = (
+        out / "images" / f"{stem}_counterfactual.png",
+        out / "images" / f"{stem}_region.png",
+    )
+    return _record_path(out, index), out / "tensors" / f"{stem}.pt", pngs
+
+
 def _done(out: Path, index: int) -> bool:
-    return _record_path(out, index).exists()
+    # finished only when its record parses, its tensors load and its PNGs exist
+    return finished(*_outputs(out, index))
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -614,6 +653,7 @@ def _summarise(
     settings: RunSettings,
     feature_extractor: Callable[[Tensor], Tensor] | None,
     class_names: Sequence[str] | None,
+    redone: Sequence[int] = (),
 ) -> dict[str, Any]:
     from . import metrics as M
     from .visualization import plot_counterfactuals
@@ -641,6 +681,7 @@ def _summarise(
         "l1_inside": float(np.mean([r["l1_inside"] for r in records])),
         "max_change_outside": max(r["max_change_outside"] for r in records),
         "seconds_per_image": float(np.mean([r["seconds"] for r in records])),
+        "redone_damaged": list(redone),
         "settings": settings.to_json(),
     }
     stored = out / "settings.json"
@@ -650,7 +691,9 @@ def _summarise(
         summary["bridge_sha256"] = fp.get("bridge_sha256")
     if class_names is not None:
         summary["classes"] = list(class_names)
-    tensors = [torch.load(out / "tensors" / f"{r['index']:07d}.pt") for r in records]
+    tensors = [
+        torch.load(out / "tensors" / f"{r['index']:07d}.pt", weights_only=True) for r in records
+    ]
     if feature_extractor is not None:
         real = torch.stack([t["input"] for t in tensors])
         cfs = torch.stack([t["counterfactual"] for t in tensors])
@@ -658,8 +701,8 @@ def _summarise(
         if int(ok.sum()) >= 2:
             summary["fid"] = M.fid(real, cfs[ok], feature_extractor)
             summary["sfid"] = M.sfid(real, cfs, feature_extractor, ok)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(_summary_markdown(summary, records, class_names))
+    _atomic_write(out / "summary.json", _writer(json.dumps(summary, indent=2) + "\n"))
+    _atomic_write(out / "summary.md", _writer(_summary_markdown(summary, records, class_names)))
     shown = tensors[:8]
     if shown:
         x = torch.stack([t["input"] for t in shown])
@@ -727,7 +770,6 @@ def explain_dataset(
     fabric = make_fabric(accelerator, devices, num_nodes, strategy=strategy)
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
-    device = fabric.device
     # load first: a start that fails on a bad model or bridge leaves no settings behind
     forward_func = load_model(model)
     the_bridge = load_bridge(
@@ -755,10 +797,71 @@ def explain_dataset(
                 f"differ ({k}: {before.get(k)!r} in settings.json, {mine.get(k)!r} now); use "
                 "another out_dir, or the same model, bridge, images and options to resume it"
             )
+    lock = RunLock(out)
+    problem = ""
+    if rank == 0:  # one run per out-dir; the ranks of this run share it
+        try:
+            for sub in ("images", "tensors", "records"):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            problem = describe_os_error(e, f"creating {out}")
+        except RuntimeError as e:
+            problem = str(e)
+    problem = fabric.broadcast(problem, src=0) if world > 1 else problem
+    if problem:
+        raise RunEnvironmentError(problem)
+    try:
+        return _run(
+            fabric,
+            lock,
+            out,
+            stored,
+            mine,
+            items,
+            class_names,
+            settings,
+            forward_func,
+            the_bridge,
+            feature_extractor,
+            show_progress,
+        )
+    finally:
+        if rank == 0:
+            lock.release()
+
+
+def _run(
+    fabric: Any,
+    lock: RunLock,
+    out: Path,
+    stored: Path,
+    mine: dict[str, Any],
+    items: list[DatasetItem],
+    class_names: Sequence[str] | None,
+    settings: RunSettings,
+    forward_func: Any,
+    the_bridge: Bridge,
+    feature_extractor: str | Callable[[Tensor], Tensor] | None,
+    show_progress: bool,
+) -> dict[str, Any] | None:
+    rank, world, device = fabric.global_rank, fabric.world_size, fabric.device
+    redone: list[int] = []
     if rank == 0:
-        for sub in ("images", "tensors", "records"):
-            (out / sub).mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # what a killed run left; this run holds the lock
         _atomic_write(stored, _writer(json.dumps(mine, indent=2)))
+        # outputs of earlier runs that are not whole (a power cut, a full disk): redone
+        redone = [
+            it.index
+            for it in items
+            if _record_path(out, it.index).exists() and not _done(out, it.index)
+        ]
+        if redone:
+            print(
+                f"explain-dataset: {len(redone)} damaged image output(s) will be redone: "
+                f"{redone[:20]}{' ...' if len(redone) > 20 else ''}",
+                flush=True,
+            )
     fabric.barrier()
     if isinstance(forward_func, nn.Module):
         forward_func = forward_func.to(device)
@@ -789,14 +892,17 @@ def explain_dataset(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(items), desc="explain-dataset", unit="img", disable=None)
-    for batch in mine_batches:
-        if bar is not None:  # the global count: records of every rank on the shared disk
-            bar.n = len(os.listdir(out / "records"))
-            bar.refresh()
-        if all(_done(out, it.index) for it in batch):
-            continue
-        x = _load_batch(batch, the_bridge).to(device)
-        _explain_batch(rcsb, batch, x, settings, out, forward_func)
+    with StopSignals() as stop:
+        for batch in mine_batches:
+            if bar is not None:  # the global count: records of every rank on the shared disk
+                bar.n = len(os.listdir(out / "records"))
+                bar.refresh()
+            stop.check()  # SIGTERM (or Slurm's SIGUSR1): stop between batches, keep the rest
+            if all(_done(out, it.index) for it in batch):
+                continue
+            x = _load_batch(batch, the_bridge).to(device)
+            _explain_batch(rcsb, batch, x, settings, out, forward_func)
+        stop.check()
     fabric.barrier()
     if rank != 0:
         return None
@@ -806,4 +912,4 @@ def explain_dataset(
     extractor = (
         load_model(feature_extractor) if isinstance(feature_extractor, str) else feature_extractor
     )
-    return _summarise(out, items, settings, extractor, class_names)
+    return _summarise(out, items, settings, extractor, class_names, redone)

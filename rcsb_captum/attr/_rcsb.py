@@ -182,6 +182,22 @@ class _Draw:
         return samples, probs.view(n, s, -1), best, ok
 
 
+def _images(inputs: Any, cfg: RCSBConfig) -> Tensor:
+    # the images as float32 in [0, 1]: checked, or clamped with input_range="clamp" (the
+    # counterfactual keeps the caller's pixels outside the region either way)
+    try:
+        x = format_images(inputs, check_range=cfg.input_range == "check").detach().float()
+    except ValueError as e:
+        if "[0, 1]" not in str(e):
+            raise
+        raise ValueError(
+            f"{e}; inputs that only leave [0, 1] by added noise (Captum's NoiseTunnel, "
+            "sensitivity_max, Quantus' robustness metrics) are explained clamped with "
+            "input_range='clamp'"
+        ) from None
+    return x.clamp(0, 1) if cfg.input_range == "clamp" else x
+
+
 def guidance_for_steps(cfg: RCSBConfig) -> tuple[float, tuple[float, float]]:
     r"""The guidance scale and Adam's betas for ``cfg.nfe`` steps. With
     ``guidance_reference_nfe = R`` the loop of ``nfe`` steps gets the push and the memory of
@@ -545,7 +561,7 @@ class RCSB(Attribution):
         cfg = self.config.replace(**overrides)
         if not self._own_region:
             _check_region_only_options(overrides)
-        x = format_images(inputs).detach().float()
+        x = _images(inputs, cfg)
         extra = _format_additional_forward_args(additional_forward_args) or ()
         offset = check_int(index_offset, "index_offset", 0)
         with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
@@ -609,12 +625,12 @@ class RCSB(Attribution):
         cfg = self.config.replace(**overrides)
         if region is not None or not self._own_region:
             _check_region_only_options(overrides)
-        inputs = format_images(inputs)
+        x = _images(inputs, cfg)  # no graph is built through the caller's inputs
+        inputs = format_images(inputs, check_range=False)
         if internal_batch_size is not None:
             internal_batch_size = check_int(internal_batch_size, "internal_batch_size", 1)
         base = base_seed(seed)
         offset = check_int(index_offset, "index_offset", 0)
-        x = inputs.detach().float()  # no graph is built through the caller's inputs
         extra = _format_additional_forward_args(additional_forward_args) or ()
         with (
             model_left_as_given(self.forward_func),
