@@ -1,0 +1,134 @@
+"""Faults that machines, clusters and servers do to dataset runs: SIGTERM, a full disk,
+damaged outputs (what a power cut leaves), a second run on the same folder. Each asserts the
+exit status or error, a one-line message, no temporary file left, and a rerun that gives every
+image once with the undisturbed run's results."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from rcsb_captum import durable
+from rcsb_captum.durable import RunLock, atomic_write, text_bytes
+from rcsb_captum.run import RunEnvironmentError, explain_dataset
+
+from .test_run import N, SETTINGS, _cli, _manifest, _tensors, folder, reference  # noqa: F401
+
+pytest.importorskip("lightning_fabric")
+
+
+def _run(folder, out):
+    return explain_dataset(
+        folder,
+        "rcsb_captum.demo:load_demo_classifier",
+        "fashion-mnist",
+        out,
+        SETTINGS,
+        accelerator="cpu",
+        show_progress=False,
+    )
+
+
+def _temporaries(out):
+    return [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def _same_as(ref, out):
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert [strip(r) for r in _manifest(out)] == [strip(r) for r in _manifest(ref)]
+    a, b = _tensors(ref), _tensors(out)
+    for k in a:
+        assert torch.equal(a[k]["counterfactual"], b[k]["counterfactual"]), k
+
+
+def test_atomic_write_leaves_no_temporary_on_failure(tmp_path):
+    target = tmp_path / "f.json"
+    atomic_write(target, text_bytes("old"))
+
+    def full(f):
+        f.write(b"new, half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, full)
+    assert target.read_text() == "old" and _temporaries(tmp_path) == []
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_finishes(reference, folder, tmp_path, monkeypatch):
+    ref, _ = reference
+    out = tmp_path / "full"
+    real, calls = durable.atomic_write, {"n": 0}
+
+    def filling(path, write):  # the disk fills up after 10 files
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr("rcsb_captum.run.atomic_write", filling)
+    with pytest.raises(RunEnvironmentError) as e:
+        _run(folder, out)
+    message = str(e.value)
+    assert "no space left" in message and "rerun" in message and "\n" not in message
+    assert _temporaries(out) == []
+    monkeypatch.setattr("rcsb_captum.run.atomic_write", real)
+    _run(folder, out)
+    _same_as(ref, out)
+
+
+def test_damaged_outputs_are_redone_and_listed(reference, folder, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "damaged"
+    shutil.copytree(ref, out)
+    (out / "tensors" / "0000001.pt").write_bytes(b"")  # a power cut's 0-byte file
+    rec = out / "records" / "0000004.json"
+    rec.write_text(rec.read_text()[:15])  # a truncated record
+    (out / "images" / "0000007_region.png").unlink()
+    (out / "records" / "0000002.json.tmp999").write_text("{")  # a killed run's leftover
+    summary = _run(folder, out)
+    assert summary["redone_damaged"] == [1, 4, 7]
+    assert _temporaries(out) == []
+    _same_as(ref, out)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(folder, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    lock = RunLock(out)
+    with lock.held():
+        with pytest.raises(RunEnvironmentError, match=f"pid {os.getpid()}"):
+            _run(folder, out)
+    assert not (out / "records").exists() or not list((out / "records").iterdir())
+    _run(folder, out)  # once released, the folder is free
+
+
+def test_sigterm_stops_between_batches_and_the_rerun_resumes(reference, folder, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "term"
+    cmd = _cli(folder, out)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        records = list((out / "records").glob("*.json")) if (out / "records").exists() else []
+        if 3 <= len(records) < N:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in err
+    done = sorted(int(p.stem) for p in (out / "records").glob("*.json"))
+    assert 3 <= len(done) < N and len(done) % 3 == 0  # whole batches, none half-written
+    assert _temporaries(out) == []
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["index"] for r in _manifest(out)] == list(range(N))
+    _same_as(ref, out)
+    json.loads((out / "summary.json").read_text())
