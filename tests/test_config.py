@@ -55,7 +55,7 @@ def test_unknown_options_are_refused_everywhere(classifier, tiny_bridge):
 def test_rcsb_takes_a_config_a_preset_name_and_overrides(classifier, tiny_bridge):
     rcsb = RCSB(classifier, tiny_bridge, config="fast", nfe=20)
     assert rcsb.config == RCSBConfig.preset("fast", nfe=20)
-    assert (rcsb.nfe, rcsb.n_samples, rcsb.precision) == (20, 1, "bf16")
+    assert (rcsb.nfe, rcsb.n_samples, rcsb.precision) == (20, 1, "auto")
     rcsb.nfe = 30  # attribute writes are checked like the constructor's
     assert rcsb.config.nfe == 30
     with pytest.raises(ValueError, match="nfe"):

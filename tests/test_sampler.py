@@ -110,3 +110,35 @@ def test_noise_temperature_with_a_real_network(classifier, tiny_bridge, images):
             RCSB(classifier, tiny_bridge, noise_temperature=bad)
     with pytest.raises(ValueError, match="noise_temperature"):
         sample_rcsb(tiny_bridge, images, _box(), None, nfe=2, noise_temperature=-1.0)
+
+
+def test_auto_precision_is_bf16_only_where_native(classifier, tiny_bridge, images, monkeypatch):
+    import rcsb_captum.sampler as S
+
+    kw = dict(start_step=100, nfe=3, n_samples=1)
+    runs = {}
+    for p in ("fp32", "bf16"):
+        runs[p] = RCSB(classifier, tiny_bridge, MaskRegion(_box()), precision=p, **kw).generate(
+            images, target=0, seed=0
+        )
+    for native, same in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(S, "native_bf16", lambda device, native=native: native)
+        assert S.resolve_precision("auto", images.device) == same
+        auto = RCSB(classifier, tiny_bridge, MaskRegion(_box()), precision="auto", **kw)
+        assert torch.equal(auto.generate(images, target=0, seed=0).samples, runs[same].samples)
+    assert S.resolve_precision("fp16", images.device) == "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        S.resolve_precision("int8", images.device)
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    import rcsb_captum.sampler as S
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(
+        torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False}, raising=False
+    )
+    assert S.native_bf16(cpu) is False
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True}, raising=False)
+    assert S.native_bf16(cpu) is True
+    assert S.native_bf16(torch.device("meta")) is False
