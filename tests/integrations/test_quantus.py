@@ -155,3 +155,36 @@ def test_explain_channels_last(classifier, tiny_bridge, batch):
     b = Q.explain(classifier, x, y, **kw)
     assert a.shape == nhwc.shape
     assert np.allclose(a, b.transpose(0, 2, 3, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        lambda: quantus.MaxSensitivity(nr_samples=2, disable_warnings=True),
+        lambda: quantus.AvgSensitivity(nr_samples=2, disable_warnings=True),
+        lambda: quantus.LocalLipschitzEstimate(nr_samples=2, disable_warnings=True),
+    ],
+)
+def test_quantus_robustness_metrics_run_with_clamped_inputs(classifier, tiny_bridge, batch, metric):
+    # Quantus perturbs the inputs with noise that leaves [0, 1]: input_range="clamp" explains
+    # them clamped; without it the message names the option
+    x, y = batch
+    kw = _kwargs(tiny_bridge, input_range="clamp")
+    scores = metric()(
+        model=classifier,
+        x_batch=x[:2],
+        y_batch=y[:2],
+        explain_func=Q.explain,
+        explain_func_kwargs=kw,
+        device="cpu",
+    )
+    assert np.all(np.isfinite(np.asarray(scores, dtype=float)))
+    with pytest.raises(ValueError, match="input_range='clamp'"):
+        metric()(
+            model=classifier,
+            x_batch=x[:2],
+            y_batch=y[:2],
+            explain_func=Q.explain,
+            explain_func_kwargs=_kwargs(tiny_bridge),
+            device="cpu",
+        )
