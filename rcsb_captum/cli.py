@@ -269,6 +269,7 @@ def _explain_dataset(args: argparse.Namespace) -> int:
         devices=args.devices,
         num_nodes=args.num_nodes,
         show_progress=not args.quiet,
+        skip_unreadable=args.skip_unreadable,
     )
     if summary is not None:
         print(
@@ -581,6 +582,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ds.add_argument("--num-nodes", type=int, default=1, help="nodes")
     ds.add_argument("--quiet", action="store_true", help="no progress bar")
+    ds.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="explain the readable images and list the unreadable ones in summary.json/.md "
+        "(default: refuse, naming every unreadable file)",
+    )
     ds.set_defaults(func=_explain_dataset)
     tb = add_parser("train-bridge", help="train an I2SB inpainting bridge on a folder of images")
     tb.add_argument("images", help="folder of image files")

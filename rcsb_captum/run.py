@@ -159,6 +159,37 @@ def list_images(
     return items, classes
 
 
+def unreadable_images(items: Sequence[DatasetItem]) -> list[tuple[DatasetItem, str]]:
+    r"""The items whose file Pillow cannot decode (empty, truncated, not an image), each with
+    the reason; every file is opened and fully decoded once."""
+    from PIL import Image
+
+    bad = []
+    for it in items:
+        try:
+            with Image.open(it.path) as im:
+                im.load()
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError... for bad files
+            bad.append((it, f"{type(e).__name__}: {e}"))
+    return bad
+
+
+def _check_readable(items: list[DatasetItem], skip: bool) -> tuple[list[DatasetItem], list[str]]:
+    # every unreadable file named in one message (the first 20 and a count), or skipped
+    bad = unreadable_images(items)
+    if not bad:
+        return items, []
+    if not skip:
+        listed = "; ".join(f"{it.path} ({why})" for it, why in bad[:20])
+        more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise ValueError(
+            f"images: {len(bad)} unreadable file(s): {listed}{more}; fix or remove them, or "
+            "pass --skip-unreadable (skip_unreadable=True) to explain the others"
+        )
+    skipped = {it.index for it, _ in bad}
+    return [it for it in items if it.index not in skipped], [it.path for it, _ in bad]
+
+
 _EXPORT_HINT = (
     "the model must take N x C x H x W images in [0, 1] at the bridge's size; export it "
     "with a dynamic batch dimension, e.g. torch.export.export(model, (x,), "
@@ -633,6 +664,13 @@ def _summary_markdown(
         for (a, b), c in sorted(moves.items())
     ]
     settings = "\n".join(f"| {k} | {v} |" for k, v in summary["settings"].items())
+    faults = ""
+    if summary.get("skipped_unreadable"):
+        faults += "\n## Skipped (unreadable)\n\n" + "".join(
+            f"- `{p}`\n" for p in summary["skipped_unreadable"]
+        )
+    if summary.get("redone_damaged"):
+        faults += f"\nDamaged outputs redone (indices): {summary['redone_damaged']}\n"
     return (
         "# RCSB run summary\n\n"
         f"Success rule: {summary['success_rule']}.\n\n"
@@ -643,7 +681,10 @@ def _summary_markdown(
         "| from | to | images |\n|---|---|---|\n" + "\n".join(move_rows) + "\n\n"
         "## Settings\n\n"
         f"Model SHA-256 `{summary.get('model_sha256')}`, bridge SHA-256 "
-        f"`{summary.get('bridge_sha256')}`.\n\n| option | value |\n|---|---|\n" + settings + "\n"
+        f"`{summary.get('bridge_sha256')}`.\n\n| option | value |\n|---|---|\n"
+        + settings
+        + "\n"
+        + faults
     )
 
 
@@ -654,6 +695,7 @@ def _summarise(
     feature_extractor: Callable[[Tensor], Tensor] | None,
     class_names: Sequence[str] | None,
     redone: Sequence[int] = (),
+    skipped: Sequence[str] = (),
 ) -> dict[str, Any]:
     from . import metrics as M
     from .visualization import plot_counterfactuals
@@ -682,6 +724,7 @@ def _summarise(
         "max_change_outside": max(r["max_change_outside"] for r in records),
         "seconds_per_image": float(np.mean([r["seconds"] for r in records])),
         "redone_damaged": list(redone),
+        "skipped_unreadable": list(skipped),
         "settings": settings.to_json(),
     }
     stored = out / "settings.json"
@@ -735,6 +778,7 @@ def explain_dataset(
     num_nodes: int = 1,
     strategy: str = "auto",
     show_progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> dict[str, Any] | None:
     r"""Explain every image of a folder or list file with RCSB; see the module docstring.
 
@@ -756,6 +800,9 @@ def explain_dataset(
         accelerator, devices, num_nodes, strategy: Lightning Fabric's (``"cpu"``, ``"cuda"``,
             ``"auto"``; DDP over ``devices`` x ``num_nodes`` processes when more than one).
         show_progress (bool): A progress bar on rank 0 counting finished images of all ranks.
+        skip_unreadable (bool): Explain the readable images and list the unreadable ones in
+            ``summary.json`` / ``summary.md`` (default: refuse, naming every unreadable file).
+            Indices stay those of the full listing.
 
     Returns:
         dict: the summary on rank 0 (``None`` on the other ranks).
@@ -766,6 +813,7 @@ def explain_dataset(
         raise ValueError("prompt: the 'text' region needs a prompt, and only it takes one")
     check_int(settings.batch_size, "batch_size", 1)
     items, class_names = list_images(images, class_names)
+    items, skipped = _check_readable(items, skip_unreadable)
     out = Path(out_dir)
     fabric = make_fabric(accelerator, devices, num_nodes, strategy=strategy)
     fabric.launch()
@@ -825,6 +873,7 @@ def explain_dataset(
             the_bridge,
             feature_extractor,
             show_progress,
+            skipped,
         )
     finally:
         if rank == 0:
@@ -844,6 +893,7 @@ def _run(
     the_bridge: Bridge,
     feature_extractor: str | Callable[[Tensor], Tensor] | None,
     show_progress: bool,
+    skipped: list[str],
 ) -> dict[str, Any] | None:
     rank, world, device = fabric.global_rank, fabric.world_size, fabric.device
     redone: list[int] = []
@@ -912,4 +962,4 @@ def _run(
     extractor = (
         load_model(feature_extractor) if isinstance(feature_extractor, str) else feature_extractor
     )
-    return _summarise(out, items, settings, extractor, class_names, redone)
+    return _summarise(out, items, settings, extractor, class_names, redone, skipped)

@@ -56,3 +56,43 @@ def classifier():
 @pytest.fixture()
 def images():
     return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+# -- dataset runs (tests/test_run.py, tests/test_run_faults.py) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory):
+    """Shipped test images as an ImageFolder: one sub-folder per class index."""
+    from PIL import Image
+
+    from rcsb_captum.demo import load_demo_samples
+
+    from .run_helpers import N
+
+    root = tmp_path_factory.mktemp("data")
+    x, y = load_demo_samples()
+    for i in range(N):
+        d = root / str(int(y[i]))
+        d.mkdir(exist_ok=True)
+        Image.fromarray((x[i, 0] * 255).round().byte().numpy()).save(d / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference(folder, tmp_path_factory):
+    from rcsb_captum.run import explain_dataset
+
+    from .run_helpers import SETTINGS
+
+    out = tmp_path_factory.mktemp("ref")
+    summary = explain_dataset(
+        folder,
+        "rcsb_captum.demo:load_demo_classifier",
+        "fashion-mnist",
+        out,
+        SETTINGS,
+        accelerator="cpu",
+        show_progress=False,
+    )
+    return out, summary

@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -21,67 +20,9 @@ from rcsb_captum.run import (
     resolve_bridge_config,
 )
 
+from .run_helpers import FAST, SETTINGS, N, _cli, _manifest, _tensors
+
 pytest.importorskip("lightning_fabric")
-
-N = 12
-FAST = ["--nfe", "4", "--start-step", "80", "--n-samples", "1", "--batch-size", "3"]
-SETTINGS = RunSettings.of(nfe=4, start_step=80, n_samples=1, batch_size=3, cell_size="auto")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """Shipped test images as an ImageFolder: one sub-folder per class index."""
-    root = tmp_path_factory.mktemp("data")
-    x, y = load_demo_samples()
-    for i in range(N):
-        d = root / str(int(y[i]))
-        d.mkdir(exist_ok=True)
-        Image.fromarray((x[i, 0] * 255).round().byte().numpy()).save(d / f"{i:03d}.png")
-    return root
-
-
-def _cli(folder, out, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "rcsb_captum.cli",
-        "explain-dataset",
-        str(folder),
-        "--model",
-        "rcsb_captum.demo:load_demo_classifier",
-        "--bridge",
-        "fashion-mnist",
-        "--out-dir",
-        str(out),
-        "--accelerator",
-        "cpu",
-        "--quiet",
-        *FAST,
-        *extra,
-    ]
-
-
-def _manifest(out):
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-
-
-def _tensors(out):
-    return {p.name: torch.load(p) for p in sorted((out / "tensors").glob("*.pt"))}
-
-
-@pytest.fixture(scope="module")
-def reference(folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref")
-    summary = explain_dataset(
-        folder,
-        "rcsb_captum.demo:load_demo_classifier",
-        "fashion-mnist",
-        out,
-        SETTINGS,
-        accelerator="cpu",
-        show_progress=False,
-    )
-    return out, summary
 
 
 def test_list_images_forms(folder, tmp_path):

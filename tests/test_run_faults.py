@@ -18,7 +18,7 @@ from rcsb_captum import durable
 from rcsb_captum.durable import RunLock, atomic_write, text_bytes
 from rcsb_captum.run import RunEnvironmentError, explain_dataset
 
-from .test_run import N, SETTINGS, _cli, _manifest, _tensors, folder, reference  # noqa: F401
+from .run_helpers import SETTINGS, N, _cli, _manifest, _tensors
 
 pytest.importorskip("lightning_fabric")
 
@@ -132,3 +132,31 @@ def test_sigterm_stops_between_batches_and_the_rerun_resumes(reference, folder, 
     assert [r["index"] for r in _manifest(out)] == list(range(N))
     _same_as(ref, out)
     json.loads((out / "summary.json").read_text())
+
+
+def test_unreadable_images_are_all_named_or_skipped(folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    bad = sorted(data.rglob("*.png"))[:3]
+    bad[0].write_bytes(b"")  # 0-byte
+    bad[1].write_bytes(bad[1].read_bytes()[:40])  # truncated
+    bad[2].write_bytes(os.urandom(200))  # random bytes
+    with pytest.raises(ValueError) as e:
+        _run(data, tmp_path / "refused")
+    message = str(e.value)
+    assert "3 unreadable" in message and all(str(p) in message for p in bad)
+    assert "--skip-unreadable" in message and not (tmp_path / "refused" / "settings.json").exists()
+    out = tmp_path / "skipped"
+    summary = explain_dataset(
+        data,
+        "rcsb_captum.demo:load_demo_classifier",
+        "fashion-mnist",
+        out,
+        SETTINGS,
+        accelerator="cpu",
+        show_progress=False,
+        skip_unreadable=True,
+    )
+    assert summary["images"] == N - 3
+    assert sorted(summary["skipped_unreadable"]) == sorted(str(p) for p in bad)
+    assert "Skipped (unreadable)" in (out / "summary.md").read_text()

@@ -294,10 +294,9 @@ class RCSB(Attribution):
         if region is not None:
             _check_region_only_options(overrides)
         self.bridge = bridge
+        # a Tensor (or array) of masks is a fixed region, as region= of generate takes it
         self.region = (
-            _check_region_callable(region)
-            if region is not None
-            else self._default_region(self.config)
+            self._call_region(region) if region is not None else self._default_region(self.config)
         )
 
     def _default_region(self, cfg: RCSBConfig) -> Callable[..., Tensor]:

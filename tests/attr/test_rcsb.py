@@ -586,3 +586,11 @@ def test_attribute_takes_captums_tuple_form_and_is_decorated(classifier, tiny_br
     assert hasattr(RCSB.attribute, "__wrapped__")  # what Captum's NoiseTunnel calls
     with pytest.raises(ValueError, match="additional_forward_args"):
         rcsb.attribute((images, images), target=0, seed=0)
+
+
+def test_a_tensor_of_masks_is_a_fixed_region(classifier, tiny_bridge, images):
+    a = RCSB(classifier, tiny_bridge, box_mask(), **FAST).generate(images, target=0, seed=0)
+    b = RCSB(classifier, tiny_bridge, MaskRegion(box_mask()), **FAST).generate(
+        images, target=0, seed=0
+    )
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.regions, b.regions)
