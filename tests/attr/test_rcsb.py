@@ -401,6 +401,7 @@ def test_reduced_precision_stays_close_to_fp32(classifier, tiny_bridge, images, 
     assert torch.equal(low.counterfactuals[outside], images[outside])
     # documented tolerance: autocast of the bridge changes pixels by < 0.05 on this bridge
     assert (low.samples - ref.samples).abs().max() < 0.05
+    assert not torch.equal(low.samples, ref.samples)  # the autocast does act
 
 
 def test_gradient_checkpointing_gives_the_same_counterfactuals(classifier, tiny_bridge, images):
