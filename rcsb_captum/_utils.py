@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -262,18 +263,33 @@ def image_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gene
     return torch.Generator(device=device).manual_seed(seed)
 
 
+#: held while torch's global generator is seeded and restored (:func:`seeded_global_rng`)
+GLOBAL_RNG_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
-def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+def seeded_global_rng(seed: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
     r"""Seed torch's global generator(s) for the body and restore them afterwards.
 
     For code that draws from the global generator and takes no ``generator`` (Captum's
     ``NoiseTunnel``, user region callables): the draws repeat with ``seed`` and the caller's
-    global random state is left exactly as it was.
+    global random state is left exactly as it was. ``seed=None`` only saves and restores (for
+    code whose draws must not leak into the caller's stream, e.g. a network's initialisation
+    before its weights are loaded).
+
+    The body runs under :data:`GLOBAL_RNG_LOCK`, one process-wide lock: the global generator is
+    one per process, so two threads seeding and restoring it at once would draw each other's
+    numbers. Seeded calls in parallel threads therefore give the results of the same calls made
+    alone, at the price of running these sections one at a time.
     """
     device = torch.device(device)
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-        torch.manual_seed(seed)
+    with (
+        GLOBAL_RNG_LOCK,
+        torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"),
+    ):
+        if seed is not None:
+            torch.manual_seed(seed)
         yield
 
 

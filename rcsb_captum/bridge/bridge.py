@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._utils import check_choice
+from .._utils import check_choice, seeded_global_rng
 from .checkpoints import (
     FORMAT,
     IMAGENET256_INPAINT_CONFIG,
@@ -241,7 +241,12 @@ class Bridge(nn.Module):
                 f"{os.fspath(path)!r} is an incomplete bridge file: it lacks "
                 f"{missing or ['a config dict']}; write bridge files with Bridge.save"
             )
-        bridge = cls.from_config(obj["config"], ot_ode=obj.get("ot_ode", True), **obj["schedule"])
+        # the network's initial weights are drawn and then overwritten: the caller's global
+        # random state is left as it was
+        with seeded_global_rng(None):
+            bridge = cls.from_config(
+                obj["config"], ot_ode=obj.get("ot_ode", True), **obj["schedule"]
+            )
         check_state_dict(bridge.network, obj["state_dict"])
         bridge.network.load_state_dict(obj["state_dict"])  # casts to the network's float32
         bridge.requires_grad_(False)
