@@ -126,6 +126,12 @@ def format_classes(
         raise TypeError(
             f"{name} must be an int, a list of ints or a tensor of ints, got {type(value).__name__}"
         )
+    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+        raise ValueError(
+            f"{name}: a list of tuples (Captum's form for models whose output has more than two "
+            "dimensions) has no meaning here: the classifier must return N x K logits; give "
+            "one class per input (an int, a list of ints or a tensor)"
+        )
     try:
         t = torch.as_tensor(value, device=device)
     except (TypeError, ValueError, RuntimeError) as e:

@@ -234,6 +234,7 @@ def test_bad_cell_size_and_area_of_the_default_region(classifier, tiny_bridge):
         (dict(target=True), TypeError, "target"),
         (dict(target="cat"), TypeError, "target"),
         (dict(target=-1), ValueError, "outside"),
+        (dict(target=[(0, 1), (1, 2)]), ValueError, "list of tuples"),
         (dict(counterfactual_target=[0.5, 1.5]), TypeError, "counterfactual_target"),
         (dict(region=torch.full((2, 1, 32, 32), 0.01)), ValueError, "empty"),
         (dict(region=torch.full((2, 1, 32, 32), 2.0)), ValueError, r"\[0, 1\]"),
@@ -608,7 +609,8 @@ def test_seeded_calls_in_parallel_threads_equal_the_same_calls_alone(classifier,
     state = torch.get_rng_state()
     for _ in range(2):
         with ThreadPoolExecutor(max_workers=6) as pool:
-            got = dict(zip(seeds, pool.map(lambda s: rcsb.attribute(x, target=0, seed=s), seeds)))
+            results = list(pool.map(lambda s: rcsb.attribute(x, target=0, seed=s), seeds))
+        got = dict(zip(seeds, results, strict=True))
         for s in seeds:
             assert torch.allclose(got[s], alone[s], atol=1e-5), s
     assert torch.equal(torch.get_rng_state(), state)  # the caller's global stream untouched
