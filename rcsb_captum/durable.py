@@ -161,7 +161,7 @@ class StopSignals:
         self._before: dict[int, Any] = {}
 
     def signals(self) -> list[int]:
-        out = [signal.SIGTERM]
+        out: list[int] = [signal.SIGTERM]
         if os.environ.get("SLURM_JOB_ID") and hasattr(signal, "SIGUSR1"):
             out.append(signal.SIGUSR1)
         return out
