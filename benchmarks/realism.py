@@ -221,6 +221,41 @@ VARIANTS: dict[str, dict] = {
         "precision": "auto",
         "own_region": True,
     },
+    # the same on the cached IG-50 regions (the region's share of the difference)
+    "realistic+s2+n20+ref100+ig50-cached": {
+        **PAPER,
+        **PRESETS["realistic"],
+        "n_samples": 2,
+        "nfe": 20,
+        "guidance_reference_nfe": 100,
+        "precision": "auto",
+    },
+    # the presets' first rows, run when precision auto meant bf16 on this CPU (AVX512-BF16)
+    "fast_10x-bf16": {**PAPER, **PRESETS["fast_10x"], "precision": "bf16", "own_region": True},
+    "fast_10x-no-escalation-bf16": {
+        **PAPER,
+        **PRESETS["fast_10x"],
+        "escalation": (),
+        "precision": "bf16",
+        "own_region": True,
+    },
+    "near_paper_4x-bf16": {
+        **PAPER,
+        **PRESETS["near_paper_4x"],
+        "precision": "bf16",
+        "own_region": True,
+    },
+    # cheaper variants of fast_10x: fewer steps, fewer IG steps in the region
+    "fast_10x+nfe20": {**PAPER, **PRESETS["fast_10x"], "nfe": 20, "own_region": True},
+    "fast_10x+ig4": {**PAPER, **PRESETS["fast_10x"], "ig_steps": 4, "own_region": True},
+    # the presets in float32 (precision auto picks bf16 on CPUs with AVX512-BF16 / AMX)
+    "fast_10x-fp32": {**PAPER, **PRESETS["fast_10x"], "precision": "fp32", "own_region": True},
+    "realistic_fast-fp32": {
+        **PAPER,
+        **PRESETS["realistic_fast"],
+        "precision": "fp32",
+        "own_region": True,
+    },
     # the prior alone: the bridge's unguided inpainting of the same regions (its texture floor)
     "unguided": {**PAPER, "guidance_scale": 0.0},
     "unguided-area0.6": {**PAPER, "guidance_scale": 0.0, "area": 0.6},

@@ -344,6 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     before, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     threads = _threads(args)
     torch.set_num_threads(threads)
+    import logging
+
+    export_log = logging.getLogger("torch.export")  # restored below, as the threads are
+    log_level = export_log.level
+    if not getattr(args, "verbose", False):  # torch's loaders log a traceback before raising
+        from .run import quiet_torch_loading
+
+        quiet_torch_loading()
     os.environ["OMP_NUM_THREADS"] = str(threads)  # processes Fabric starts inherit it
     from .durable import RunStopped
 
@@ -357,12 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 128 + e.signum
     except _USER_ERRORS as e:
+        if getattr(args, "verbose", False):
+            import traceback
+
+            traceback.print_exc()
         print(f"rcsb-captum {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rcsb-captum {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
+        export_log.setLevel(log_level)
         torch.set_num_threads(before)
         if omp is None:
             os.environ.pop("OMP_NUM_THREADS", None)
@@ -667,6 +680,11 @@ def _parser() -> argparse.ArgumentParser:
             help="torch threads per process (0: the cores, divided among --devices processes on "
             "CPU); on a machine shared with other jobs use 1: on a loaded 2-core machine 1 "
             "thread ran the demo 3.7x faster than 2",
+        )
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show torch's own warnings and the traceback of an error (default: one line)",
         )
     ex_.add_argument("checkpoint", help="a train-bridge --checkpoint file")
     ex_.add_argument("out", help="bridge file to write")

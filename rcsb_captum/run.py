@@ -73,6 +73,7 @@ __all__ = [
     "load_model",
     "parse_class_map",
     "parse_class_names",
+    "quiet_torch_loading",
     "resolve_bridge_config",
     "text_segmenter",
 ]
@@ -252,6 +253,15 @@ def _static_batch(program: Any) -> int | None:
                 return int(shape[0])
             return None
     return None
+
+
+def quiet_torch_loading() -> None:
+    r"""Silence the warnings torch's loaders log (with a traceback) before they raise on a
+    damaged file (``torch.export.load``'s logger): the CLI reports the error in one line and
+    shows them with ``--verbose``. Process-wide, as logging levels are."""
+    import logging
+
+    logging.getLogger("torch.export").setLevel(logging.ERROR)
 
 
 def load_model(spec: str | nn.Module | Callable[..., Tensor]) -> Callable[..., Tensor]:

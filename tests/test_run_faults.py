@@ -160,3 +160,18 @@ def test_unreadable_images_are_all_named_or_skipped(folder, tmp_path):
     assert summary["images"] == N - 3
     assert sorted(summary["skipped_unreadable"]) == sorted(str(p) for p in bad)
     assert "Skipped (unreadable)" in (out / "summary.md").read_text()
+
+
+def test_a_corrupted_model_file_is_one_line_unless_verbose(folder, tmp_path):
+    import sys
+
+    bad = tmp_path / "model.pt2"
+    bad.write_bytes(os.urandom(3000))
+    image = str(sorted(folder.rglob("*.png"))[0])
+    cmd = [sys.executable, "-m", "rcsb_captum.cli", "explain", image, "--model", str(bad)]
+    quiet = subprocess.run(cmd, capture_output=True, text=True)
+    assert quiet.returncode == 2
+    lines = [line for line in quiet.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "model: could not load" in lines[0], quiet.stderr[-2000:]
+    loud = subprocess.run([*cmd, "--verbose"], capture_output=True, text=True)
+    assert loud.returncode == 2 and "Traceback" in loud.stderr
