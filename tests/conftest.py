@@ -81,18 +81,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reference(folder, tmp_path_factory):
-    from rcsb_captum.run import explain_dataset
-
-    from .run_helpers import SETTINGS
+    from .run_helpers import run_dataset
 
     out = tmp_path_factory.mktemp("ref")
-    summary = explain_dataset(
-        folder,
-        "rcsb_captum.demo:load_demo_classifier",
-        "fashion-mnist",
-        out,
-        SETTINGS,
-        accelerator="cpu",
-        show_progress=False,
-    )
-    return out, summary
+    return out, run_dataset(folder, out)

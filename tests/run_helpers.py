@@ -1,7 +1,9 @@
 """What the dataset-run tests share: the run's smallest settings, the CLI command, readers."""
 
 import json
+import subprocess
 import sys
+import time
 
 import torch
 
@@ -39,3 +41,31 @@ def _manifest(out):
 
 def _tensors(out):
     return {p.name: torch.load(p) for p in sorted((out / "tensors").glob("*.pt"))}
+
+
+def run_dataset(folder, out, settings=SETTINGS, **kwargs):
+    """explain_dataset on the shipped demo models, on the CPU, quietly."""
+    from rcsb_captum.run import explain_dataset
+
+    return explain_dataset(
+        folder,
+        "rcsb_captum.demo:load_demo_classifier",
+        "fashion-mnist",
+        out,
+        settings,
+        accelerator="cpu",
+        show_progress=False,
+        **kwargs,
+    )
+
+
+def start_and_wait(cmd, out, stderr=subprocess.DEVNULL):
+    """Start the CLI run ``cmd`` and return it once some but not all records are written."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        records = list((out / "records").glob("*.json")) if (out / "records").exists() else []
+        if 3 <= len(records) < N:
+            break
+        time.sleep(0.05)
+    return proc

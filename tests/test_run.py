@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from rcsb_captum.run import (
     resolve_bridge_config,
 )
 
-from .run_helpers import FAST, SETTINGS, N, _cli, _manifest, _tensors
+from .run_helpers import FAST, SETTINGS, N, _cli, _manifest, _tensors, start_and_wait
 
 pytest.importorskip("lightning_fabric")
 
@@ -144,13 +143,7 @@ def test_killed_run_resumes_to_the_same_results(reference, folder, tmp_path):
     ref, _ = reference
     out = tmp_path / "killed"
     cmd = _cli(folder, out)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        records = list((out / "records").glob("*.json")) if (out / "records").exists() else []
-        if 3 <= len(records) < N:
-            break
-        time.sleep(0.05)
+    proc = start_and_wait(cmd, out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = len(list((out / "records").glob("*.json")))

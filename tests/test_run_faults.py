@@ -9,30 +9,17 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
 
 from rcsb_captum import durable
 from rcsb_captum.durable import RunLock, atomic_write, text_bytes
-from rcsb_captum.run import RunEnvironmentError, explain_dataset
+from rcsb_captum.run import RunEnvironmentError
 
-from .run_helpers import SETTINGS, N, _cli, _manifest, _tensors
+from .run_helpers import N, _cli, _manifest, _tensors, run_dataset, start_and_wait
 
 pytest.importorskip("lightning_fabric")
-
-
-def _run(folder, out):
-    return explain_dataset(
-        folder,
-        "rcsb_captum.demo:load_demo_classifier",
-        "fashion-mnist",
-        out,
-        SETTINGS,
-        accelerator="cpu",
-        show_progress=False,
-    )
 
 
 def _temporaries(out):
@@ -73,12 +60,12 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(reference, folder, tmp_p
 
     monkeypatch.setattr("rcsb_captum.run.atomic_write", filling)
     with pytest.raises(RunEnvironmentError) as e:
-        _run(folder, out)
+        run_dataset(folder, out)
     message = str(e.value)
     assert "no space left" in message and "rerun" in message and "\n" not in message
     assert _temporaries(out) == []
     monkeypatch.setattr("rcsb_captum.run.atomic_write", real)
-    _run(folder, out)
+    run_dataset(folder, out)
     _same_as(ref, out)
 
 
@@ -91,7 +78,7 @@ def test_damaged_outputs_are_redone_and_listed(reference, folder, tmp_path):
     rec.write_text(rec.read_text()[:15])  # a truncated record
     (out / "images" / "0000007_region.png").unlink()
     (out / "records" / "0000002.json.tmp999").write_text("{")  # a killed run's leftover
-    summary = _run(folder, out)
+    summary = run_dataset(folder, out)
     assert summary["redone_damaged"] == [1, 4, 7]
     assert _temporaries(out) == []
     _same_as(ref, out)
@@ -103,22 +90,16 @@ def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(folder, tm
     lock = RunLock(out)
     with lock.held():
         with pytest.raises(RunEnvironmentError, match=f"pid {os.getpid()}"):
-            _run(folder, out)
+            run_dataset(folder, out)
     assert not (out / "records").exists() or not list((out / "records").iterdir())
-    _run(folder, out)  # once released, the folder is free
+    run_dataset(folder, out)  # once released, the folder is free
 
 
 def test_sigterm_stops_between_batches_and_the_rerun_resumes(reference, folder, tmp_path):
     ref, _ = reference
     out = tmp_path / "term"
     cmd = _cli(folder, out)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        records = list((out / "records").glob("*.json")) if (out / "records").exists() else []
-        if 3 <= len(records) < N:
-            break
-        time.sleep(0.05)
+    proc = start_and_wait(cmd, out, stderr=subprocess.PIPE)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
@@ -142,21 +123,12 @@ def test_unreadable_images_are_all_named_or_skipped(folder, tmp_path):
     bad[1].write_bytes(bad[1].read_bytes()[:40])  # truncated
     bad[2].write_bytes(os.urandom(200))  # random bytes
     with pytest.raises(ValueError) as e:
-        _run(data, tmp_path / "refused")
+        run_dataset(data, tmp_path / "refused")
     message = str(e.value)
     assert "3 unreadable" in message and all(str(p) in message for p in bad)
     assert "--skip-unreadable" in message and not (tmp_path / "refused" / "settings.json").exists()
     out = tmp_path / "skipped"
-    summary = explain_dataset(
-        data,
-        "rcsb_captum.demo:load_demo_classifier",
-        "fashion-mnist",
-        out,
-        SETTINGS,
-        accelerator="cpu",
-        show_progress=False,
-        skip_unreadable=True,
-    )
+    summary = run_dataset(data, out, skip_unreadable=True)
     assert summary["images"] == N - 3
     assert sorted(summary["skipped_unreadable"]) == sorted(str(p) for p in bad)
     assert "Skipped (unreadable)" in (out / "summary.md").read_text()
