@@ -199,14 +199,11 @@ VARIANTS: dict[str, dict] = {
         "precision": "auto",
         "own_region": True,
     },
+    # realistic_fast without its escalation (nothing escalated there: every input flipped)
     "realistic+s2+n20+ref100": {
         **PAPER,
-        **PRESETS["realistic"],
-        "ig_steps": 8,
-        "n_samples": 2,
-        "nfe": 20,
-        "guidance_reference_nfe": 100,
-        "precision": "auto",
+        **PRESETS["realistic_fast"],
+        "escalation": (),
         "own_region": True,
     },
     "realistic+s1+n40+ref100+xtx0.5": {
@@ -224,11 +221,9 @@ VARIANTS: dict[str, dict] = {
     # the same on the cached IG-50 regions (the region's share of the difference)
     "realistic+s2+n20+ref100+ig50-cached": {
         **PAPER,
-        **PRESETS["realistic"],
-        "n_samples": 2,
-        "nfe": 20,
-        "guidance_reference_nfe": 100,
-        "precision": "auto",
+        **PRESETS["realistic_fast"],
+        "ig_steps": 50,
+        "escalation": (),
     },
     # the presets' first rows, run when precision auto meant bf16 on this CPU (AVX512-BF16)
     "fast_10x-bf16": {**PAPER, **PRESETS["fast_10x"], "precision": "bf16", "own_region": True},

@@ -348,10 +348,10 @@ def main(argv: list[str] | None = None) -> int:
 
     export_log = logging.getLogger("torch.export")  # restored below, as the threads are
     log_level = export_log.level
-    if not getattr(args, "verbose", False):  # torch's loaders log a traceback before raising
-        from .run import quiet_torch_loading
-
-        quiet_torch_loading()
+    if not getattr(args, "verbose", False):
+        # torch.export.load logs a traceback before it raises on a damaged file: the error is
+        # reported in one line, the log shown with --verbose
+        export_log.setLevel(logging.ERROR)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # processes Fabric starts inherit it
     from .durable import RunStopped
 

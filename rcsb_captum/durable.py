@@ -117,9 +117,7 @@ def finished(record: Path, tensors: Path, pngs: tuple[Path, ...]) -> bool:
         if not isinstance(json.loads(record.read_text()), dict):
             return False
         torch.load(tensors, weights_only=True)
-    except FileNotFoundError:
-        return False
-    except Exception:  # truncated, empty or garbled: redone
+    except Exception:  # missing, truncated, empty or garbled: redone
         return False
     return all(p.is_file() and p.stat().st_size > 0 for p in pngs)
 

@@ -23,13 +23,14 @@ official RCSB code uses. What it guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,6 @@ __all__ = [
     "load_model",
     "parse_class_map",
     "parse_class_names",
-    "quiet_torch_loading",
     "resolve_bridge_config",
     "text_segmenter",
 ]
@@ -253,15 +253,6 @@ def _static_batch(program: Any) -> int | None:
                 return int(shape[0])
             return None
     return None
-
-
-def quiet_torch_loading() -> None:
-    r"""Silence the warnings torch's loaders log (with a traceback) before they raise on a
-    damaged file (``torch.export.load``'s logger): the CLI reports the error in one line and
-    shows them with ``--verbose``. Process-wide, as logging levels are."""
-    import logging
-
-    logging.getLogger("torch.export").setLevel(logging.ERROR)
 
 
 def load_model(spec: str | nn.Module | Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -551,14 +542,6 @@ def _save_png(image: Tensor, path: Path) -> None:
     _atomic_write(path, lambda f: f.write(data))
 
 
-def _saver(obj: object) -> Callable[[Any], object]:
-    return torch_bytes(obj)
-
-
-def _writer(text: str) -> Callable[[Any], object]:
-    return text_bytes(text)
-
-
 def _record_path(out: Path, index: int) -> Path:
     return out / "records" / f"{index:07d}.json"
 
@@ -630,7 +613,7 @@ def _explain_batch(
             "probs_before": res.probs_before[i].cpu(),
             "probs_after": res.probs_after[i].cpu(),
         }
-        _atomic_write(out / "tensors" / f"{stem}.pt", _saver(tensors))
+        _atomic_write(out / "tensors" / f"{stem}.pt", torch_bytes(tensors))
         wrong_before = int(predicted[i]) != int(tgt[i])
         record = {
             "index": it.index,
@@ -644,7 +627,7 @@ def _explain_batch(
             "cout": float(cout[i]),
             "seconds": round(seconds, 4),
         }
-        _atomic_write(_record_path(out, it.index), _writer(json.dumps(record) + "\n"))
+        _atomic_write(_record_path(out, it.index), text_bytes(json.dumps(record) + "\n"))
 
 
 def _summary_markdown(
@@ -712,7 +695,7 @@ def _summarise(
 
     records = [json.loads(_record_path(out, it.index).read_text()) for it in items]
     lines = "".join(json.dumps(r) + "\n" for r in records)
-    _atomic_write(out / "manifest.jsonl", _writer(lines))
+    _atomic_write(out / "manifest.jsonl", text_bytes(lines))
     n = len(records)
     # older records (written before the flip rule) count as they were written
     wrong = [r for r in records if r.get("misclassified_before", False)]
@@ -754,8 +737,8 @@ def _summarise(
         if int(ok.sum()) >= 2:
             summary["fid"] = M.fid(real, cfs[ok], feature_extractor)
             summary["sfid"] = M.sfid(real, cfs, feature_extractor, ok)
-    _atomic_write(out / "summary.json", _writer(json.dumps(summary, indent=2) + "\n"))
-    _atomic_write(out / "summary.md", _writer(_summary_markdown(summary, records, class_names)))
+    _atomic_write(out / "summary.json", text_bytes(json.dumps(summary, indent=2) + "\n"))
+    _atomic_write(out / "summary.md", text_bytes(_summary_markdown(summary, records, class_names)))
     shown = tensors[:8]
     if shown:
         x = torch.stack([t["input"] for t in shown])
@@ -770,6 +753,31 @@ def _summarise(
 
         plt.close(fig)
     return summary
+
+
+@contextlib.contextmanager
+def _exclusive(fabric: Any, out: Path) -> Iterator[None]:
+    # one run per out-dir for the body: rank 0 makes the folders and takes the lock, every
+    # rank stops with the same one line when it cannot; the ranks of this run share it
+    lock = RunLock(out)
+    problem = ""
+    if fabric.global_rank == 0:
+        try:
+            for sub in ("images", "tensors", "records"):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            problem = describe_os_error(e, f"creating {out}")
+        except RuntimeError as e:
+            problem = str(e)
+    problem = fabric.broadcast(problem, src=0) if fabric.world_size > 1 else problem
+    if problem:
+        raise RunEnvironmentError(problem)
+    try:
+        yield
+    finally:
+        if fabric.global_rank == 0:
+            lock.release()
 
 
 def explain_dataset(
@@ -855,121 +863,76 @@ def explain_dataset(
                 f"differ ({k}: {before.get(k)!r} in settings.json, {mine.get(k)!r} now); use "
                 "another out_dir, or the same model, bridge, images and options to resume it"
             )
-    lock = RunLock(out)
-    problem = ""
-    if rank == 0:  # one run per out-dir; the ranks of this run share it
-        try:
-            for sub in ("images", "tensors", "records"):
-                (out / sub).mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-        except OSError as e:
-            problem = describe_os_error(e, f"creating {out}")
-        except RuntimeError as e:
-            problem = str(e)
-    problem = fabric.broadcast(problem, src=0) if world > 1 else problem
-    if problem:
-        raise RunEnvironmentError(problem)
-    try:
-        return _run(
-            fabric,
-            lock,
-            out,
-            stored,
-            mine,
-            items,
-            class_names,
-            settings,
-            forward_func,
-            the_bridge,
-            feature_extractor,
-            show_progress,
-            skipped,
-        )
-    finally:
+    device = fabric.device
+    with _exclusive(fabric, out):
+        redone: list[int] = []
+        finished: set[int] | None = None  # rank 0 checks every image once, here
         if rank == 0:
-            lock.release()
+            remove_stale_temporaries(out)  # what a killed run left; this run holds the lock
+            _atomic_write(stored, text_bytes(json.dumps(mine, indent=2)))
+            # outputs of earlier runs that are not whole (a power cut, a full disk): redone
+            recorded = [it.index for it in items if _record_path(out, it.index).exists()]
+            finished = {i for i in recorded if _done(out, i)}
+            redone = [i for i in recorded if i not in finished]
+            if redone:
+                print(
+                    f"explain-dataset: {len(redone)} damaged image output(s) will be redone: "
+                    f"{redone[:20]}{' ...' if len(redone) > 20 else ''}",
+                    flush=True,
+                )
+        fabric.barrier()
+        if isinstance(forward_func, nn.Module):
+            forward_func = forward_func.to(device)
+        the_bridge = the_bridge.to(device)
+        shape = (the_bridge.channels or 3, the_bridge.image_size or 0, the_bridge.image_size or 0)
+        layer = settings.gradcam_layer
+        cfg = settings.rcsb
+        region = named_region(
+            settings.region,
+            forward_func,
+            cfg.cell_size,
+            cfg.area,
+            image_shape=shape,
+            layer=layer,
+            seed=settings.seed,
+            ig_steps=cfg.ig_steps,
+            prompt=settings.prompt,
+            segmenter=text_segmenter(settings.text_models, device)
+            if settings.region == "text"
+            else None,
+        )
+        rcsb = RCSB(forward_func, the_bridge, region, config=cfg)
+        b = settings.batch_size
+        batches = [items[i : i + b] for i in range(0, len(items), b)]
+        mine_batches = [bt for k, bt in enumerate(batches) if k % world == rank]
+        bar = None
+        if rank == 0 and show_progress:
+            from tqdm.auto import tqdm
 
-
-def _run(
-    fabric: Any,
-    lock: RunLock,
-    out: Path,
-    stored: Path,
-    mine: dict[str, Any],
-    items: list[DatasetItem],
-    class_names: Sequence[str] | None,
-    settings: RunSettings,
-    forward_func: Any,
-    the_bridge: Bridge,
-    feature_extractor: str | Callable[[Tensor], Tensor] | None,
-    show_progress: bool,
-    skipped: list[str],
-) -> dict[str, Any] | None:
-    rank, world, device = fabric.global_rank, fabric.world_size, fabric.device
-    redone: list[int] = []
-    if rank == 0:
-        remove_stale_temporaries(out)  # what a killed run left; this run holds the lock
-        _atomic_write(stored, _writer(json.dumps(mine, indent=2)))
-        # outputs of earlier runs that are not whole (a power cut, a full disk): redone
-        redone = [
-            it.index
-            for it in items
-            if _record_path(out, it.index).exists() and not _done(out, it.index)
-        ]
-        if redone:
-            print(
-                f"explain-dataset: {len(redone)} damaged image output(s) will be redone: "
-                f"{redone[:20]}{' ...' if len(redone) > 20 else ''}",
-                flush=True,
-            )
-    fabric.barrier()
-    if isinstance(forward_func, nn.Module):
-        forward_func = forward_func.to(device)
-    the_bridge = the_bridge.to(device)
-    shape = (the_bridge.channels or 3, the_bridge.image_size or 0, the_bridge.image_size or 0)
-    layer = settings.gradcam_layer
-    cfg = settings.rcsb
-    region = named_region(
-        settings.region,
-        forward_func,
-        cfg.cell_size,
-        cfg.area,
-        image_shape=shape,
-        layer=layer,
-        seed=settings.seed,
-        ig_steps=cfg.ig_steps,
-        prompt=settings.prompt,
-        segmenter=text_segmenter(settings.text_models, device)
-        if settings.region == "text"
-        else None,
-    )
-    rcsb = RCSB(forward_func, the_bridge, region, config=cfg)
-    b = settings.batch_size
-    batches = [items[i : i + b] for i in range(0, len(items), b)]
-    mine_batches = [bt for k, bt in enumerate(batches) if k % world == rank]
-    bar = None
-    if rank == 0 and show_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="explain-dataset", unit="img", disable=None)
-    with StopSignals() as stop:
-        for batch in mine_batches:
-            if bar is not None:  # the global count: records of every rank on the shared disk
-                bar.n = len(os.listdir(out / "records"))
-                bar.refresh()
-            stop.check()  # SIGTERM (or Slurm's SIGUSR1): stop between batches, keep the rest
-            if all(_done(out, it.index) for it in batch):
-                continue
-            x = _load_batch(batch, the_bridge).to(device)
-            _explain_batch(rcsb, batch, x, settings, out, forward_func)
-        stop.check()
-    fabric.barrier()
-    if rank != 0:
-        return None
-    if bar is not None:
-        bar.n = len(os.listdir(out / "records"))
-        bar.close()
-    extractor = (
-        load_model(feature_extractor) if isinstance(feature_extractor, str) else feature_extractor
-    )
-    return _summarise(out, items, settings, extractor, class_names, redone, skipped)
+            bar = tqdm(total=len(items), desc="explain-dataset", unit="img", disable=None)
+        with StopSignals() as stop:
+            for batch in mine_batches:
+                if bar is not None:  # the global count: records of every rank on the shared disk
+                    bar.n = len(os.listdir(out / "records"))
+                    bar.refresh()
+                stop.check()  # SIGTERM (or Slurm's SIGUSR1): stop between batches, keep the rest
+                if all(
+                    it.index in finished if finished is not None else _done(out, it.index)
+                    for it in batch
+                ):
+                    continue
+                x = _load_batch(batch, the_bridge).to(device)
+                _explain_batch(rcsb, batch, x, settings, out, forward_func)
+            stop.check()
+        fabric.barrier()
+        if rank != 0:
+            return None
+        if bar is not None:
+            bar.n = len(os.listdir(out / "records"))
+            bar.close()
+        extractor = (
+            load_model(feature_extractor)
+            if isinstance(feature_extractor, str)
+            else feature_extractor
+        )
+        return _summarise(out, items, settings, extractor, class_names, redone, skipped)

@@ -519,18 +519,14 @@ class RCSB(Attribution):
         cf: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         # successful first, then the highest probability of the counterfactual class (or the
-        # lowest of the target); returns the chosen index, per-sample success and the scores
+        # lowest of the target); returns the chosen index, per-sample success and the ranks
         n, s = samples.shape[:2]
         rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
+        tgt_r, cf_r = rep(target), None if cf is None else rep(cf)
         pred = probs.argmax(1)
-        ok = pred == rep(cf) if cf is not None else pred != rep(target)
-        score = (
-            probs.gather(1, rep(cf)[:, None])[:, 0]
-            if cf is not None
-            else 1 - probs.gather(1, rep(target)[:, None])[:, 0]
-        )
-        rank = (ok.float() * 2 + score).view(n, s)
-        return rank.argmax(1), ok.view(n, s), score
+        ok = pred == cf_r if cf_r is not None else pred != tgt_r
+        rank = self._score(probs, ok, tgt_r, cf_r).view(n, s)
+        return rank.argmax(1), ok.view(n, s), rank
 
     # ------------------------------------------------------------------ public
 
