@@ -75,6 +75,8 @@ def _default_config(image_size: int, channels: int) -> dict[str, Any]:
         "attention_resolutions": (4,),
         "num_head_channels": 32,
         "timesteps": 1000,
+        "prediction": "eps",
+        "patch": 1,
     }
 
 
@@ -103,11 +105,15 @@ class DiffusionAutoencoder(LatentAutoencoder):
         c = dict(config)
         self.config = c
         self.encoder = SemanticEncoder(c["channels"], c["z_dim"], c["encoder_width"])
+        p = int(c.get("patch", 1))
+        if p < 1 or c["image_size"] % p:
+            raise ValueError(f"config: patch must divide image_size {c['image_size']}, got {p}")
+        check_choice(c.get("prediction", "eps"), "config: prediction", ("eps", "v"))
         self.unet = ADMUNet(
-            image_size=c["image_size"],
-            in_channels=c["channels"],
+            image_size=c["image_size"] // p,
+            in_channels=c["channels"] * p * p,
             model_channels=c["model_channels"],
-            out_channels=c["channels"],
+            out_channels=c["channels"] * p * p,
             num_res_blocks=c["num_res_blocks"],
             attention_resolutions=tuple(c["attention_resolutions"]),
             channel_mult=tuple(c["channel_mult"]),
@@ -145,9 +151,55 @@ class DiffusionAutoencoder(LatentAutoencoder):
         r"""``z_sem`` of images in ``[0, 1]`` (differentiable; :meth:`encode` is not)."""
         return self.encoder(images * 2 - 1)
 
+    @property
+    def prediction(self) -> str:
+        r"""What the decoder predicts: ``"eps"`` (the noise, DDPM and DiffAE) or ``"v"``
+        (``sqrt(a) eps - sqrt(1 - a) x0``; Salimans & Ho, "Progressive Distillation", ICLR
+        2022)."""
+        return str(self.config.get("prediction", "eps"))
+
+    @property
+    def patch(self) -> int:
+        r"""Side of the square patches the decoder sees as channels (1: none)."""
+        return int(self.config.get("patch", 1))
+
+    def network(self, x_t: Tensor, t: Tensor, z: Tensor) -> Tensor:
+        r"""The decoder's raw output (:attr:`prediction`) at integer steps ``t`` given raw
+        ``z_sem``. With ``patch`` > 1 the UNet works on ``patch x patch`` pixel blocks stacked
+        as channels (``F.pixel_unshuffle``; a ``C x H x W`` image is ``C p^2 x H/p x W/p``), as
+        latent-free patch diffusion does (Peebles & Xie, DiT, 2023, with patches of 2)."""
+        p = self.patch
+        if p > 1:
+            x_t = F.pixel_unshuffle(x_t, p)
+        out = self.unet(x_t, t.to(x_t.dtype), z)
+        return F.pixel_shuffle(out, p) if p > 1 else out
+
+    def denoise(
+        self, x_t: Tensor, t: Tensor, z: Tensor, clip: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        r"""``(x0, eps)`` estimated from ``x_t`` at integer steps ``t`` given raw ``z_sem``.
+
+        With ``clip`` (the default), ``x0`` is clamped to ``[-1, 1]`` and ``eps`` re-derived
+        from it, as the official DiffAE renders and inverts (its ``p_mean_variance`` with
+        ``clip_denoised=True`` in ``ddim_sample`` and ``ddim_reverse_sample``): an estimate
+        outside the data's range is never carried on to the next step."""
+        a = self.alphas_cumprod[t].to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
+        out = self.network(x_t, t, z)
+        if self.prediction == "v":
+            x0 = a.sqrt() * x_t - (1 - a).sqrt() * out
+            eps = (1 - a).sqrt() * x_t + a.sqrt() * out
+        else:
+            x0 = (x_t - (1 - a).sqrt() * out) / a.sqrt()
+            eps = out
+        if clip:
+            x0 = x0.clamp(-1, 1)
+            eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return x0, eps
+
     def eps(self, x_t: Tensor, t: Tensor, z: Tensor) -> Tensor:
-        r"""The decoder's noise prediction at integer steps ``t`` given raw ``z_sem``."""
-        return self.unet(x_t, t.to(x_t.dtype), z)
+        r"""The decoder's noise estimate at integer steps ``t`` given raw ``z_sem`` (not
+        clipped; :meth:`denoise` gives the clipped pair)."""
+        return self.denoise(x_t, t, z, clip=False)[1]
 
     def _grid(self, steps: int) -> list[int]:
         total = int(self.config["timesteps"])
@@ -156,10 +208,8 @@ class DiffusionAutoencoder(LatentAutoencoder):
     def _ddim_step(self, x: Tensor, z: Tensor, t: int, t_next: int) -> Tensor:
         # deterministic DDIM from step t to t_next (either direction); t_next = -1 is x0
         ab = self.alphas_cumprod
-        a_t = ab[t]
         a_next = ab[t_next] if t_next >= 0 else torch.ones((), device=x.device)
-        eps = self.eps(x, torch.full((x.shape[0],), t, device=x.device), z)
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        x0, eps = self.denoise(x, torch.full((x.shape[0],), t, device=x.device), z)
         return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
 
     # -- the interface --------------------------------------------------------------------
@@ -344,7 +394,14 @@ def train_diffae(
             a = ab[t].view(-1, 1, 1, 1)
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
             z = model.encoder(x0)
-            loss = F.mse_loss(model.eps(x_t, t, z), noise)
+            # the MSE of the decoder's own output: on eps it weights x0 errors by SNR(t), which
+            # starves the encoder of gradient from the steps that decide the class (t ~ 250-750
+            # of 1000); on v (``prediction="v"``) by 1 + SNR(t), which keeps them
+            if model.prediction == "v":
+                target = a.sqrt() * noise - (1 - a).sqrt() * x0
+            else:
+                target = noise
+            loss = F.mse_loss(model.network(x_t, t, z), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -32,10 +32,78 @@ def test_ddim_inversion_reconstructs_and_z_changes_the_render():
     assert torch.equal(ae.decode(z, x_t), r)  # deterministic
 
 
+V_PATCHED = {**CONFIG, "prediction": "v", "patch": 2, "channel_mult": (1,)}
+
+
+def _random_weights(ae, std=0.05):
+    torch.manual_seed(0)
+    for p in ae.parameters():  # no zero-initialised output layers
+        torch.nn.init.normal_(p, std=std)
+    return ae
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_denoise_inverts_the_parameterisation(prediction, monkeypatch):
+    # a decoder that outputs the true target must give back the true x0 and eps
+    ae = DiffusionAutoencoder({**CONFIG, "prediction": prediction}).eval()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 8, 8, generator=g) * 1.6 - 0.8
+    eps = torch.randn(4, 1, 8, 8, generator=g)
+    t = torch.tensor([0, 30, 60, 99])
+    a = ae.alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    target = eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
+    monkeypatch.setattr(ae, "network", lambda x, t, z: target)
+    for clip in (True, False):  # x0 inside [-1, 1]: clipping changes nothing
+        got_x0, got_eps = ae.denoise(x_t, t, torch.zeros(4, 8), clip=clip)
+        torch.testing.assert_close(got_x0, x0, atol=2e-4, rtol=0)
+        torch.testing.assert_close(got_eps, eps, atol=2e-4, rtol=0)
+
+
+def test_denoise_clips_x0_and_rederives_eps():
+    ae = _random_weights(DiffusionAutoencoder(CONFIG).eval(), std=0.3)
+    x_t = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 3
+    t = torch.tensor([99, 90, 70, 50, 20, 5])
+    raw_x0, _ = ae.denoise(x_t, t, torch.zeros(6, 8), clip=False)
+    assert raw_x0.abs().max() > 1.5  # the case that clipping is for
+    x0, eps = ae.denoise(x_t, t, torch.zeros(6, 8))
+    assert x0.min() >= -1 and x0.max() <= 1
+    torch.testing.assert_close(x0, raw_x0.clamp(-1, 1))
+    a = ae.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(a.sqrt() * x0 + (1 - a).sqrt() * eps, x_t, atol=1e-5, rtol=1e-5)
+
+
+def test_patched_decoder_shapes_and_bad_configs():
+    ae = _random_weights(DiffusionAutoencoder(V_PATCHED).eval())
+    assert ae.unet.in_channels == 4 and ae.patch == 2 and ae.prediction == "v"
+    x = torch.randn(3, 1, 8, 8)
+    out = ae.network(x, torch.tensor([1, 50, 99]), torch.randn(3, 8))
+    assert out.shape == x.shape
+    # each output pixel depends on its own patch: a change in one corner patch moves the output
+    y = x.clone()
+    y[:, :, :2, :2] += 1
+    moved = (ae.network(y, torch.tensor([1, 50, 99]), torch.randn(3, 8)) - out).abs()
+    assert moved.sum() > 0
+    with pytest.raises(ValueError, match="patch must divide image_size 8"):
+        DiffusionAutoencoder({**CONFIG, "patch": 3})
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        DiffusionAutoencoder({**CONFIG, "prediction": "x0"})
+
+
+def test_files_without_the_new_keys_load_as_eps_unpatched(tmp_path):
+    ae = DiffusionAutoencoder(CONFIG)
+    ae.save(tmp_path / "old.pt")
+    obj = torch.load(tmp_path / "old.pt", weights_only=True)
+    assert "prediction" not in obj["config"]  # as files written before these options
+    back = DiffusionAutoencoder.load(tmp_path / "old.pt")
+    assert back.prediction == "eps" and back.patch == 1
+
+
 @pytest.mark.slow
-def test_training_resumes_exactly_and_files_round_trip(tmp_path):
+@pytest.mark.parametrize("config", [CONFIG, V_PATCHED], ids=["eps", "v-patch2"])
+def test_training_resumes_exactly_and_files_round_trip(tmp_path, config):
     data = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    kw = dict(config=CONFIG, batch_size=4, show_progress=False, checkpoint_every=2)
+    kw = dict(config=config, batch_size=4, show_progress=False, checkpoint_every=2)
     straight = train_diffae(data, steps=4, checkpoint_path=tmp_path / "a.ckpt", **kw)
     train_diffae(data, steps=2, checkpoint_path=tmp_path / "b.ckpt", **kw)
     resumed = train_diffae(data, steps=4, checkpoint_path=tmp_path / "b.ckpt", **kw)
