@@ -1,5 +1,5 @@
 """BB-LIG's completeness on the shipped DiffAE: the path method against IG's straight-line
-formula on the same rendered paths (issue 20).
+formula on the same rendered paths.
 
 For each paired class, the best direction of ``examples/results/gcd/directions_<a>_to_<b>.pt``
 (GCD's CPU preset, found on one image) is used on N shipped test images of class ``a`` at the

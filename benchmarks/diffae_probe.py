@@ -1,4 +1,4 @@
-"""How much of the class does the shipped DiffAE's semantic code carry? (issue 20)
+"""How much of the class does the shipped DiffAE's semantic code carry?
 
 Two measures, as DiffAE's paper reads its semantic code:
 

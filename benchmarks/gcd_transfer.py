@@ -1,4 +1,4 @@
-"""GCD direction transfer under the official definition (issue 20).
+"""GCD direction transfer under the official definition.
 
 For the given pairs, the best g- and h-direction of ``examples/results/gcd/directions_<a>_to_<b>.pt``
 (found by GCD's CPU preset on one image) is swept over ``--n-steps`` step sizes in [-3, 3] on N

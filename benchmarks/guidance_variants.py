@@ -1,4 +1,4 @@
-"""Guidance variants that are not options of RCSB, tried against the speckle (issue 12).
+"""Guidance variants that are not options of RCSB, tried against the speckle.
 
 Each variant but ``blur`` replaces one piece of
 :class:`rcsb_captum.guidance.ClassifierGuidance` or of the step weights for the duration of a

@@ -1,4 +1,4 @@
-"""Realism of RCSB's counterfactuals on the shipped Fashion-MNIST models (issue 19).
+"""Realism of RCSB's counterfactuals on the shipped Fashion-MNIST models.
 
 For the first N paired-class shipped test images (shirt <-> T-shirt/top, pullover <-> coat,
 sneaker <-> ankle boot) the classifier gets right, every variant (a named set of RCSB options,

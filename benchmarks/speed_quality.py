@@ -1,4 +1,4 @@
-"""Speed against quality of RCSB's levers on the shipped Fashion-MNIST models (issue 12).
+"""Speed against quality of RCSB's levers on the shipped Fashion-MNIST models.
 
 For paired-class images (shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot) the
 classifier gets right: one region per image and region source (timed once, cached, reused by

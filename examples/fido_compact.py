@@ -1,4 +1,4 @@
-"""Why FIDO's maps are blobby on 32 px images, and what makes them compact (issue 21).
+"""Why FIDO's maps are blobby on 32 px images, and what makes them compact.
 
 FIDO (Chang et al., ICLR 2019) learns a Concrete (relaxed Bernoulli) mask per image with an L1
 penalty on its area (``l1_coef``) and a total-variation penalty (``tv_coef``). Its published

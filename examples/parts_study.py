@@ -123,7 +123,8 @@ def write_table(rows, out: Path, a) -> None:
         "(part maps by rule, `rcsb_captum.demo.parts`) toward the paired class; the first "
         f"{a.n_per_class} shipped test images of each class that the classifier gets right. "
         "Area: the part's share of the image. Robust: the robust judge (L2-PGD trained, never "
-        "used for guidance) sees the counterfactual class. Per-image values: "
+        "used for guidance) sees the counterfactual class. Per-image values (written by the run, "
+        "not committed): "
         f"`examples/results/parts/{out.name}/`; figure: `parts_{out.name}.png`. Parts: "
         + (
             "the garment's own pixels of each part."

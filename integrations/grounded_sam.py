@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._utils import check_int, check_number, format_images
+from rcsb_captum.checks import check_int, check_number, format_images
+from rcsb_captum.regions import DEFAULT_TEXT_MODELS
 
 __all__ = ["DEFAULT_DETECTOR", "DEFAULT_SAM", "GroundedSAM"]
 
-#: Hub ids of the default models (LangSAM uses GroundingDINO Swin-T and a SAM ViT).
-DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
-DEFAULT_SAM = "facebook/sam-vit-base"
+#: Hub ids of the default models (``rcsb_captum.regions.DEFAULT_TEXT_MODELS``).
+DEFAULT_DETECTOR, DEFAULT_SAM = DEFAULT_TEXT_MODELS
 
 
 def _transformers() -> Any:

@@ -15,7 +15,6 @@ def _train_bridge(args: argparse.Namespace) -> int:
     from .bridge.presets import default_preset, preset_config
     from .bridge.training import load_images
 
-    torch.set_flush_denormal(True)
     channels = 1 if args.grayscale else args.channels
     images = load_images(args.images, image_size=args.image_size, channels=channels)
     size, channels = images.shape[-1], images.shape[1]
@@ -101,11 +100,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import torch
 
     from .demo import run_demo
 
-    torch.set_flush_denormal(True)
     paths = run_demo(
         n_images=args.n_images,
         counterfactual=args.counterfactual_class,
@@ -159,7 +156,6 @@ def _explain(args: argparse.Namespace) -> int:
     from .run import half_dtype, load_bridge, parse_class_names
     from .visualization import plot_counterfactuals
 
-    torch.set_flush_denormal(True)
     model, names = _model(args.model)
     names = parse_class_names(args.class_names) or names
     config = _config(args)
@@ -353,10 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         # reported in one line, the log shown with --verbose
         export_log.setLevel(logging.ERROR)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # processes Fabric starts inherit it
+    from ._utils import flush_denormal
     from .durable import RunStopped
 
     try:
-        return args.func(args)
+        # denormals make CPU steps several times slower; the caller's setting comes back after
+        with flush_denormal():
+            return args.func(args)
     except RunStopped as e:  # SIGTERM (or Slurm's SIGUSR1) between batches: what is done is kept
         print(
             f"rcsb-captum {args.command}: {e}; finished images are kept, rerun the same "

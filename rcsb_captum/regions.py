@@ -33,10 +33,15 @@ __all__ = [
     "binarize_masks",
     "default_region",
     "named_region",
+    "DEFAULT_TEXT_MODELS",
     "REGION_NAMES",
 ]
 
 REGION_NAMES = ("ig", "saliency", "gradcam", "occlusion", "random", "text")
+
+#: Hub ids of the text region's default detector and segmenter (as LangSAM: GroundingDINO
+#: Swin-T, then a SAM ViT-B), used by ``rcsb_captum.integrations.grounded_sam``.
+DEFAULT_TEXT_MODELS = ("IDEA-Research/grounding-dino-tiny", "facebook/sam-vit-base")
 
 CellSize = int | str | None
 

@@ -56,9 +56,8 @@ from .durable import (
     text_bytes,
     torch_bytes,
 )
-from .integrations.grounded_sam import DEFAULT_DETECTOR, DEFAULT_SAM
 from .records import counterfactual_records
-from .regions import REGION_NAMES, named_region
+from .regions import DEFAULT_TEXT_MODELS, REGION_NAMES, named_region
 from .sampler import PRECISIONS
 
 __all__ = [
@@ -379,7 +378,8 @@ def text_segmenter(models: str, device: str | torch.device | None = None) -> Any
     r"""The text region's segmenter from ``"DETECTOR,SAM"`` (hub ids or local folders):
     :class:`rcsb_captum.integrations.grounded_sam.GroundedSAM` (``pip install
     'rcsb-captum[text]'``)."""
-    from .integrations.grounded_sam import GroundedSAM
+    # the adapter (and transformers) is imported only when a text region is asked for
+    from rcsb_captum.integrations.grounded_sam import GroundedSAM
 
     parts = [p.strip() for p in models.split(",")]
     if len(parts) != 2 or not all(parts):
@@ -457,7 +457,7 @@ class RunSettings:
     region: str = "ig"
     gradcam_layer: str | None = None
     prompt: str | None = None
-    text_models: str = f"{DEFAULT_DETECTOR},{DEFAULT_SAM}"
+    text_models: str = ",".join(DEFAULT_TEXT_MODELS)
     counterfactual_target: int | dict[int, int] | None = None
     rcsb: RCSBConfig = field(default_factory=RCSBConfig)
     batch_size: int = 8

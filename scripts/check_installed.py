@@ -5,6 +5,7 @@ in a fresh venv holding only the wheel and its dependencies).
 - every module of the installed package imports (optional extras that are not installed,
   e.g. Quantus, are reported and skipped only when the module says which extra it needs);
 - the shipped data files are there and load;
+- the adapters (top-level `integrations/` of the source) install as ``rcsb_captum.integrations``;
 - with ``--sdist``: every package module of the wheel is in the sdist too.
 
     python scripts/check_installed.py [--sdist dist/rcsb_captum-X.tar.gz]
@@ -45,6 +46,10 @@ def main() -> int:
     if failed:
         print("modules that do not import:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1
+    adapters = {"rcsb_captum.integrations.quantus", "rcsb_captum.integrations.grounded_sam"}
+    if not adapters <= set(names):
+        print(f"adapters missing from the wheel: {sorted(adapters - set(names))}", file=sys.stderr)
+        return 1
     print(f"{len(names)} modules import from {origin}")
 
     from rcsb_captum import Bridge, DiffusionAutoencoder
@@ -60,8 +65,15 @@ def main() -> int:
     if args.sdist:
         with tarfile.open(args.sdist) as tar:
             members = {Path(*Path(n).parts[1:]).as_posix() for n in tar.getnames()}
+
+        def source_path(p: Path) -> str:
+            # the adapters come from the top-level integrations/ folder of the source tree
+            rel = p.relative_to(origin)
+            top = Path() if rel.parts[0] == "integrations" else Path("rcsb_captum")
+            return (top / rel).as_posix()
+
         wheel_files = {
-            ("rcsb_captum" / p.relative_to(origin)).as_posix()
+            source_path(p)
             for p in origin.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts
         }

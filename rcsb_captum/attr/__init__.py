@@ -1,5 +1,5 @@
 from ._fido import BBMP, FIDO
-from ._gcd import BBLIG, GCD, PAPER_SETTINGS, CounterfactualDirections
+from ._gcd import BBLIG, GCD, CounterfactualDirections
 from ._rcsb import RCSB, CounterfactualResult
 
 __all__ = [
@@ -7,7 +7,6 @@ __all__ = [
     "BBMP",
     "FIDO",
     "GCD",
-    "PAPER_SETTINGS",
     "RCSB",
     "CounterfactualDirections",
     "CounterfactualResult",

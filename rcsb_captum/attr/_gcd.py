@@ -48,12 +48,9 @@ from .._utils import (
 from ..autoencoder.base import LatentAutoencoder
 from ..config import GCDConfig
 
-__all__ = ["BBLIG", "GCD", "PAPER_SETTINGS", "CounterfactualDirections"]
+__all__ = ["BBLIG", "GCD", "CounterfactualDirections"]
 
 FORMAT = "rcsb_captum.gcd_directions/1"
-
-#: The official settings (``GCDConfig.preset("paper")``) as a dict, kept for older code.
-PAPER_SETTINGS: dict[str, Any] = GCDConfig().to_json()
 
 
 @dataclass

@@ -287,7 +287,7 @@ class RCSB(Attribution):
             raise TypeError(
                 f"config must be an RCSBConfig or a preset name, got {type(config).__name__}"
             )
-        # None for a region option means its default (the former signature's convention)
+        # None for a region option means its default, as in RCSBConfig.replace
         overrides = {k: v for k, v in overrides.items() if not (k in _REGION_FIELDS and v is None)}
         self.config = (config or RCSBConfig()).replace(**overrides)
         self._own_region = region is None

@@ -137,7 +137,7 @@ def test_additional_forward_args_reach_the_classifier_and_the_region(tiny_bridge
     assert torch.all(res.probs_before[:, 0] > 0.99)  # the shift of 5 was applied
 
 
-# -- the bad-input sweep: every kind the sweep found, one case each ----------------
+# -- the bad-input sweep: one case of each kind of bad input ---------------------------------------
 
 
 class Returns(torch.nn.Module):
