@@ -10,12 +10,14 @@ config and is not computed here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ._utils import check_choice, check_number, gaussian_blur, per_input
+from .config import AdamMode, ClassifierInput, GuidanceNorm
 
 __all__ = [
     "ADAM_MODES",
@@ -27,14 +29,18 @@ __all__ = [
     "to_unit_range",
 ]
 
-CLASSIFIER_INPUTS = ("affine", "minmax")
-GUIDANCE_NORMS = ("l2", "rms")
-ADAM_MODES = ("pixel", "image")
+#: How the sample is mapped into the classifier's input range (``classifier_input``; the
+#: choices are the config's type).
+CLASSIFIER_INPUTS: tuple[str, ...] = get_args(ClassifierInput)
+#: How the guidance gradient is normalised (``guidance_norm``).
+GUIDANCE_NORMS: tuple[str, ...] = get_args(GuidanceNorm)
+#: Adam's moment statistics per pixel or per image (``guidance_adam``).
+ADAM_MODES: tuple[str, ...] = get_args(AdamMode)
 # whole-pixel offsets (rows, columns) of the shifted copies the objective is averaged over:
 # the identity first, then the 4- and the diagonal neighbours
 SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
-# elements of one image at the paper's setting (3 x 256 x 256, ImageNet): "rms" normalisation
-# gives every resolution the per-element strength that "l2" gives there
+#: Elements of one image at the paper's setting (3 x 256 x 256, ImageNet): ``"rms"``
+#: normalisation gives every resolution the per-element strength that ``"l2"`` gives there.
 REFERENCE_NUMEL = 3 * 256 * 256
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "REGION_NAMES",
 ]
 
+#: The region sources by name (``named_region``, the CLI's ``--region``).
 REGION_NAMES = ("ig", "saliency", "gradcam", "occlusion", "random", "text")
 
 #: Hub ids of the text region's default detector and segmenter (as LangSAM: GroundingDINO

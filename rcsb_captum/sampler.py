@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 from ._utils import check_choice, check_int, check_number, progress_disabled
 from .bridge.bridge import Bridge
 from .bridge.schedule import BridgeSchedule, space_indices
+from .config import GuidanceGrad, GuidanceSchedule, Sampler
 from .guidance import ClassifierGuidance
 
 __all__ = [
@@ -49,10 +51,15 @@ __all__ = [
     "sample_rcsb",
 ]
 
+#: The bridge network's dtype under autocast, per ``precision`` (``"auto"`` resolves to one
+#: of these, :func:`resolve_precision`).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-GUIDANCE_GRADS = ("xt", "x0", "xt-x0")
-SAMPLERS = ("i2sb", "heun", "i3sb", "dbim2")
-GUIDANCE_SCHEDULES = ("constant", "sigma")
+#: Where the classifier's gradient is taken (``guidance_grad``; the choices are the config's type).
+GUIDANCE_GRADS: tuple[str, ...] = get_args(GuidanceGrad)
+#: The bridge integrators (``sampler``).
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+#: How the guidance scale varies along the steps (``guidance_schedule``).
+GUIDANCE_SCHEDULES: tuple[str, ...] = get_args(GuidanceSchedule)
 
 
 def guidance_weights(schedule: BridgeSchedule, steps: Sequence[int], kind: str) -> list[float]:

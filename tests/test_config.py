@@ -138,3 +138,14 @@ def test_area_steps_are_checked_and_round_trip():
         RCSBConfig(area_steps=(0.45, 1.5))
     with pytest.raises(ValueError, match="stability applies with area_steps only"):
         RCSBConfig(stability=0.9)
+
+
+def test_the_config_types_are_the_only_list_of_choices():
+    import typing
+
+    from rcsb_captum import config, guidance, sampler
+
+    assert sampler.SAMPLERS == typing.get_args(config.Sampler)
+    assert set(sampler.PRECISIONS) | {"auto"} == set(typing.get_args(config.Precision))
+    assert guidance.ADAM_MODES == typing.get_args(config.AdamMode)
+    assert set(sampler.INTEGRATORS) == set(sampler.SAMPLERS)

@@ -35,6 +35,7 @@ from .base import LatentAutoencoder
 __all__ = ["PAPER_STEPS", "DiffusionAutoencoder", "SemanticEncoder", "train_diffae"]
 
 FORMAT = "rcsb_captum.diffae/1"
+#: DDIM steps of the DiffAE paper: 250 to invert an image to x_T, 100 to render.
 PAPER_STEPS = {"encode_steps": 250, "decode_steps": 100}
 PRETRAINED = {"fashion-mnist": "fashion_mnist_diffae.pt"}
 

@@ -17,6 +17,7 @@ __all__ = [
     "load_demo_samples",
 ]
 
+#: Fashion-MNIST's ten class names, in label order.
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",

@@ -20,9 +20,10 @@ from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_sampl
 
 __all__ = ["PAIRED_CLASSES", "REGION_SOURCES", "make_region", "pick_images", "run_demo"]
 
-# shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot: the classes a person confuses
+#: Each class's counterfactual class: shirt <-> T-shirt/top, pullover <-> coat, sneaker <->
+#: ankle boot (the classes a person confuses).
 PAIRED_CLASSES = {6: 0, 0: 6, 2: 4, 4: 2, 7: 9, 9: 7}
-# the region sources the demo can run offline (not "text": its models are downloaded)
+#: The region sources the demo can run offline (not ``"text"``: its models are downloaded).
 REGION_SOURCES = tuple(n for n in REGION_NAMES if n != "text")
 
 
