@@ -158,56 +158,94 @@ class RCSBConfig(Config):
         >>> RCSB(model, config=cfg)
     """
 
-    guidance_scale: float = _f(1.5, "guidance scale s (0: plain inpainting)", 0)
-    start_step: int = _f(600, "truncation tau*T: the step the noised input starts from", 2)
-    nfe: int = _f(100, "sampling steps (at most start_step - 1)", 1)
-    n_samples: int = _f(2, "counterfactuals drawn per input; the best is returned", 1)
+    guidance_scale: float = _f(1.5, "guidance scale s (0: plain inpainting)", 0, section="guidance")
+    start_step: int = _f(
+        600, "truncation tau*T: the step the noised input starts from", 2, section="sampling"
+    )
+    nfe: int = _f(100, "sampling steps (at most start_step - 1)", 1, section="sampling")
+    n_samples: int = _f(
+        2, "counterfactuals drawn per input; the best is returned", 1, section="call"
+    )
     classifier_input: ClassifierInput = _f(
-        "affine", "x0-hat to classifier input: (x+1)/2, or the official per-sample min-max"
+        "affine",
+        "x0-hat to classifier input: (x+1)/2, or the official per-sample min-max",
+        section="guidance",
     )
     precision: Precision = _f(
         "fp32",
         "autocast of the bridge (the sampler stays float32); auto: bf16 on GPUs with native "
         "bf16 and CPUs with AMX, else fp32",
+        section="sampling",
     )
     gradient_checkpointing: bool = _f(
-        False, "checkpoint the bridge's blocks in the guided backward (less memory)"
+        False,
+        "checkpoint the bridge's blocks in the guided backward (less memory)",
+        section="sampling",
     )
-    deterministic: bool = _f(True, "deterministic CUDA kernels during a call (no effect on CPU)")
+    deterministic: bool = _f(
+        True, "deterministic CUDA kernels during a call (no effect on CPU)", section="call"
+    )
     guidance_grad: GuidanceGrad = _f(
-        "xt", "classifier gradient through the bridge (xt), at x0-hat (x0), or xt then x0"
+        "xt",
+        "classifier gradient through the bridge (xt), at x0-hat (x0), or xt then x0",
+        section="sampling",
     )
     guidance_switch: float = _f(
-        0.5, "xt-x0 only: noise level (relative to the first step's) where x0 takes over", 0, 1
+        0.5,
+        "xt-x0 only: noise level (relative to the first step's) where x0 takes over",
+        0,
+        1,
+        section="sampling",
     )
     sampler: Sampler = _f(
         "i2sb",
         "integrator: I2SB posterior steps, Heun (2nd order), I3SB's non-Markovian steps, or "
         "DBIM's 2nd-order multistep",
+        section="sampling",
     )
-    sampler_eta: float = _f(0.0, "i3sb only: stochasticity of the step (0: deterministic)", 0)
+    sampler_eta: float = _f(
+        0.0, "i3sb only: stochasticity of the step (0: deterministic)", 0, section="sampling"
+    )
     noise_temperature: float = _f(
-        1.0, "std of the noise filling the region at the start (1: I2SB's; < 1: less texture)", 0
+        1.0,
+        "std of the noise filling the region at the start (1: I2SB's; < 1: less texture)",
+        0,
+        section="sampling",
     )
     guidance_norm: GuidanceNorm = _f(
-        "l2", "size of the first update: L2 norm = scale (l2) or the paper's per-element (rms)"
+        "l2",
+        "size of the first update: L2 norm = scale (l2) or the paper's per-element (rms)",
+        section="guidance",
     )
     guidance_schedule: GuidanceSchedule = _f(
-        "constant", "guidance weight per step: constant or fading with the noise level"
+        "constant",
+        "guidance weight per step: constant or fading with the noise level",
+        section="sampling",
     )
-    guidance_smoothing: float = _f(0.0, "Gaussian blur (std, pixels) of the gradient", 0)
-    guidance_interval: int = _f(1, "take the classifier gradient every k-th step", 1)
+    guidance_smoothing: float = _f(
+        0.0, "Gaussian blur (std, pixels) of the gradient", 0, section="guidance"
+    )
+    guidance_interval: int = _f(
+        1, "take the classifier gradient every k-th step", 1, section="sampling"
+    )
     guidance_shifts: int = _f(
-        1, "average the objective over x0-hat and its 1-pixel shifts (1: none)", 1, 9
+        1,
+        "average the objective over x0-hat and its 1-pixel shifts (1: none)",
+        1,
+        9,
+        section="guidance",
     )
     guidance_reference_nfe: int = _f(
         0,
         "guidance tuned for this many steps: with nfe steps the scale is multiplied by "
         "reference/nfe and Adam's betas raised to that power (0: as given, the official)",
         0,
+        section="guidance",
     )
     guidance_adam: AdamMode = _f(
-        "pixel", "Adam second moment per element (official) or per image (keeps the shape)"
+        "pixel",
+        "Adam second moment per element (official) or per image (keeps the shape)",
+        section="guidance",
     )
     guidance_until: float = _f(
         1.0,
@@ -215,25 +253,38 @@ class RCSBConfig(Config):
         0,
         1,
         low_open=True,
+        section="guidance",
     )
     input_range: InputRange = _f(
         "check",
         "inputs outside [0, 1]: an error (check), or explained as clamped into [0, 1] (clamp: "
         "for Captum's NoiseTunnel and perturbation metrics)",
+        section="call",
     )
     escalation: tuple[str, ...] = _f(
         (),
         "presets tried in turn, with the same region and samples, for the inputs that did "
         "not flip (empty: none)",
         empty=True,
+        section="call",
     )
     cell_size: int | Literal["auto"] = _f(
-        "auto", "default region: cell side in pixels, or auto (16 px at >= 128 px, side/8)", 1
+        "auto",
+        "default region: cell side in pixels, or auto (16 px at >= 128 px, side/8)",
+        1,
+        section="region",
     )
     area: float = _f(
-        0.3, "default region: largest fraction of the pixels that may change", 0, 1, low_open=True
+        0.3,
+        "default region: largest fraction of the pixels that may change",
+        0,
+        1,
+        low_open=True,
+        section="region",
     )
-    ig_steps: int = _f(50, "default region: Integrated Gradients steps in the NoiseTunnel", 1)
+    ig_steps: int = _f(
+        50, "default region: Integrated Gradients steps in the NoiseTunnel", 1, section="region"
+    )
     area_steps: tuple[float, ...] = _f(
         (),
         "adaptive region: larger areas tried in turn for inputs whose counterfactual is not "
@@ -242,6 +293,7 @@ class RCSBConfig(Config):
         1,
         low_open=True,
         empty=True,
+        section="region",
     )
     stability: float = _f(
         0.95,
@@ -249,6 +301,7 @@ class RCSBConfig(Config):
         "the region growing",
         0,
         1,
+        section="region",
     )
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below (module PRESETS)
@@ -266,6 +319,25 @@ class RCSBConfig(Config):
         "area_steps",
         "stability",
     )
+
+    #: the sections, each taken whole by one component under the same names: ``sampling`` by
+    #: :func:`~rcsb_captum.sampler.sample_rcsb`, ``guidance`` by
+    #: :meth:`~rcsb_captum.guidance.ClassifierGuidance.from_config`, ``region`` by the default
+    #: region (:func:`~rcsb_captum.regions.default_region` and the adaptive region), ``call`` by
+    #: RCSB itself (samples per input, kernels, input range, escalation)
+    SECTIONS: ClassVar[tuple[str, ...]] = ("sampling", "guidance", "region", "call")
+
+    def section(self, name: str) -> dict[str, Any]:
+        r"""The options of one section (:attr:`SECTIONS`) as ``{field: value}``.
+
+        Examples::
+
+            >>> sample_rcsb(bridge, x, masks, guidance, **cfg.section("sampling"))
+        """
+        check_choice(name, "section", self.SECTIONS)
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.metadata["section"] == name
+        }
 
     def stage(self, name: str) -> RCSBConfig:
         r"""The configuration of the escalation stage ``name`` (a preset): the preset's

@@ -10,7 +10,7 @@ config and is not computed here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,9 @@ from torch import Tensor
 from ._utils import check_choice, check_number, gaussian_blur, per_input
 from .config import AdamMode, ClassifierInput, GuidanceNorm
 
+if TYPE_CHECKING:
+    from .config import RCSBConfig
+
 __all__ = [
     "ADAM_MODES",
     "CLASSIFIER_INPUTS",
@@ -26,6 +29,7 @@ __all__ = [
     "REFERENCE_NUMEL",
     "ClassifierGuidance",
     "gaussian_smooth",
+    "guidance_for_steps",
     "to_unit_range",
 ]
 
@@ -82,6 +86,19 @@ def shift_image(x: Tensor, dy: int, dx: int) -> Tensor:
     p = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
     top, left = max(-dy, 0), max(-dx, 0)
     return p[..., top : top + h, left : left + w]
+
+
+def guidance_for_steps(config: RCSBConfig) -> tuple[float, tuple[float, float]]:
+    r"""The guidance scale and Adam's betas for ``config.nfe`` steps. With
+    ``guidance_reference_nfe = R`` the loop of ``nfe`` steps gets the push and the memory of
+    R steps: the scale is multiplied by ``R / nfe`` (the update is normalised per step, so
+    the total push is about ``nfe * scale``) and Adam's betas ``(0.9, 0.999)`` (upstream's,
+    tuned for 100 steps) are raised to the power ``R / nfe``, so that their averaging windows
+    cover the same fraction of the trajectory (``beta^k`` decays over ``k`` steps as
+    ``beta^(k R / nfe)`` over ``k R / nfe``). 0 keeps the official values."""
+    ref = config.guidance_reference_nfe
+    r = ref / config.nfe if ref else 1.0
+    return config.guidance_scale * r, (0.9**r, 0.999**r)
 
 
 class ClassifierGuidance:
@@ -164,6 +181,42 @@ class ClassifierGuidance:
         self.v: Tensor | None = None
         self.k = 0
         self.norm0: Tensor | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        forward_func: Callable[..., Tensor],
+        config: RCSBConfig,
+        *,
+        target: Tensor,
+        counterfactual_target: Tensor | None,
+        additional_forward_args: tuple = (),
+    ) -> ClassifierGuidance:
+        r"""The guidance of one sampling run as ``config`` sets it: its ``guidance`` section
+        (the only place the config's option names meet this class's), with the scale and
+        Adam's betas of :func:`guidance_for_steps` for its ``nfe``.
+
+        Examples::
+
+            >>> g = ClassifierGuidance.from_config(model, RCSBConfig(), target=y,
+            ...                                    counterfactual_target=None)
+        """
+        g = config.section("guidance")
+        scale, betas = guidance_for_steps(config)
+        return cls(
+            forward_func,
+            target=target,
+            counterfactual_target=counterfactual_target,
+            scale=scale,
+            betas=betas,
+            classifier_input=g["classifier_input"],
+            norm=g["guidance_norm"],
+            smoothing=g["guidance_smoothing"],
+            shifts=g["guidance_shifts"],
+            adam=g["guidance_adam"],
+            until=g["guidance_until"],
+            additional_forward_args=additional_forward_args,
+        )
 
     def objective(self, x0_hat: Tensor) -> Tensor:
         r"""Summed log-probability of the counterfactual class (or of "not target")."""

@@ -14,27 +14,21 @@ from torch import Tensor
 
 from .._utils import (
     REGION_STREAM,
-    SAMPLING_STREAM,
     ClassesLike,
     SeedLike,
     base_seed,
     captum_attribute,
     check_int,
-    check_logits,
-    derive_seed,
     deterministic_kernels,
     flush_denormal,
     format_classes,
     format_images,
-    image_generator,
     image_seeds,
     model_left_as_given,
-    per_input,
     seeded_global_rng,
 )
 from ..bridge.bridge import Bridge
 from ..config import RCSBConfig, config_fields
-from ..guidance import ClassifierGuidance
 from ..regions import (
     AttributionRegion,
     MaskRegion,
@@ -42,8 +36,7 @@ from ..regions import (
     binarize_masks,
     default_region,
 )
-from ..sampler import sample_rcsb
-from ..stability import transform_stability
+from . import _drawing as drawing
 
 __all__ = ["RCSB", "CounterfactualResult"]
 
@@ -121,67 +114,6 @@ def _check_region_only_options(overrides: dict[str, Any]) -> None:
         )
 
 
-def _rows_of(extra: tuple, rows: Tensor, n: int) -> tuple:
-    # the rows of per-input tensors among the extra forward arguments (others as they are)
-    return per_input(extra, n, lambda a: a[rows.to(a.device)])
-
-
-def _rank(stable: Tensor, success: Tensor, stability: Tensor) -> Tensor:
-    # one number ordering candidates by (stable, success, stability)
-    return stable.float() * 4 + success.float() * 2 + stability
-
-
-class _Draw:
-    r"""Sampling, scoring and choosing the best of ``n_samples`` for some of a call's inputs
-    (the adaptive region draws subsets again): returns the samples (``N x S x C x H x W``),
-    their class probabilities (``N x S x K``), the best sample's index and every sample's
-    success."""
-
-    def __init__(
-        self,
-        rcsb: RCSB,
-        cfg: RCSBConfig,
-        bridge: Bridge,
-        extra: tuple,
-        seed: int,
-        batch: int | None,
-        show_progress: bool,
-    ) -> None:
-        self.rcsb, self.cfg, self.bridge, self.extra = rcsb, cfg, bridge, extra
-        self.seed, self.batch, self.show_progress = seed, batch, show_progress
-
-    def __call__(
-        self,
-        x: Tensor,
-        masks: Tensor,
-        tgt: Tensor,
-        cf: Tensor | None,
-        indices: list[int],
-        extra: tuple | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        extra = self.extra if extra is None else extra
-        r = self.rcsb
-        samples = r._sample(
-            self.cfg,
-            self.bridge,
-            x,
-            masks,
-            tgt,
-            cf,
-            extra,
-            self.seed,
-            indices,
-            self.batch,
-            self.show_progress,
-        )
-        n, s = samples.shape[:2]
-        flat = samples.flatten(0, 1)
-        logits = r._logits(flat, _repeat_rows(extra, s, n), self.batch)
-        probs = torch.softmax(logits.float(), 1)
-        best, ok, _ = r._select(samples, probs, tgt, cf)
-        return samples, probs.view(n, s, -1), best, ok
-
-
 def _images(inputs: Any, cfg: RCSBConfig) -> Tensor:
     # the images as float32 in [0, 1]: checked, or clamped with input_range="clamp" (the
     # counterfactual keeps the caller's pixels outside the region either way)
@@ -196,24 +128,6 @@ def _images(inputs: Any, cfg: RCSBConfig) -> Tensor:
             "input_range='clamp'"
         ) from None
     return x.clamp(0, 1) if cfg.input_range == "clamp" else x
-
-
-def guidance_for_steps(cfg: RCSBConfig) -> tuple[float, tuple[float, float]]:
-    r"""The guidance scale and Adam's betas for ``cfg.nfe`` steps. With
-    ``guidance_reference_nfe = R`` the loop of ``nfe`` steps gets the push and the memory of
-    R steps: the scale is multiplied by ``R / nfe`` (the update is normalised per step, so
-    the total push is about ``nfe * scale``) and Adam's betas ``(0.9, 0.999)`` (upstream's,
-    tuned for 100 steps) are raised to the power ``R / nfe``, so that their averaging windows
-    cover the same fraction of the trajectory (``beta^k`` decays over ``k`` steps as
-    ``beta^(k R / nfe)`` over ``k R / nfe``). 0 keeps the official values."""
-    ref = cfg.guidance_reference_nfe
-    r = ref / cfg.nfe if ref else 1.0
-    return cfg.guidance_scale * r, (0.9**r, 0.999**r)
-
-
-def _repeat_rows(extra: tuple, s: int, n: int) -> tuple:
-    # per-input extra tensors repeated for the S samples of each input (sample-minor order)
-    return extra if s == 1 else per_input(extra, n, lambda a: a.repeat_interleave(s, 0))
 
 
 class RCSB(Attribution):
@@ -330,18 +244,6 @@ class RCSB(Attribution):
             )
         return self.bridge.to(inputs.device)
 
-    def _logits(self, x: Tensor, extra: tuple, batch: int | None = None) -> Tensor:
-        # per-input extra tensors (as many rows as x) are cut with the chunks of x
-        n = x.shape[0]
-        with torch.no_grad():
-            step = batch or n
-            out = []
-            for i in range(0, n, step):
-                rows = torch.arange(i, min(i + step, n), device=x.device)
-                logits = self.forward_func(x[i : i + step], *_rows_of(extra, rows, n))
-                out.append(check_logits(logits, len(rows)))
-        return torch.cat(out)
-
     def _classes(
         self, logits: Tensor, target: ClassesLike, counterfactual_target: ClassesLike
     ) -> tuple[Tensor, Tensor | None]:
@@ -435,99 +337,6 @@ class RCSB(Attribution):
             return MaskRegion(torch.as_tensor(region))
         return _check_region_callable(region)
 
-    def _sample(
-        self,
-        cfg: RCSBConfig,
-        bridge: Bridge,
-        x: Tensor,
-        masks: Tensor,
-        target: Tensor,
-        cf: Tensor | None,
-        extra: tuple,
-        seed: int,
-        indices: list[int],
-        internal_batch_size: int | None,
-        show_progress: bool,
-    ) -> Tensor:
-        n, s = x.shape[0], cfg.n_samples
-        # image i's generator draws the hole noise of its s samples, one after the other; it
-        # is seeded by the image's global index, so a redraw of a subset repeats the first draw
-        gens = [image_generator(derive_seed(seed, i, SAMPLING_STREAM), x.device) for i in indices]
-        per_sample = [g for g in gens for _ in range(s)]
-        rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
-        x_r, m_r, t_r = rep(x), rep(masks), rep(target)
-        cf_r = None if cf is None else rep(cf)
-        chunk = (internal_batch_size or n) * s
-        extra_r = _repeat_rows(extra, s, n)  # per-input extra tensors: one row per sample
-        scale, betas = guidance_for_steps(cfg)
-        outs = []
-        for i in range(0, n * s, chunk):
-            sl = slice(i, i + chunk)
-            rows = torch.arange(i, min(i + chunk, n * s), device=x.device)
-            guidance = ClassifierGuidance(
-                self.forward_func,
-                target=t_r[sl],
-                counterfactual_target=None if cf_r is None else cf_r[sl],
-                scale=scale,
-                betas=betas,
-                classifier_input=cfg.classifier_input,
-                norm=cfg.guidance_norm,
-                smoothing=cfg.guidance_smoothing,
-                shifts=cfg.guidance_shifts,
-                adam=cfg.guidance_adam,
-                until=cfg.guidance_until,
-                additional_forward_args=_rows_of(extra_r, rows, n * s),
-            )
-            outs.append(
-                sample_rcsb(
-                    bridge,
-                    x_r[sl],
-                    m_r[sl],
-                    guidance,
-                    start_step=cfg.start_step,
-                    nfe=cfg.nfe,
-                    generator=per_sample[sl],
-                    show_progress=show_progress,
-                    precision=cfg.precision,
-                    gradient_checkpointing=cfg.gradient_checkpointing,
-                    guidance_grad=cfg.guidance_grad,
-                    sampler=cfg.sampler,
-                    guidance_schedule=cfg.guidance_schedule,
-                    guidance_interval=cfg.guidance_interval,
-                    guidance_switch=cfg.guidance_switch,
-                    noise_temperature=cfg.noise_temperature,
-                    sampler_eta=cfg.sampler_eta,
-                )
-            )
-        return torch.cat(outs).view(n, s, *x.shape[1:])
-
-    @staticmethod
-    def _score(probs: Tensor, ok: Tensor, tgt: Tensor, cf: Tensor | None) -> Tensor:
-        # one number ordering candidates by (success, p(counterfactual) or 1 - p(target))
-        p = (
-            probs.gather(1, cf[:, None])[:, 0]
-            if cf is not None
-            else 1 - probs.gather(1, tgt[:, None])[:, 0]
-        )
-        return ok.float() * 2 + p
-
-    def _select(
-        self,
-        samples: Tensor,
-        probs: Tensor,
-        target: Tensor,
-        cf: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        # successful first, then the highest probability of the counterfactual class (or the
-        # lowest of the target); returns the chosen index, per-sample success and the ranks
-        n, s = samples.shape[:2]
-        rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
-        tgt_r, cf_r = rep(target), None if cf is None else rep(cf)
-        pred = probs.argmax(1)
-        ok = pred == cf_r if cf_r is not None else pred != tgt_r
-        rank = self._score(probs, ok, tgt_r, cf_r).view(n, s)
-        return rank.argmax(1), ok.view(n, s), rank
-
     # ------------------------------------------------------------------ public
 
     def regions(
@@ -560,7 +369,7 @@ class RCSB(Attribution):
         extra = _format_additional_forward_args(additional_forward_args) or ()
         offset = check_int(index_offset, "index_offset", 0)
         with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
-            logits = self._logits(x, extra)
+            logits = drawing.logits(self.forward_func, x, extra)
             tgt, _ = self._classes(logits, target, None)
             masks, _ = self._regions(
                 cfg, x, tgt, additional_forward_args, extra, None, base_seed(seed), offset
@@ -633,121 +442,45 @@ class RCSB(Attribution):
             deterministic_kernels(cfg.deterministic and x.device.type == "cuda"),
         ):
             bridge = self._bridge_for(x, cfg)
-            logits = self._logits(x, extra)
+            logits = drawing.logits(self.forward_func, x, extra)
             tgt, cf = self._classes(logits, target, counterfactual_target)
-            masks, grow = self._regions(
+            masks, grown_masks = self._regions(
                 cfg, x, tgt, additional_forward_args, extra, region, base, offset
             )
-            draw = _Draw(self, cfg, bridge, extra, base, internal_batch_size, show_progress)
-            indices = list(range(offset, offset + x.shape[0]))
-            samples, probs, best, ok = draw(x, masks, tgt, cf, indices)
+            call = drawing.Call(
+                forward_func=self.forward_func,
+                bridge=bridge,
+                extra=extra,
+                seed=base,
+                batch=internal_batch_size,
+                show_progress=show_progress,
+                target=tgt,
+                counterfactual=cf,
+                offset=offset,
+            )
+            draws = drawing.draw(call, cfg, x, masks)
             stability = None
-            if grow is not None:
-                masks, samples, probs, best, ok, stability = self._grow_region(
-                    cfg, grow, draw, x, masks, tgt, cf, indices, samples, probs, best, ok
-                )
-            stage = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            for k, name in enumerate(cfg.escalation, start=1):
-                todo = (~ok[torch.arange(x.shape[0], device=x.device), best]).nonzero().flatten()
-                if len(todo) == 0:
-                    break
-                step = _Draw(
-                    self, cfg.stage(name), bridge, extra, base, internal_batch_size, show_progress
-                )
-                cf_todo = None if cf is None else cf[todo]
-                s_new, p_new, b_new, ok_new = step(
-                    x[todo],
-                    masks[todo],
-                    tgt[todo],
-                    cf_todo,
-                    [indices[int(i)] for i in todo],
-                    _rows_of(extra, todo, x.shape[0]),
-                )
-                # the stage's result replaces the earlier one when it ranks higher (success
-                # first, then the probability): an input's result depends on it alone
-                rows = torch.arange(len(todo), device=x.device)
-                key_new = self._score(p_new[rows, b_new], ok_new[rows, b_new], tgt[todo], cf_todo)
-                old = probs[todo, best[todo]]
-                key_old = self._score(old, ok[todo, best[todo]], tgt[todo], cf_todo)
-                take = todo[key_new > key_old]
-                pick = (key_new > key_old).nonzero().flatten()
-                samples[take], probs[take] = s_new[pick], p_new[pick]
-                best[take], ok[take], stage[take] = b_new[pick], ok_new[pick], k
-        n, s = samples.shape[:2]
-        idx = torch.arange(n, device=best.device)
+            if grown_masks is not None:
+                stability = drawing.grow(call, cfg, grown_masks, x, masks, draws)
+            stage = drawing.escalate(call, cfg, x, masks, draws)
+        n = x.shape[0]
+        idx = torch.arange(n, device=draws.best.device)
         samples = torch.where(
-            masks[:, None].bool(), samples.to(inputs.dtype), inputs.detach()[:, None]
+            masks[:, None].bool(), draws.samples.to(inputs.dtype), inputs.detach()[:, None]
         )
         return CounterfactualResult(
-            counterfactuals=samples[idx, best],
+            counterfactuals=samples[idx, draws.best],
             samples=samples,
             regions=masks,
-            success=ok[idx, best],
-            sample_success=ok,
+            success=draws.ok[idx, draws.best],
+            sample_success=draws.ok,
             target=tgt,
             counterfactual_target=cf,
             probs_before=torch.softmax(logits.float(), 1),
-            probs_after=probs[idx, best],
+            probs_after=draws.probs[idx, draws.best],
             stability=stability,
             stage=stage,
         )
-
-    def _grow_region(
-        self,
-        cfg: RCSBConfig,
-        grow: Callable[[Tensor, float], Tensor],
-        draw: _Draw,
-        x: Tensor,
-        masks: Tensor,
-        tgt: Tensor,
-        cf: Tensor | None,
-        indices: list[int],
-        samples: Tensor,
-        probs: Tensor,
-        best: Tensor,
-        ok: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        # the adaptive region (RCSBConfig.area_steps): inputs whose counterfactual is not
-        # stable (rcsb_captum.stability) are drawn again with the next area of the same
-        # ranking; a redraw replaces the earlier result when it ranks higher by (stable,
-        # success, stability), so the region returned is the smallest that gave it
-        n = x.shape[0]
-
-        def stable_of(cands: Tensor, rows: Tensor) -> Tensor:
-            return transform_stability(
-                self.forward_func,
-                cands,
-                tgt[rows],
-                None if cf is None else cf[rows],
-                _rows_of(draw.extra, rows, n),
-                draw.batch,
-            )
-
-        everyone = torch.arange(n, device=x.device)
-        stability = stable_of(samples[everyone, best], everyone)
-        for area in cfg.area_steps:
-            todo = (stability < cfg.stability).nonzero().flatten()
-            if len(todo) == 0:
-                break
-            grown = grow(todo, area)
-            s_new, p_new, b_new, ok_new = draw(
-                x[todo],
-                grown,
-                tgt[todo],
-                None if cf is None else cf[todo],
-                [indices[int(i)] for i in todo],
-                _rows_of(draw.extra, todo, n),
-            )
-            rows = torch.arange(len(todo), device=x.device)
-            st_new = stable_of(s_new[rows, b_new], todo)
-            key_new = _rank(st_new >= cfg.stability, ok_new[rows, b_new], st_new)
-            old_ok = ok[todo, best[todo]]
-            key_old = _rank(stability[todo] >= cfg.stability, old_ok, stability[todo])
-            pick = (key_new > key_old).nonzero().flatten()
-            take = todo[pick]
-            masks[take], samples[take], probs[take] = grown[pick], s_new[pick], p_new[pick]
-            best[take], ok[take], stability[take] = b_new[pick], ok_new[pick], st_new[pick]
-        return masks, samples, probs, best, ok, stability
 
     @captum_attribute
     def attribute(

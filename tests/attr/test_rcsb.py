@@ -556,7 +556,7 @@ def test_escalation_names_must_be_presets(classifier, tiny_bridge):
 def test_guidance_reference_nfe_rescales_the_scale_and_adams_memory(
     classifier, tiny_bridge, images
 ):
-    from rcsb_captum.attr._rcsb import guidance_for_steps
+    from rcsb_captum.guidance import guidance_for_steps
     from rcsb_captum.config import RCSBConfig
 
     assert guidance_for_steps(RCSBConfig(nfe=20)) == (1.5, (0.9, 0.999))
