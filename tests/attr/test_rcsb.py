@@ -556,8 +556,8 @@ def test_escalation_names_must_be_presets(classifier, tiny_bridge):
 def test_guidance_reference_nfe_rescales_the_scale_and_adams_memory(
     classifier, tiny_bridge, images
 ):
-    from rcsb_captum.guidance import guidance_for_steps
     from rcsb_captum.config import RCSBConfig
+    from rcsb_captum.guidance import guidance_for_steps
 
     assert guidance_for_steps(RCSBConfig(nfe=20)) == (1.5, (0.9, 0.999))
     scale, (b1, b2) = guidance_for_steps(RCSBConfig(nfe=20, guidance_reference_nfe=100))
