@@ -165,7 +165,7 @@ def fido(model, x, y):
 def dataset(tmp: Path):
     from PIL import Image
 
-    from rcsb_captum.run import RunSettings, explain_dataset
+    from rcsb_captum.dataset_runs import RunSettings, explain_dataset
 
     images, labels = load_demo_samples()
     folder = tmp / "data"

@@ -24,7 +24,7 @@ MODULES = [
     ("rcsb_captum.stability", "Stability under small transforms (``rcsb_captum.stability``)"),
     ("rcsb_captum.visualization", "Figures (``rcsb_captum.visualization``)"),
     ("rcsb_captum.checks", "Input checks for plug-ins (``rcsb_captum.checks``)"),
-    ("rcsb_captum.run", "Dataset runs (``rcsb_captum.run``)"),
+    ("rcsb_captum.dataset_runs", "Dataset runs (``rcsb_captum.dataset_runs``)"),
     ("rcsb_captum.durable", "A run's folder kept sound (``rcsb_captum.durable``)"),
     ("rcsb_captum.demo", "The Fashion-MNIST demo (``rcsb_captum.demo``)"),
     ("rcsb_captum.integrations.quantus", "Quantus adapter (``rcsb_captum.integrations.quantus``)"),

@@ -3,7 +3,7 @@ r"""rcsb_captum: region-constrained visual counterfactuals (RCSB) as a Captum at
 from .attr import BBLIG, BBMP, FIDO, GCD, RCSB, CounterfactualDirections, CounterfactualResult
 from .autoencoder import DiffusionAutoencoder, LatentAutoencoder
 from .bridge import Bridge, BridgeSchedule, train_bridge
-from .models import NormalizedModel
+from .normalization import NormalizedModel
 from .regions import (
     AttributionRegion,
     MaskRegion,

@@ -121,8 +121,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _model(spec: str):
     r"""The classifier of ``--model`` and its class names: ``demo`` is the shipped
-    Fashion-MNIST classifier with its ten names; else :func:`rcsb_captum.run.load_model`."""
-    from .run import load_model
+    Fashion-MNIST classifier with its ten names; else :func:`rcsb_captum.dataset_runs.load_model`."""
+    from .dataset_runs import load_model
 
     if spec == "demo":
         from .demo import FASHION_MNIST_CLASSES, load_demo_classifier
@@ -137,7 +137,7 @@ def _segmenter(args: argparse.Namespace):
         return None
     if not args.prompt:
         raise ValueError("--region text needs --prompt (what to change, e.g. 'the sleeves')")
-    from .run import RunSettings, text_segmenter
+    from .dataset_runs import RunSettings, text_segmenter
 
     return text_segmenter(args.text_models or RunSettings().text_models)
 
@@ -150,10 +150,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     from . import RCSB, MaskRegion
     from .bridge.training import load_images
+    from .dataset_runs import half_dtype, load_bridge, parse_class_names
     from .demo import make_region
     from .records import counterfactual_records
     from .regions import named_region
-    from .run import half_dtype, load_bridge, parse_class_names
     from .visualization import plot_counterfactuals
 
     model, names = _model(args.model)
@@ -232,7 +232,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _explain_dataset(args: argparse.Namespace) -> int:
-    from .run import RunSettings, explain_dataset, parse_class_map, parse_class_names
+    from .dataset_runs import RunSettings, explain_dataset, parse_class_map, parse_class_names
 
     if args.model == "demo":
         model, names = _model(args.model)

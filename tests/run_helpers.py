@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from rcsb_captum.run import RunSettings
+from rcsb_captum.dataset_runs import RunSettings
 
 N = 12
 FAST = ["--nfe", "4", "--start-step", "80", "--n-samples", "1", "--batch-size", "3"]
@@ -45,7 +45,7 @@ def _tensors(out):
 
 def run_dataset(folder, out, settings=SETTINGS, **kwargs):
     """explain_dataset on the shipped demo models, on the CPU, quietly."""
-    from rcsb_captum.run import explain_dataset
+    from rcsb_captum.dataset_runs import explain_dataset
 
     return explain_dataset(
         folder,

@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rcsb_captum.demo import load_demo_samples
-from rcsb_captum.run import (
+from rcsb_captum.dataset_runs import (
     RunSettings,
     explain_dataset,
     list_images,
@@ -18,6 +17,7 @@ from rcsb_captum.run import (
     parse_class_names,
     resolve_bridge_config,
 )
+from rcsb_captum.demo import load_demo_samples
 
 from .run_helpers import FAST, SETTINGS, N, _cli, _manifest, _tensors, start_and_wait
 

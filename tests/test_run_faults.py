@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from rcsb_captum import durable
+from rcsb_captum.dataset_runs import RunEnvironmentError
 from rcsb_captum.durable import RunLock, atomic_write, text_bytes
-from rcsb_captum.run import RunEnvironmentError
 
 from .run_helpers import N, _cli, _manifest, _tensors, run_dataset, start_and_wait
 
@@ -58,13 +58,13 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(reference, folder, tmp_p
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, write)
 
-    monkeypatch.setattr("rcsb_captum.run.atomic_write", filling)
+    monkeypatch.setattr("rcsb_captum.dataset_runs.outputs.atomic_write", filling)
     with pytest.raises(RunEnvironmentError) as e:
         run_dataset(folder, out)
     message = str(e.value)
     assert "no space left" in message and "rerun" in message and "\n" not in message
     assert _temporaries(out) == []
-    monkeypatch.setattr("rcsb_captum.run.atomic_write", real)
+    monkeypatch.setattr("rcsb_captum.dataset_runs.outputs.atomic_write", real)
     run_dataset(folder, out)
     _same_as(ref, out)
 

@@ -10,8 +10,8 @@ from .assets import (
     load_demo_robust_oracle,
     load_demo_samples,
 )
-from .models import FashionCNN, OracleNet, RobustOracleNet
-from .run import PAIRED_CLASSES, REGION_SOURCES, make_region, pick_images, run_demo
+from .demo_run import PAIRED_CLASSES, REGION_SOURCES, make_region, pick_images, run_demo
+from .networks import FashionCNN, OracleNet, RobustOracleNet
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

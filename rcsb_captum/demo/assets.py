@@ -7,7 +7,7 @@ from importlib import resources
 import torch
 from torch import Tensor
 
-from .models import FashionCNN, OracleNet, RobustOracleNet
+from .networks import FashionCNN, OracleNet, RobustOracleNet
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

@@ -1,0 +1,282 @@
+r"""The dataset run itself: shards over Fabric's ranks, one batch explained and written at a
+time, the out-dir lock and stop signals (:func:`explain_dataset`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._utils import check_choice, check_int, make_fabric
+from ..attr import RCSB
+from ..bridge.bridge import Bridge
+from ..durable import (
+    RunLock,
+    RunStopped,
+    StopSignals,
+    describe_os_error,
+    remove_stale_temporaries,
+    text_bytes,
+    torch_bytes,
+)
+from ..records import counterfactual_records
+from ..regions import REGION_NAMES, named_region
+from .inputs import DatasetItem, list_images, load_batch, readable_items
+from .loading import fingerprint, half_dtype, load_bridge, load_model, text_segmenter
+from .outputs import RunEnvironmentError, is_done, record_path, save_png, write_durably
+from .settings import RunSettings
+from .summary import summarise
+
+__all__ = ["RunStopped", "explain_batch", "explain_dataset"]
+
+
+def explain_batch(
+    rcsb: RCSB,
+    items: Sequence[DatasetItem],
+    x: Tensor,
+    settings: RunSettings,
+    out: Path,
+    forward_func: Callable[..., Tensor],
+) -> None:
+    from .. import metrics as M
+
+    start = time.perf_counter()
+    device = x.device
+    labels = [it.label for it in items]
+    target = torch.tensor(labels, device=device) if all(v is not None for v in labels) else None
+    cf_setting = settings.counterfactual_target
+    with torch.no_grad():
+        predicted = forward_func(x).argmax(1)
+    tgt = target if target is not None else predicted
+    cf = None
+    if isinstance(cf_setting, int):
+        cf = torch.full_like(tgt, cf_setting)
+    elif isinstance(cf_setting, dict):
+        missing = sorted({int(t) for t in tgt.tolist()} - set(cf_setting))
+        if missing:
+            raise ValueError(f"counterfactual_target: the class map has no entry for {missing}")
+        cf = torch.tensor([cf_setting[int(t)] for t in tgt.tolist()], device=device)
+    # RCSB's seeds follow the index in the call: shift them to the global index
+    res = rcsb.generate(
+        x, target=tgt, counterfactual_target=cf, seed=settings.seed, index_offset=items[0].index
+    )
+    cout = M.cout(forward_func, x, res.counterfactuals, tgt, cf, steps=20)
+    seconds = (time.perf_counter() - start) / len(items)
+    common = counterfactual_records(x, res, digits=None)
+    for i, it in enumerate(items):
+        stem = f"{it.index:07d}"
+        save_png(res.counterfactuals[i], out / "images" / f"{stem}_counterfactual.png")
+        save_png(res.regions[i], out / "images" / f"{stem}_region.png")
+        tensors = {
+            "input": x[i].cpu(),
+            "counterfactual": res.counterfactuals[i].cpu(),
+            "region": res.regions[i].cpu(),
+            "samples": res.samples[i].cpu(),
+            "probs_before": res.probs_before[i].cpu(),
+            "probs_after": res.probs_after[i].cpu(),
+        }
+        write_durably(out / "tensors" / f"{stem}.pt", torch_bytes(tensors))
+        wrong_before = int(predicted[i]) != int(tgt[i])
+        record = {
+            "index": it.index,
+            "path": it.path,
+            "label": it.label,
+            **common[i],
+            # success is a flip: the model predicted the explained class and now predicts the
+            # counterfactual class (any other class when none is named)
+            "success": (not wrong_before) and common[i]["success"],
+            "misclassified_before": wrong_before,
+            "cout": float(cout[i]),
+            "seconds": round(seconds, 4),
+        }
+        write_durably(record_path(out, it.index), text_bytes(json.dumps(record) + "\n"))
+
+
+@contextlib.contextmanager
+def _exclusive(fabric: Any, out: Path) -> Iterator[None]:
+    # one run per out-dir for the body: rank 0 makes the folders and takes the lock, every
+    # rank stops with the same one line when it cannot; the ranks of this run share it
+    lock = RunLock(out)
+    problem = ""
+    if fabric.global_rank == 0:
+        try:
+            for sub in ("images", "tensors", "records"):
+                (out / sub).mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as e:
+            problem = describe_os_error(e, f"creating {out}")
+        except RuntimeError as e:
+            problem = str(e)
+    problem = fabric.broadcast(problem, src=0) if fabric.world_size > 1 else problem
+    if problem:
+        raise RunEnvironmentError(problem)
+    try:
+        yield
+    finally:
+        if fabric.global_rank == 0:
+            lock.release()
+
+
+def explain_dataset(
+    images: str | os.PathLike[str],
+    model: str | nn.Module | Callable[..., Tensor],
+    bridge: str | Bridge,
+    out_dir: str | os.PathLike[str],
+    settings: RunSettings | None = None,
+    *,
+    bridge_config: str | Mapping[str, Any] | None = None,
+    half_bridge: bool = False,
+    feature_extractor: str | Callable[[Tensor], Tensor] | None = None,
+    class_names: Sequence[str] | None = None,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    show_progress: bool = True,
+    skip_unreadable: bool = False,
+) -> dict[str, Any] | None:
+    r"""Explain every image of a folder or list file with RCSB; see the module docstring.
+
+    Args:
+        images (str): A folder (flat, or one sub-folder per class) or a list file.
+        model: The classifier: an ``nn.Module`` / callable, or a spec for :func:`load_model`.
+        bridge: A :class:`Bridge` or a spec for :func:`load_bridge`.
+        out_dir (str): Output folder (created; reused to resume).
+        settings (RunSettings, optional): The RCSB options of the run.
+        bridge_config (str or dict, optional): An official checkpoint's configuration: a name
+            (``"imagenet-256"``, ``"celebahq-256"``, ``"celeba-128"``), a JSON file or the
+            kwargs (see :func:`resolve_bridge_config`).
+        half_bridge (bool): Hold the bridge's weights in the dtype of ``settings.rcsb.precision``
+            (bf16 / fp16): half the memory of its weights (:meth:`Bridge.half_weights`).
+        feature_extractor (optional): ``images -> features`` for FID / sFID in the summary, or
+            a ``package.module:factory`` spec.
+        class_names (sequence of str, optional): The classifier's classes in order: labels of
+            named class sub-folders (see :func:`list_images`) and names in the figure.
+        accelerator, devices, num_nodes, strategy: Lightning Fabric's (``"cpu"``, ``"cuda"``,
+            ``"auto"``; DDP over ``devices`` x ``num_nodes`` processes when more than one).
+        show_progress (bool): A progress bar on rank 0 counting finished images of all ranks.
+        skip_unreadable (bool): Explain the readable images and list the unreadable ones in
+            ``summary.json`` / ``summary.md`` (default: refuse, naming every unreadable file).
+            Indices stay those of the full listing.
+
+    Returns:
+        dict: the summary on rank 0 (``None`` on the other ranks).
+    """
+    settings = settings or RunSettings()
+    check_choice(settings.region, "region", REGION_NAMES)
+    if (settings.region == "text") != bool(settings.prompt):
+        raise ValueError("prompt: the 'text' region needs a prompt, and only it takes one")
+    check_int(settings.batch_size, "batch_size", 1)
+    items, class_names = list_images(images, class_names)
+    items, skipped = readable_items(items, skip_unreadable)
+    out = Path(out_dir)
+    fabric = make_fabric(accelerator, devices, num_nodes, strategy=strategy)
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+    # load first: a start that fails on a bad model or bridge leaves no settings behind
+    forward_func = load_model(model)
+    the_bridge = load_bridge(
+        bridge, bridge_config, half_dtype(settings.rcsb.precision) if half_bridge else None
+    )
+    mine = {
+        "images": os.path.normpath(os.path.abspath(os.fspath(images))),
+        "model_sha256": fingerprint(
+            model if isinstance(model, str) and os.path.isfile(model) else forward_func
+        ),
+        "bridge_sha256": fingerprint(the_bridge),
+        **settings.to_json(),
+    }
+    mine = json.loads(json.dumps(mine))  # as settings.json holds it (tuples become lists)
+    stored = out / "settings.json"
+    if stored.exists():  # every rank checks, so that every rank stops with the same one line
+        before = json.loads(stored.read_text())
+        # an option added after a run was started has its default in that run
+        before = {**RunSettings().to_json(), **before}
+        differ = sorted(k for k in set(before) | set(mine) if before.get(k) != mine.get(k))
+        if differ:
+            k = differ[0]
+            raise ValueError(
+                f"out_dir {str(out)!r} holds a run with other settings: {', '.join(differ)} "
+                f"differ ({k}: {before.get(k)!r} in settings.json, {mine.get(k)!r} now); use "
+                "another out_dir, or the same model, bridge, images and options to resume it"
+            )
+    device = fabric.device
+    with _exclusive(fabric, out):
+        redone: list[int] = []
+        finished: set[int] | None = None  # rank 0 checks every image once, here
+        if rank == 0:
+            remove_stale_temporaries(out)  # what a killed run left; this run holds the lock
+            write_durably(stored, text_bytes(json.dumps(mine, indent=2)))
+            # outputs of earlier runs that are not whole (a power cut, a full disk): redone
+            recorded = [it.index for it in items if record_path(out, it.index).exists()]
+            finished = {i for i in recorded if is_done(out, i)}
+            redone = [i for i in recorded if i not in finished]
+            if redone:
+                print(
+                    f"explain-dataset: {len(redone)} damaged image output(s) will be redone: "
+                    f"{redone[:20]}{' ...' if len(redone) > 20 else ''}",
+                    flush=True,
+                )
+        fabric.barrier()
+        if isinstance(forward_func, nn.Module):
+            forward_func = forward_func.to(device)
+        the_bridge = the_bridge.to(device)
+        shape = (the_bridge.channels or 3, the_bridge.image_size or 0, the_bridge.image_size or 0)
+        layer = settings.gradcam_layer
+        cfg = settings.rcsb
+        region = named_region(
+            settings.region,
+            forward_func,
+            cfg.cell_size,
+            cfg.area,
+            image_shape=shape,
+            layer=layer,
+            seed=settings.seed,
+            ig_steps=cfg.ig_steps,
+            prompt=settings.prompt,
+            segmenter=text_segmenter(settings.text_models, device)
+            if settings.region == "text"
+            else None,
+        )
+        rcsb = RCSB(forward_func, the_bridge, region, config=cfg)
+        b = settings.batch_size
+        batches = [items[i : i + b] for i in range(0, len(items), b)]
+        mine_batches = [bt for k, bt in enumerate(batches) if k % world == rank]
+        bar = None
+        if rank == 0 and show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), desc="explain-dataset", unit="img", disable=None)
+        with StopSignals() as stop:
+            for batch in mine_batches:
+                if bar is not None:  # the global count: records of every rank on the shared disk
+                    bar.n = len(os.listdir(out / "records"))
+                    bar.refresh()
+                stop.check()  # SIGTERM (or Slurm's SIGUSR1): stop between batches, keep the rest
+                if all(
+                    it.index in finished if finished is not None else is_done(out, it.index)
+                    for it in batch
+                ):
+                    continue
+                x = load_batch(batch, the_bridge).to(device)
+                explain_batch(rcsb, batch, x, settings, out, forward_func)
+            stop.check()
+        fabric.barrier()
+        if rank != 0:
+            return None
+        if bar is not None:
+            bar.n = len(os.listdir(out / "records"))
+            bar.close()
+        extractor = (
+            load_model(feature_extractor)
+            if isinstance(feature_extractor, str)
+            else feature_extractor
+        )
+        return summarise(out, items, settings, extractor, class_names, redone, skipped)
