@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 
 
 def _train_bridge(args: argparse.Namespace) -> int:
@@ -100,7 +99,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-
     from .demo import run_demo
 
     paths = run_demo(
@@ -109,10 +107,8 @@ def _demo(args: argparse.Namespace) -> int:
         region=args.region,
         seed=args.seed,
         out_dir=args.out_dir,
-        nfe=args.nfe,
-        cell_size=args.cell_size,
-        area=args.area,
         preset=args.preset,
+        **_config_overrides(args),
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -131,30 +127,14 @@ def _model(spec: str):
     return load_model(spec), None
 
 
-def _segmenter(args: argparse.Namespace):
-    r"""GroundingDINO + SAM for ``--region text`` (``None`` for the other regions)."""
-    if args.region != "text":
-        return None
-    if not args.prompt:
-        raise ValueError("--region text needs --prompt (what to change, e.g. 'the sleeves')")
-    from .dataset_runs import RunSettings, text_segmenter
-
-    return text_segmenter(args.text_models or RunSettings().text_models)
-
-
 def _explain(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     import torch
 
-    from . import RCSB, MaskRegion
+    from . import MaskRegion
     from .bridge.training import load_images
-    from .dataset_runs import half_dtype, load_bridge, parse_class_names
-    from .demo import make_region
-    from .records import counterfactual_records
-    from .regions import named_region
-    from .visualization import plot_counterfactuals
+    from .dataset_runs import RunSettings, half_dtype, load_bridge, parse_class_names
+    from .dataset_runs.service import explain_images
+    from .demo import DEMO_GRADCAM_LAYER
 
     model, names = _model(args.model)
     names = parse_class_names(args.class_names) or names
@@ -167,67 +147,43 @@ def _explain(args: argparse.Namespace) -> int:
             for p in args.images
         ]
     )
-    region: Callable[..., torch.Tensor]
-    if args.mask:
+    if args.region == "text" and not args.prompt:
+        raise ValueError("--region text needs --prompt (what to change, e.g. 'the sleeves')")
+    layer = args.gradcam_layer
+    if layer is None and args.model == "demo" and args.region == "gradcam":
+        layer = DEMO_GRADCAM_LAYER
+    text = {"text_models": args.text_models} if args.text_models else {}
+    settings = RunSettings(
+        region=args.region,
+        gradcam_layer=layer,
+        prompt=args.prompt,
+        **text,
+        counterfactual_target=args.counterfactual_target,
+        rcsb=config,
+        batch_size=len(x),
+        seed=args.seed,
+    )
+    region = None
+    if args.mask:  # a fixed region: the region options above are not used
         mask = load_images(args.mask, image_size=bridge.image_size, channels=1)
         region = MaskRegion(mask > 0.5)
-    elif args.model == "demo" and args.region != "text":
-        region = make_region(
-            args.region, model, config.cell_size, config.area, args.seed, ig_steps=config.ig_steps
-        )
-    else:
-        shape = (bridge.channels or x.shape[1], x.shape[-2], x.shape[-1])
-        region = named_region(
-            args.region,
-            model,
-            config.cell_size,
-            config.area,
-            image_shape=shape,
-            layer=args.gradcam_layer,
-            seed=args.seed,
-            ig_steps=config.ig_steps,
-            prompt=args.prompt,
-            segmenter=_segmenter(args),
-        )
-    rcsb = RCSB(model, bridge, region, config=config)  # region options: in the source
-    res = rcsb.generate(
+    summary = explain_images(
+        model,
+        bridge,
         x,
-        target=args.target,
-        counterfactual_target=args.counterfactual_target,
-        seed=args.seed,
+        args.out_dir,
+        settings,
+        labels=None if args.target is None else [args.target] * len(x),
+        paths=[str(p) for p in args.images] if len(args.images) == len(x) else None,
+        class_names=names,
+        region=region,
         show_progress=True,
     )
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_counterfactuals(
-        x,
-        res.counterfactuals,
-        res.regions,
-        res.probs_before,
-        res.probs_after,
-        names,
-        str(out / "counterfactuals.png"),
-        success=res.success,
+    print(
+        f"{summary['images']} images, flip rate {summary['flip_rate']:.3f}, "
+        f"COUT {summary['cout']:.3f}; wrote {args.out_dir}/manifest.jsonl, summary.json, "
+        "summary.md, examples.png"
     )
-    torch.save(
-        {
-            "inputs": x,
-            "counterfactuals": res.counterfactuals,
-            "regions": res.regions,
-            "attributions": x - res.counterfactuals,
-            "probs_before": res.probs_before,
-            "probs_after": res.probs_after,
-        },
-        out / "counterfactuals.pt",
-    )
-    paths = args.images if len(args.images) == len(x) else range(len(x))
-    records = [
-        {"image": str(p), **r}
-        for p, r in zip(paths, counterfactual_records(x, res, names), strict=True)
-    ]
-    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
-    for kind in ("counterfactuals.png", "counterfactuals.pt", "results.json"):
-        print(f"wrote {out / kind}")
     return 0
 
 
@@ -383,13 +339,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...]) -> None:
-    # the region and sampling options that `explain` and `explain-dataset` share: one flag per
-    # RCSBConfig field, generated (its help and choices come from the field), plus --preset
-    import typing
-    from typing import Literal, get_args
-
-    from .config import PRESETS, RCSBConfig, config_fields
-
+    # the region, configuration and bridge options that `explain` and `explain-dataset` share
     p.add_argument(
         "--region",
         choices=region_names,
@@ -409,11 +359,28 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
         help="--region text: 'DETECTOR,SAM' hub ids or local folders (default: "
         "IDEA-Research/grounding-dino-tiny,facebook/sam-vit-base)",
     )
+    _add_config_options(p, "paper")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    p.add_argument(
+        "--half-bridge",
+        action="store_true",
+        help="hold the bridge's weights in the --precision dtype (bf16/fp16): half their memory",
+    )
+
+
+def _add_config_options(p: argparse.ArgumentParser, preset: str) -> None:
+    # --preset and one flag per RCSBConfig field, generated (its help and choices come from
+    # the field): every command that runs RCSB takes the same flags
+    import typing
+    from typing import Literal, get_args
+
+    from .config import PRESETS, RCSBConfig, config_fields
+
     p.add_argument(
         "--preset",
         choices=tuple(PRESETS),
-        default="paper",
-        help="named setting the options below start from (default: paper)",
+        default=preset,
+        help=f"named setting the options below start from (default: {preset})",
     )
     hints = typing.get_type_hints(RCSBConfig)
     for f in config_fields():
@@ -433,24 +400,24 @@ def _add_rcsb_options(p: argparse.ArgumentParser, region_names: tuple[str, ...])
             p.add_argument(flag, type=parse, default=None, help=help_text)
         else:
             p.add_argument(flag, type=kind, default=None, help=help_text)
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    p.add_argument(
-        "--half-bridge",
-        action="store_true",
-        help="hold the bridge's weights in the --precision dtype (bf16/fp16): half their memory",
-    )
 
 
-def _config(args: argparse.Namespace):
-    r"""The RCSBConfig the command line asks for: the preset, then every flag given."""
-    from .config import RCSBConfig, config_fields
+def _config_overrides(args: argparse.Namespace) -> dict:
+    r"""The RCSBConfig fields given on the command line."""
+    from .config import config_fields
 
-    given = {
+    return {
         f.name: getattr(args, f.name)
         for f in config_fields()
         if getattr(args, f.name, None) is not None
     }
-    return RCSBConfig.preset(args.preset, **given)
+
+
+def _config(args: argparse.Namespace):
+    r"""The RCSBConfig the command line asks for: the preset, then every flag given."""
+    from .config import RCSBConfig
+
+    return RCSBConfig.preset(args.preset, **_config_overrides(args))
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -495,7 +462,6 @@ def _parser() -> argparse.ArgumentParser:
     def add_parser(name: str, **kw):  # every sub-command shows its defaults
         return sub.add_parser(name, formatter_class=_HelpFormatter, **kw)
 
-    from .config import PRESETS
     from .demo import REGION_SOURCES
     from .regions import REGION_NAMES
 
@@ -521,26 +487,11 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of every random draw (regions included)"
     )
     demo.add_argument(
-        "--out-dir", default="rcsb_demo", help="folder for counterfactuals.png and results.json/csv"
+        "--out-dir",
+        default="rcsb_demo",
+        help="folder for examples.png, summary.md, manifest.jsonl and per-image files",
     )
-    demo.add_argument(
-        "--nfe", type=int, default=None, help="sampling steps (default: the preset's)"
-    )
-    demo.add_argument(
-        "--cell-size", type=int, default=4, help="region cell side in pixels (4: an 8 x 8 grid)"
-    )
-    demo.add_argument(
-        "--area",
-        type=float,
-        default=None,
-        help="largest fraction of the image in the region (default: the preset's)",
-    )
-    demo.add_argument(
-        "--preset",
-        choices=tuple(PRESETS),
-        default="realistic",
-        help="RCSB setting (realistic: the realism study's best, default; paper: the official)",
-    )
+    _add_config_options(demo, "realistic")
     demo.set_defaults(func=_demo)
     ex = add_parser("explain", help="counterfactuals for your images and classifier")
     ex.add_argument("images", nargs="+", help="image files or folders")
@@ -558,7 +509,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_rcsb_options(ex, REGION_NAMES)
     ex.add_argument("--mask", default=None, help="an image whose bright pixels may change")
     ex.add_argument(
-        "--out-dir", default="rcsb_explain", help="folder for the figure, tensors and results.json"
+        "--out-dir",
+        default="rcsb_explain",
+        help="folder for examples.png, summary.md, manifest.jsonl and per-image files",
     )
     ex.set_defaults(func=_explain)
     ds = add_parser(

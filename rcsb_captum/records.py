@@ -1,9 +1,10 @@
 r"""One per-image record of a counterfactual, for every place that writes results.
 
-``rcsb-captum explain`` (``results.json``), the demo (``results.json`` / ``.csv``) and dataset
-runs (``manifest.jsonl``) all describe an image's counterfactual with the same keys, computed
-once here from the result and :func:`rcsb_captum.metrics.closeness`; each adds the keys that
-identify the image (a path, a sample index) and its own (a dataset run's COUT and timing).
+Every front end (``rcsb-captum explain``, ``explain-dataset`` and ``demo``, through
+:mod:`rcsb_captum.dataset_runs.service`) describes an image's counterfactual with the same keys,
+computed once here from the result and :func:`rcsb_captum.metrics.closeness`, in
+``records/<index>.json`` and ``manifest.jsonl``; the service adds the keys that identify the
+image (index, path, label) and the run's own (COUT, timing).
 """
 
 from __future__ import annotations

@@ -9,6 +9,16 @@ from rcsb_captum.config import RCSBConfig
 from rcsb_captum.demo import load_demo_classifier, load_demo_samples
 
 
+def _written(out):
+    # every front end writes one layout: per-image records and tensors, a manifest, a summary
+    import json
+
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    tensors = [torch.load(out / "tensors" / f"{r['index']:07d}.pt") for r in records]
+    settings = json.loads((out / "settings.json").read_text())
+    return records, tensors, settings
+
+
 def test_cli_train_bridge_on_a_folder(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -39,43 +49,41 @@ def test_cli_train_bridge_on_a_folder(tmp_path):
 
 
 def test_cli_demo_writes_figure_and_results(tmp_path, capsys):
-    import json
-
     out = tmp_path / "demo"
     args = ["demo", "--n-images", "2", "--nfe", "3", "--out-dir", str(out), "--region", "saliency"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert str(out / "counterfactuals.png") in printed
-    assert Image.open(out / "counterfactuals.png").size[0] > 500
-    rec = json.loads((out / "results.json").read_text())
-    assert rec["settings"]["region"] == "saliency" and len(rec["images"]) == 2
-    assert rec["settings"]["preset"] == "realistic"  # the demo's default, area 0.6
-    assert all(r["max_change_outside"] == 0 for r in rec["images"])
-    assert all(abs(r["region_area"] - 0.6) < 0.02 for r in rec["images"])
-    assert (out / "results.csv").read_text().count("\n") == 3
+    assert str(out / "examples.png") in printed and str(out / "summary.md") in printed
+    assert Image.open(out / "examples.png").size[0] > 500
+    records, tensors, settings = _written(out)
+    assert settings["region"] == "saliency" and len(records) == 2
+    assert settings["area"] == 0.6  # the demo's default preset, realistic
+    assert all(r["max_change_outside"] == 0 for r in records)
+    assert all(abs(r["region_area"] - 0.6) < 0.02 for r in records)
+    assert [r["path"] for r in records] == ["shipped sample 0", "shipped sample 2"]
+    assert "Shirt" in (out / "summary.md").read_text()  # class names in the summary
     assert main([*args, "--preset", "paper"]) == 0  # the official setting: area 0.3
-    rec = json.loads((out / "results.json").read_text())
-    assert all(abs(r["region_area"] - 0.3) < 0.02 for r in rec["images"])
+    records, _, _ = _written(out)
+    assert all(abs(r["region_area"] - 0.3) < 0.02 for r in records)
     with pytest.raises(SystemExit):
         main(["demo", "--region", "lime"])
 
 
 def test_cli_demo_runs_the_presets_own_steps(tmp_path):
-    import json
-
-    # a preset's steps and IG steps reach the demo unless --nfe is given
+    # a preset's steps and IG steps reach the demo unless --nfe is given; every config flag
+    # of explain is a flag of demo too
     out = tmp_path / "demo"
     args = ["demo", "--n-images", "1", "--out-dir", str(out)]
     assert main([*args, "--preset", "fast_10x"]) == 0
-    rec = json.loads((out / "results.json").read_text())
-    assert rec["settings"]["nfe"] == 25 and rec["settings"]["ig_steps"] == 8
-    assert main([*args, "--preset", "fast_10x", "--nfe", "12"]) == 0
-    assert json.loads((out / "results.json").read_text())["settings"]["nfe"] == 12
+    settings = _written(out)[2]
+    assert settings["nfe"] == 25 and settings["ig_steps"] == 8
+    assert main([*args, "--preset", "fast_10x", "--nfe", "12", "--guidance-scale", "2"]) == 0
+    settings = _written(out)[2]
+    assert settings["nfe"] == 12 and settings["guidance_scale"] == 2.0
+    assert main([*args, "--preset", "fast_10x", "--nfe", "4", "--region", "saliency"]) == 0
 
 
 def test_cli_explain_with_exported_model_and_mask(tmp_path, capsys):
-    import json
-
     x, _ = load_demo_samples()
     files = []
     for i in range(2):
@@ -91,15 +99,15 @@ def test_cli_explain_with_exported_model_and_mask(tmp_path, capsys):
     args = ["explain", *map(str, files), "--model", str(tmp_path / "model.pt2"), "--nfe", "3"]
     args += ["--guidance-interval", "2", "--precision", "bf16"]  # accepted, passed to RCSB
     assert main([*args, "--mask", str(tmp_path / "mask.png"), "--out-dir", str(out)]) == 0
-    saved = torch.load(out / "counterfactuals.pt", weights_only=True)
-    region = saved["regions"]
-    assert region[:, :, 8:20, 4:28].eq(1).all() and region.sum() == 2 * 12 * 24
-    outside = (region == 0).expand_as(saved["inputs"])
-    assert torch.equal(saved["counterfactuals"][outside], saved["inputs"][outside])
-    assert torch.equal(saved["attributions"], saved["inputs"] - saved["counterfactuals"])
-    records = json.loads((out / "results.json").read_text())
-    assert [r["image"] for r in records] == list(map(str, files))
-    assert "counterfactuals.png" in capsys.readouterr().out
+    records, tensors, settings = _written(out)
+    assert settings["guidance_interval"] == 2 and settings["precision"] == "bf16"
+    for t in tensors:
+        region = t["region"]
+        assert region[:, 8:20, 4:28].eq(1).all() and region.sum() == 12 * 24
+        outside = (region == 0).expand_as(t["input"])
+        assert torch.equal(t["counterfactual"][outside], t["input"][outside])
+    assert [r["path"] for r in records] == list(map(str, files))
+    assert "manifest.jsonl" in capsys.readouterr().out
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
@@ -140,7 +148,6 @@ def _two_images(tmp_path):
 
 
 def test_cli_explain_torchscript_quietly_with_class_names_and_probabilities(tmp_path, capsys):
-    import json
     import warnings
 
     x, files = _two_images(tmp_path)
@@ -155,15 +162,14 @@ def test_cli_explain_torchscript_quietly_with_class_names_and_probabilities(tmp_
         warnings.simplefilter("always")
         assert main(args) == 0
     assert not [w for w in caught if "deprecated" in str(w.message)]  # torch.jit.load's
-    records = json.loads((out / "results.json").read_text())
+    records, tensors, _ = _written(out)
     for r in records:
-        assert r["target"].startswith("class ") and r["predicted_after"].startswith("class ")
         assert 0 <= r["p_target_after"] <= 1 and 0 <= r["p_target_before"] <= 1
         top = r["top_after"]
         assert len(top) == 3 and top[0][0] == r["predicted_after"]
         assert top[0][1] >= top[1][1] >= top[2][1]
-    saved = torch.load(out / "counterfactuals.pt", weights_only=True)
-    assert saved["probs_after"].shape == (2, 10)
+    assert "class " in (out / "summary.md").read_text()  # the names given
+    assert tensors[0]["probs_after"].shape == (10,)
     assert main([*args[:-2], "--class-names", "a,a", "--out-dir", str(out)]) == 2
     assert "class_names: names must be unique" in capsys.readouterr().err
 

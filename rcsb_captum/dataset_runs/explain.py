@@ -6,16 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice, check_int, make_fabric
-from ..attr import RCSB
 from ..bridge.bridge import Bridge
 from ..durable import (
     RunLock,
@@ -24,79 +21,16 @@ from ..durable import (
     describe_os_error,
     remove_stale_temporaries,
     text_bytes,
-    torch_bytes,
 )
-from ..records import counterfactual_records
-from ..regions import REGION_NAMES, named_region
-from .inputs import DatasetItem, list_images, load_batch, readable_items
-from .loading import fingerprint, half_dtype, load_bridge, load_model, text_segmenter
-from .outputs import RunEnvironmentError, is_done, record_path, save_png, write_durably
+from ..regions import REGION_NAMES
+from .inputs import list_images, load_batch, readable_items
+from .loading import fingerprint, half_dtype, load_bridge, load_model
+from .outputs import RunEnvironmentError, is_done, make_folders, record_path, write_durably
+from .service import build_rcsb, explain_batch
 from .settings import RunSettings
 from .summary import summarise
 
-__all__ = ["RunStopped", "explain_batch", "explain_dataset"]
-
-
-def explain_batch(
-    rcsb: RCSB,
-    items: Sequence[DatasetItem],
-    x: Tensor,
-    settings: RunSettings,
-    out: Path,
-    forward_func: Callable[..., Tensor],
-) -> None:
-    from .. import metrics as M
-
-    start = time.perf_counter()
-    device = x.device
-    labels = [it.label for it in items]
-    target = torch.tensor(labels, device=device) if all(v is not None for v in labels) else None
-    cf_setting = settings.counterfactual_target
-    with torch.no_grad():
-        predicted = forward_func(x).argmax(1)
-    tgt = target if target is not None else predicted
-    cf = None
-    if isinstance(cf_setting, int):
-        cf = torch.full_like(tgt, cf_setting)
-    elif isinstance(cf_setting, dict):
-        missing = sorted({int(t) for t in tgt.tolist()} - set(cf_setting))
-        if missing:
-            raise ValueError(f"counterfactual_target: the class map has no entry for {missing}")
-        cf = torch.tensor([cf_setting[int(t)] for t in tgt.tolist()], device=device)
-    # RCSB's seeds follow the index in the call: shift them to the global index
-    res = rcsb.generate(
-        x, target=tgt, counterfactual_target=cf, seed=settings.seed, index_offset=items[0].index
-    )
-    cout = M.cout(forward_func, x, res.counterfactuals, tgt, cf, steps=20)
-    seconds = (time.perf_counter() - start) / len(items)
-    common = counterfactual_records(x, res, digits=None)
-    for i, it in enumerate(items):
-        stem = f"{it.index:07d}"
-        save_png(res.counterfactuals[i], out / "images" / f"{stem}_counterfactual.png")
-        save_png(res.regions[i], out / "images" / f"{stem}_region.png")
-        tensors = {
-            "input": x[i].cpu(),
-            "counterfactual": res.counterfactuals[i].cpu(),
-            "region": res.regions[i].cpu(),
-            "samples": res.samples[i].cpu(),
-            "probs_before": res.probs_before[i].cpu(),
-            "probs_after": res.probs_after[i].cpu(),
-        }
-        write_durably(out / "tensors" / f"{stem}.pt", torch_bytes(tensors))
-        wrong_before = int(predicted[i]) != int(tgt[i])
-        record = {
-            "index": it.index,
-            "path": it.path,
-            "label": it.label,
-            **common[i],
-            # success is a flip: the model predicted the explained class and now predicts the
-            # counterfactual class (any other class when none is named)
-            "success": (not wrong_before) and common[i]["success"],
-            "misclassified_before": wrong_before,
-            "cout": float(cout[i]),
-            "seconds": round(seconds, 4),
-        }
-        write_durably(record_path(out, it.index), text_bytes(json.dumps(record) + "\n"))
+__all__ = ["RunStopped", "explain_dataset"]
 
 
 @contextlib.contextmanager
@@ -107,11 +41,14 @@ def _exclusive(fabric: Any, out: Path) -> Iterator[None]:
     problem = ""
     if fabric.global_rank == 0:
         try:
-            for sub in ("images", "tensors", "records"):
-                (out / sub).mkdir(parents=True, exist_ok=True)
+            make_folders(out)
             lock.acquire()
-        except OSError as e:
-            problem = describe_os_error(e, f"creating {out}")
+        except OSError as e:  # RunEnvironmentError included
+            problem = (
+                str(e)
+                if isinstance(e, RunEnvironmentError)
+                else describe_os_error(e, f"locking {out}")
+            )
         except RuntimeError as e:
             problem = str(e)
     problem = fabric.broadcast(problem, src=0) if fabric.world_size > 1 else problem
@@ -228,24 +165,7 @@ def explain_dataset(
         if isinstance(forward_func, nn.Module):
             forward_func = forward_func.to(device)
         the_bridge = the_bridge.to(device)
-        shape = (the_bridge.channels or 3, the_bridge.image_size or 0, the_bridge.image_size or 0)
-        layer = settings.gradcam_layer
-        cfg = settings.rcsb
-        region = named_region(
-            settings.region,
-            forward_func,
-            cfg.cell_size,
-            cfg.area,
-            image_shape=shape,
-            layer=layer,
-            seed=settings.seed,
-            ig_steps=cfg.ig_steps,
-            prompt=settings.prompt,
-            segmenter=text_segmenter(settings.text_models, device)
-            if settings.region == "text"
-            else None,
-        )
-        rcsb = RCSB(forward_func, the_bridge, region, config=cfg)
+        rcsb = build_rcsb(forward_func, the_bridge, settings, device)
         b = settings.batch_size
         batches = [items[i : i + b] for i in range(0, len(items), b)]
         mine_batches = [bt for k, bt in enumerate(batches) if k % world == rank]

@@ -71,3 +71,12 @@ def output_paths(out: Path, index: int) -> tuple[Path, Path, tuple[Path, Path]]:
 def is_done(out: Path, index: int) -> bool:
     # finished only when its record parses, its tensors load and its PNGs exist
     return finished(*output_paths(out, index))
+
+
+def make_folders(out: Path) -> None:
+    r"""The output folders of the layout, or a :class:`RunEnvironmentError` in one line."""
+    try:
+        for sub in ("images", "tensors", "records"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunEnvironmentError(describe_os_error(e, f"creating {out}")) from None

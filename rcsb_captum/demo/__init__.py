@@ -10,10 +10,18 @@ from .assets import (
     load_demo_robust_oracle,
     load_demo_samples,
 )
-from .demo_run import PAIRED_CLASSES, REGION_SOURCES, make_region, pick_images, run_demo
+from .demo_run import (
+    DEMO_GRADCAM_LAYER,
+    PAIRED_CLASSES,
+    REGION_SOURCES,
+    make_region,
+    pick_images,
+    run_demo,
+)
 from .networks import FashionCNN, OracleNet, RobustOracleNet
 
 __all__ = [
+    "DEMO_GRADCAM_LAYER",
     "FASHION_MNIST_CLASSES",
     "PAIRED_CLASSES",
     "REGION_SOURCES",

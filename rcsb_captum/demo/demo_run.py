@@ -2,29 +2,38 @@ r"""The shipped demo: RCSB on Fashion-MNIST with the models the project trains a
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..attr import RCSB
 from ..bridge import Bridge
-from ..config import RCSBConfig
-from ..records import counterfactual_records
+from ..dataset_runs import RunSettings
+from ..dataset_runs.service import explain_images
 from ..regions import REGION_NAMES, named_region
 from .assets import FASHION_MNIST_CLASSES, load_demo_classifier, load_demo_samples
 
-__all__ = ["PAIRED_CLASSES", "REGION_SOURCES", "make_region", "pick_images", "run_demo"]
+__all__ = [
+    "DEMO_GRADCAM_LAYER",
+    "PAIRED_CLASSES",
+    "REGION_SOURCES",
+    "make_region",
+    "pick_images",
+    "run_demo",
+]
 
 #: Each class's counterfactual class: shirt <-> T-shirt/top, pullover <-> coat, sneaker <->
 #: ankle boot (the classes a person confuses).
 PAIRED_CLASSES = {6: 0, 0: 6, 2: 4, 4: 2, 7: 9, 9: 7}
 #: The region sources the demo can run offline (not ``"text"``: its models are downloaded).
 REGION_SOURCES = tuple(n for n in REGION_NAMES if n != "text")
+#: The demo classifier's layer for the ``"gradcam"`` region: its last convolution block (8 x 8,
+#: upsampled to the image).
+DEMO_GRADCAM_LAYER = "body.19"
 
 
 def make_region(
@@ -38,7 +47,7 @@ def make_region(
     r"""A region source by name for the demo classifier (:class:`~rcsb_captum.demo.FashionCNN`):
     :func:`~rcsb_captum.regions.named_region` with GradCAM on its last convolution block
     (8 x 8, upsampled) and occlusion windows of one cell on 1 x 32 x 32 images."""
-    layer = model.body[-2] if name == "gradcam" else None  # type: ignore[index]
+    layer = DEMO_GRADCAM_LAYER if name == "gradcam" else None
     return named_region(
         name,
         model,
@@ -101,16 +110,16 @@ def run_demo(
     region: str = "ig",
     seed: int = 0,
     out_dir: str | Path = "rcsb_demo",
-    nfe: int | None = None,
-    cell_size: int = 4,
-    area: float | None = None,
     show_progress: bool = True,
     preset: str = "realistic",
+    **options: Any,
 ) -> dict[str, Path]:
     r"""Explain ``n_images`` shipped sample images with the shipped classifier and bridge.
 
-    Writes ``counterfactuals.png`` (input, region, counterfactual, difference per image),
-    ``results.json`` and ``results.csv`` (one record per image) into ``out_dir``.
+    Writes the layout every front end writes (:mod:`rcsb_captum.dataset_runs.service`) into
+    ``out_dir``: per image its counterfactual and region PNGs, tensors and record; then
+    ``manifest.jsonl`` (one record per image), ``summary.json``, ``summary.md`` and
+    ``examples.png`` (input, region, counterfactual, difference for the first 8 images).
 
     Args:
         n_images (int): How many images (1..60).
@@ -119,16 +128,15 @@ def run_demo(
         region (str): One of :data:`REGION_SOURCES`.
         seed (int): Seed of the sampling (and of the random region).
         out_dir (str or Path): Output folder (created).
-        nfe (int, optional): Sampling steps (default: the preset's; the paper's 100).
-        cell_size (int): Region cell side in pixels (4: an 8 x 8 grid on 32 x 32 images).
-        area (float, optional): Region area (default: the preset's, 0.6 for ``realistic``,
-            0.3 for ``paper``).
-        show_progress (bool): Progress bar.
+        show_progress (bool): Progress bar and one line per image.
         preset (str): The RCSB setting (:data:`~rcsb_captum.config.PRESETS`): ``"realistic"``
             (default; the realism study's best) or ``"paper"`` (the official), ...
+        **options: :class:`~rcsb_captum.config.RCSBConfig` fields over the preset's
+            (``nfe=25``, ``area=0.3``, ``cell_size=4``: an 8 x 8 grid on 32 x 32 images, which
+            ``"auto"`` gives too).
 
     Returns:
-        dict: Paths of the written files (``figure``, ``json``, ``csv``).
+        dict: Paths of the written files (``figure``, ``manifest``, ``summary``).
     """
     if not 1 <= n_images <= 60:
         raise ValueError(f"n_images must be in [1, 60], got {n_images}")
@@ -137,70 +145,49 @@ def run_demo(
     images, labels = load_demo_samples()
     with torch.no_grad():
         predictions = model(images).argmax(1)
-    idx, cf = pick_images(labels, predictions, n_images, counterfactual)
-    x, y = images[idx], labels[idx]
-    config = RCSBConfig.preset(preset, **({} if nfe is None else {"nfe": nfe}))
-    area = config.area if area is None else area
-    rcsb = RCSB(
-        model,
-        Bridge.pretrained("fashion-mnist"),
-        make_region(
-            region,
-            model,
-            cell_size,
-            area,
-            seed,
-            **({"ig_steps": config.ig_steps} if region == "ig" else {}),
-        ),
-        config=config,
+    idx, _ = pick_images(labels, predictions, n_images, counterfactual)
+    cf: int | dict[int, int] | None = (
+        dict(PAIRED_CLASSES)
+        if counterfactual == "pair"
+        else None
+        if counterfactual == "any"
+        else _class_index(counterfactual)
     )
-    res = rcsb.generate(
-        x, target=y, counterfactual_target=cf, seed=seed, show_progress=show_progress
+    settings = RunSettings.of(
+        preset,
+        region=region,
+        gradcam_layer=DEMO_GRADCAM_LAYER if region == "gradcam" else None,
+        counterfactual_target=cf,
+        batch_size=len(idx),
+        seed=seed,
+        **options,
     )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    from ..visualization import plot_counterfactuals
-
-    names = FASHION_MNIST_CLASSES
-    figure = out / "counterfactuals.png"
-    plot_counterfactuals(
-        x,
-        res.counterfactuals,
-        res.regions,
-        res.probs_before,
-        res.probs_after,
-        names,
-        str(figure),
-        success=res.success,
+    explain_images(
+        model,
+        Bridge.pretrained("fashion-mnist"),
+        images[idx],
+        out,
+        settings,
+        labels=labels[idx].tolist(),
+        paths=[f"shipped sample {int(i)}" for i in idx],
+        class_names=FASHION_MNIST_CLASSES,
+        show_progress=show_progress,
     )
-    records = [
-        {"sample_index": int(idx[i]), "label": names[int(y[i])], **r}
-        for i, r in enumerate(counterfactual_records(x, res, names))
-    ]
-    json_path, csv_path = out / "results.json", out / "results.csv"
-    settings = {
-        "preset": preset,
-        "region": region,
-        "nfe": config.nfe,
-        "ig_steps": config.ig_steps,
-        "cell_size": cell_size,
-        "area": area,
-        "seed": seed,
+    paths = {
+        "figure": out / "examples.png",
+        "manifest": out / "manifest.jsonl",
+        "summary": out / "summary.md",
     }
-    json_path.write_text(json.dumps({"settings": settings, "images": records}, indent=2) + "\n")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(  # the top classes as "name p; name p" in one cell
-            {**r, "top_after": "; ".join(f"{n} {v}" for n, v in r["top_after"])} for r in records
-        )
     if show_progress:
+        names = FASHION_MNIST_CLASSES
+        records = [json.loads(line) for line in paths["manifest"].read_text().splitlines()]
         for r in records:
             print(
-                f"  #{r['sample_index']:3d} {r['label']:>11s} ({r['p_target_before']:.2f}) -> "
-                f"{r['predicted_after']:<11s} ({r['top_after'][0][1]:.2f})  "
+                f"  {r['path']:>18s} {names[r['target']]:>11s} ({r['p_target_before']:.2f}) -> "
+                f"{names[r['predicted_after']]:<11s} ({r['top_after'][0][1]:.2f})  "
                 f"region {r['region_area']:.0%}  outside change {r['max_change_outside']:g}"
             )
         flips = sum(bool(r["success"]) for r in records)
         print(f"{flips}/{len(records)} flipped in {time.perf_counter() - start:.1f} s")
-    return {"figure": figure, "json": json_path, "csv": csv_path}
+    return paths

@@ -183,7 +183,7 @@ def test_cli_explain_region_text(parts, tmp_path, capsys):
         assert "selects nothing" in err and "\n" not in err.strip()
     else:
         assert code == 0
-        records = json.loads((out / "results.json").read_text())
-        assert all(0 < r["region_area"] <= 0.1 for r in records)
+        manifest = (out / "manifest.jsonl").read_text().splitlines()
+        assert all(0 < json.loads(line)["region_area"] <= 0.1 for line in manifest)
     assert main(["explain", files[0], "--region", "text", "--nfe", "2"]) == 2
     assert "--region text needs --prompt" in capsys.readouterr().err
