@@ -1,16 +1,18 @@
 """Train the Fashion-MNIST demo Diffusion Autoencoder that GCD and BB-LIG use. Resumable:
 the run goes in chunks of 500 steps, each one resumed from the checkpoint; re-run the same
-command to continue, on any device (the draws come from one CPU generator).
+command to continue, on any device (every draw comes from a generator seeded by the step).
 
-    python scripts/train_demo_diffae.py --steps 6000 --batch-size 128 --seed 0 \
-        --checkpoint demo_diffae.ckpt --out rcsb_captum/data/fashion_mnist_diffae.pt [--device cuda]
+    python scripts/train_demo_diffae.py --recipe v-patch2 --steps 10000 --batch-size 64 \
+        --seed 0 --checkpoint demo_diffae.ckpt --out rcsb_captum/data/fashion_mnist_diffae.pt \
+        [--accelerator cuda]
 
 Data: the 60 000 Fashion-MNIST training images (Debian's dataset-fashion-mnist, MIT; or an
 ``.npz`` with an ``images`` array given by --data), padded to 32 x 32. Model:
-rcsb_captum.autoencoder's default for 1 x 32 x 32 (semantic encoder of width 32 to z_sem of 64;
-ADM decoder of 32 channels, multipliers 1,2,2, one residual block per level, attention at
-8 x 8; 1.8 M parameters); DDPM linear betas, 1000 steps; AdamW 2e-4, EMA 0.999. The file written
-holds the EMA weights in float16. --max-seconds stops after the chunk that passes it.
+``rcsb_captum.autoencoder.recipe_config(recipe, 32, 1)`` (semantic encoder of width 32 to z_sem
+of 64; ADM decoder of 32 channels; ``eps``: DiffAE's noise prediction on pixels, multipliers
+1,2,2, attention at 8 x 8; ``v-patch2``: v-prediction on 2 x 2 patches, multipliers 1,2); DDPM
+linear betas, 1000 steps; AdamW 2e-4, EMA 0.999. The file written holds the EMA weights in
+float16. --max-seconds stops after the chunk that passes it.
 """
 
 import argparse
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from fashion_mnist import load_fashion_mnist
 
-from rcsb_captum.autoencoder import train_diffae
+from rcsb_captum.autoencoder import RECIPES, recipe_config, train_diffae
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=6000)
@@ -30,7 +32,8 @@ parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--checkpoint", default="demo_diffae.ckpt")
 parser.add_argument("--out", default="demo_diffae.pt", help="DiffAE file (float16)")
-parser.add_argument("--device", default="cpu")
+parser.add_argument("--recipe", choices=sorted(RECIPES), default="v-patch2")
+parser.add_argument("--accelerator", default="cpu")
 parser.add_argument("--data", default=None, help=".npz with uint8 'images' N x 28 x 28")
 parser.add_argument("--max-seconds", type=float, default=None)
 args = parser.parse_args()
@@ -48,6 +51,7 @@ while done < args.steps:
     done = min(args.steps, done + 500)
     ae = train_diffae(
         images,
+        config=recipe_config(args.recipe, 32, 1),
         steps=done,
         batch_size=args.batch_size,
         lr=2e-4,
@@ -55,7 +59,7 @@ while done < args.steps:
         checkpoint_path=args.checkpoint,
         checkpoint_every=250,
         seed=args.seed,
-        device=args.device,
+        accelerator=args.accelerator,
         show_progress=False,
     )
     print(f"{done} steps, {time.time() - start:.0f} s", flush=True)
@@ -64,6 +68,7 @@ while done < args.steps:
 if ae is None:  # nothing left to train: export the checkpoint
     ae = train_diffae(
         images,
+        config=recipe_config(args.recipe, 32, 1),
         steps=done,
         batch_size=args.batch_size,
         checkpoint_path=args.checkpoint,

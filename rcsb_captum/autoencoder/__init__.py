@@ -1,12 +1,21 @@
 r"""Latent autoencoders for GCD and BB-LIG: the interface and a Diffusion Autoencoder."""
 
 from .base import LatentAutoencoder
-from .diffae import PAPER_STEPS, DiffusionAutoencoder, SemanticEncoder, train_diffae
+from .diffae import (
+    PAPER_STEPS,
+    RECIPES,
+    DiffusionAutoencoder,
+    SemanticEncoder,
+    recipe_config,
+    train_diffae,
+)
 
 __all__ = [
     "PAPER_STEPS",
+    "RECIPES",
     "DiffusionAutoencoder",
     "LatentAutoencoder",
     "SemanticEncoder",
+    "recipe_config",
     "train_diffae",
 ]

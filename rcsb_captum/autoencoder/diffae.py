@@ -16,7 +16,7 @@ The paper encodes with 250 DDIM steps and renders with 100 (:data:`PAPER_STEPS`)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .._utils import check_choice, check_int, format_images, progress_disabled
@@ -32,7 +31,14 @@ from ..bridge.checkpoints import read_checkpoint
 from ..bridge.network import ADMUNet
 from .base import LatentAutoencoder
 
-__all__ = ["PAPER_STEPS", "DiffusionAutoencoder", "SemanticEncoder", "train_diffae"]
+__all__ = [
+    "PAPER_STEPS",
+    "RECIPES",
+    "DiffusionAutoencoder",
+    "SemanticEncoder",
+    "recipe_config",
+    "train_diffae",
+]
 
 FORMAT = "rcsb_captum.diffae/1"
 #: DDIM steps of the DiffAE paper: 250 to invert an image to x_T, 100 to render.
@@ -62,6 +68,28 @@ class SemanticEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x).flatten(1))
+
+
+#: Named decoder recipes, as overrides of the default configuration: ``"eps"`` (DiffAE's: the
+#: decoder predicts the noise on full-resolution pixels) and ``"v-patch2"`` (v-prediction on
+#: 2 x 2 patches: the encoder gets gradient from the high-noise steps that decide the class,
+#: at 3.3x less compute a step; ``benchmarks/diffae_recipes.py`` compares them).
+RECIPES: dict[str, dict[str, Any]] = {
+    "eps": {},
+    "v-patch2": {
+        "prediction": "v",
+        "patch": 2,
+        "channel_mult": (1, 2),
+        "attention_resolutions": (2,),
+    },
+}
+
+
+def recipe_config(name: str, image_size: int, channels: int) -> dict[str, Any]:
+    r"""The configuration of recipe ``name`` (:data:`RECIPES`) for ``channels x image_size^2``
+    images."""
+    check_choice(name, "recipe", tuple(RECIPES))
+    return {**_default_config(image_size, channels), **RECIPES[name]}
 
 
 def _default_config(image_size: int, channels: int) -> dict[str, Any]:
@@ -323,105 +351,113 @@ def train_diffae(
     checkpoint_every: int = 500,
     seed: int = 0,
     show_progress: bool = True,
-    device: torch.device | str = "cpu",
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    precision: str = "32-true",
+    strategy: str = "auto",
+    callback: Callable[[int, float], None] | None = None,
 ) -> DiffusionAutoencoder:
-    r"""Train a DiffAE (encoder and decoder jointly, DDPM noise regression conditioned on the
-    encoder's ``z_sem``, as DiffAE) on ``images`` (``N x C x H x W`` in ``[0, 1]``).
+    r"""Train a DiffAE (encoder and decoder jointly, the DDPM regression of the decoder's
+    ``prediction`` target conditioned on the encoder's ``z_sem``, as DiffAE) on ``images``
+    (``N x C x H x W`` in ``[0, 1]``), on one or many devices through Lightning Fabric.
 
-    Resumable exactly like :func:`~rcsb_captum.train_bridge`: with ``checkpoint_path``, the
-    model, its EMA, the optimiser and the random state are saved every ``checkpoint_every``
-    steps, on Ctrl-C and at the end, and a later call continues up to ``steps``.
+    The training loop and its resume contract are :func:`~rcsb_captum.train_bridge`'s: every
+    draw of a step comes from a generator seeded with ``(seed, step, rank, micro)``; with
+    ``checkpoint_path`` the model, its EMA and the optimiser are written every
+    ``checkpoint_every`` steps, on Ctrl-C and at the end, and a later call continues up to
+    ``steps`` (bit-identical on the same devices); a checkpoint past ``steps`` or written for
+    another config is refused.
 
-    All draws come from one CPU generator (then moved to ``device``), so a run on another
-    device sees the same batches, steps and noise.
+    Args:
+        images (Tensor): Square training images in ``[0, 1]``.
+        config (dict, optional): :class:`DiffusionAutoencoder`'s (default: the 64-d code, a
+            32-channel ADM decoder predicting eps, unpatched).
+        steps (int), batch_size (int): Optimisation steps and images per step and process.
+        lr (float), ema_decay (float): AdamW's learning rate, the EMA's decay.
+        checkpoint_path (str, optional), checkpoint_every (int): Resumable checkpoints.
+        seed (int): Seed of the initial weights and of every draw.
+        show_progress (bool): A tqdm bar with the running loss.
+        accelerator, devices, num_nodes, precision, strategy: Lightning Fabric's.
+        callback (callable, optional): ``callback(step, loss)`` after each step (rank 0).
 
     Returns:
-        DiffusionAutoencoder: the EMA weights, in eval mode, on the CPU.
+        DiffusionAutoencoder: the EMA weights, in eval mode, on the CPU, with the latent
+        standardisation fitted on (up to 10,000 of) the training images.
     """
+    from .._training import read_resume_state, step_generator, train_loop
+    from .._utils import make_fabric
+
     images = format_images(images, "images").float()
     n, c, h, w = images.shape
     if h != w:
         raise ValueError(f"images must be square, got {h} x {w}")
+    steps = check_int(steps, "steps", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
     config = dict(_default_config(h, c) if config is None else config)
+    fabric = make_fabric(accelerator, devices, num_nodes, precision, strategy)
+    fabric.launch()
     torch.manual_seed(seed)
-    device = torch.device(device)
-    model = DiffusionAutoencoder(config).to(device)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    model = DiffusionAutoencoder(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    start = 0
-    if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        state = read_checkpoint(checkpoint_path)
-        if state.get("config") != config:
-            raise ValueError("checkpoint_path was written for another config")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        ema.to(device)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start = int(state["step"])
-
-    def save(step: int) -> None:
-        if checkpoint_path is None:
-            return
-        tmp = f"{os.fspath(checkpoint_path)}.tmp"
-        torch.save(
-            {
-                "step": step,
-                "config": config,
-                "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-            },
-            tmp,
-        )
-        os.replace(tmp, checkpoint_path)
-
-    ab = model.alphas_cumprod
-    total = int(config["timesteps"])
-    model.train()
-    bar = tqdm(
-        total=steps, initial=start, disable=progress_disabled(show_progress), desc="train DiffAE"
+    identity = {"config": config}
+    state = read_resume_state(
+        checkpoint_path, identity, steps, "load it with train_diffae(steps=its step)"
     )
-    running = None
-    step = start
-    try:
-        for step in range(start, steps):
-            x0 = images[torch.randint(n, (batch_size,), generator=generator)] * 2 - 1
-            t = torch.randint(total, (batch_size,), generator=generator)
-            noise = torch.randn(x0.shape, generator=generator)
-            x0, t, noise = x0.to(device), t.to(device), noise.to(device)
-            a = ab[t].view(-1, 1, 1, 1)
-            x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            z = model.encoder(x0)
-            # the MSE of the decoder's own output: on eps it weights x0 errors by SNR(t), which
-            # starves the encoder of gradient from the steps that decide the class (t ~ 250-750
-            # of 1000); on v (``prediction="v"``) by 1 + SNR(t), which keeps them
-            if model.prediction == "v":
-                target = a.sqrt() * noise - (1 - a).sqrt() * x0
-            else:
-                target = noise
-            loss = F.mse_loss(model.network(x_t, t, z), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ema.update_parameters(model)
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}")
-            bar.update(1)
-            if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                save(step + 1)
-        step = steps
-    except KeyboardInterrupt:
-        save(step)  # the step being taken when interrupted is redone on resume
-        raise
-    finally:
-        bar.close()
-    if start < steps:  # a checkpoint already past `steps` is left as it is
-        save(steps)
+    device = fabric.device
+    ab = model.alphas_cumprod.to(device)
+    total = int(config["timesteps"])
+    rank = fabric.global_rank
+
+    def micro_loss(wrapped: nn.Module, step: int, micro: int) -> Tensor:
+        g = step_generator(seed, step, rank, micro)
+        x0 = images[torch.randint(n, (batch_size,), generator=g)] * 2 - 1
+        t = torch.randint(total, (batch_size,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        x0, t, noise = x0.to(device), t.to(device), noise.to(device)
+        a = ab[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        # the MSE of the decoder's own output: on eps it weights x0 errors by SNR(t), which
+        # starves the encoder of gradient from the steps that decide the class (t ~ 250-750
+        # of 1000); on v (``prediction="v"``) by 1 + SNR(t), which keeps them
+        if model.prediction == "v":
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        else:
+            target = noise
+        return F.mse_loss(wrapped(x_t, t, x0), target)
+
+    # the Fabric-wrapped module is the whole autoencoder; its forward is the training pass
+    ema = train_loop(
+        fabric,
+        _TrainingPass(model),
+        optimizer,
+        micro_loss,
+        steps=steps,
+        state=state,
+        identity=identity,
+        ema_decay=ema_decay,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
+        show_progress=show_progress,
+        desc="train DiffAE",
+        callback=callback,
+    )
     out = DiffusionAutoencoder(config)
-    out.load_state_dict({k: v.cpu() for k, v in ema.module.state_dict().items()})
+    weights = ema.module.state_dict()  # of the training pass: the autoencoder's under "ae."
+    out.load_state_dict({k.removeprefix("ae."): v.cpu() for k, v in weights.items()})
     out.eval().requires_grad_(False)
     out.fit_latent_stats(images[: min(len(images), 10_000)])
     return out
+
+
+class _TrainingPass(nn.Module):
+    r"""The DiffAE's training forward: encode the clean image, predict the decoder's target at
+    ``x_t`` (one module, so that Fabric / DDP wraps encoder and decoder together)."""
+
+    def __init__(self, ae: DiffusionAutoencoder) -> None:
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        return self.ae.network(x_t, t, self.ae.encoder(x0))

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
-from .._utils import check_int, derive_seed, make_fabric, progress_disabled
+from .._training import read_resume_state, step_generator, train_loop
+from .._utils import check_int, make_fabric
 from .bridge import Bridge
 from .checkpoints import check_state_dict, read_checkpoint
 from .masks import random_freeform_masks
@@ -137,12 +136,6 @@ def bridge_from_checkpoint(path: str | os.PathLike[str]) -> Bridge:
     bridge.network.load_state_dict(ema)
     bridge.requires_grad_(False)
     return bridge
-
-
-def _step_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
-    # the draws of one micro-batch of one rank at one step: derived, not carried, so that a
-    # checkpoint resumes exactly on the same devices and cleanly on another number of them
-    return torch.Generator().manual_seed(derive_seed(seed, step, rank, micro))
 
 
 def train_bridge(
@@ -260,60 +253,20 @@ def train_bridge(
         check_state_dict(network, start_from.network.state_dict())
         network.load_state_dict(start_from.network.state_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
-    start = 0
-    state: dict[str, Any] = {}
-    if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        state = read_checkpoint(checkpoint_path)
-        if state.get("config") != config or state.get("interval") != interval:
-            raise ValueError(
-                f"checkpoint_path {os.fspath(checkpoint_path)!r} was written for another config; "
-                "delete it or pass the config it was trained with"
-            )
-        network.load_state_dict(state["network"])
-        start = int(state["step"])
-        if start > steps:
-            raise ValueError(
-                f"steps: the checkpoint {os.fspath(checkpoint_path)!r} is already at step "
-                f"{start}, past steps={steps}; pass steps above {start} to train on, or write "
-                f"its bridge with `rcsb-captum export {os.fspath(checkpoint_path)} bridge.pt`"
-            )
-    model, optimizer = fabric.setup(network, optimizer)
-    if start:
-        # after setup: load_state_dict casts the moments to the parameters' device (loaded
-        # before, they stayed on the CPU and a resumed GPU run failed in Adam's first step)
-        optimizer.load_state_dict(state["optimizer"])
-    ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-    if start:
-        ema.load_state_dict(state["ema"])
+    identity = {"config": config, "interval": interval, "beta_max": beta_max}
+    state = read_resume_state(
+        checkpoint_path,
+        identity,
+        steps,
+        f"write its bridge with `rcsb-captum export {os.fspath(checkpoint_path or '')} bridge.pt`",
+    )
     device = fabric.device
     std_fwd = torch.tensor(schedule.std_fwd, dtype=torch.float32, device=device)
     noise_levels = torch.tensor(schedule.noise_levels, dtype=torch.float32, device=device)
     rank = fabric.global_rank
 
-    # the running mean of the loss shown in the bar continues across a resume
-    running: float | None = state.get("running_loss") if start else None
-
-    def save(step: int) -> None:
-        if checkpoint_path is None or rank != 0:
-            return
-        tmp = f"{os.fspath(checkpoint_path)}.tmp"
-        torch.save(
-            {
-                "step": step,
-                "config": config,
-                "interval": interval,
-                "beta_max": beta_max,
-                "network": {k: v.cpu() for k, v in network.state_dict().items()},
-                "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "running_loss": running,
-            },
-            tmp,
-        )
-        os.replace(tmp, checkpoint_path)
-
-    def micro_loss(step: int, micro: int) -> Tensor:
-        g = _step_generator(seed, step, rank, micro)
+    def micro_loss(model: torch.nn.Module, step: int, micro: int) -> Tensor:
+        g = step_generator(seed, step, rank, micro)
         idx = torch.randint(n, (batch_size,), generator=g)
         x0 = data[idx] * 2 - 1
         mask = random_freeform_masks(batch_size, height, mask_area, generator=g)
@@ -326,43 +279,22 @@ def train_bridge(
         pred = model(x_t, noise_levels[t]).float()
         return F.mse_loss(pred * mask, label * mask)
 
-    model.train()
-    bar = tqdm(
-        total=steps,
-        initial=start,
-        disable=progress_disabled(show_progress and rank == 0),
+    ema = train_loop(
+        fabric,
+        network,
+        optimizer,
+        micro_loss,
+        steps=steps,
+        state=state,
+        identity=identity,
+        ema_decay=ema_decay,
+        accumulate=accumulate,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
+        show_progress=show_progress,
         desc="train bridge",
+        callback=callback,
     )
-    if running is not None:
-        bar.set_postfix(loss=f"{running:.4f}")
-    completed = start
-    try:
-        for step in range(start, steps):
-            total = 0.0
-            for micro in range(accumulate):
-                with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
-                    loss = micro_loss(step, micro) / accumulate
-                    fabric.backward(loss)
-                total += float(loss.detach())
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update_parameters(network)
-            running = total if running is None else 0.98 * running + 0.02 * total
-            bar.set_postfix(loss=f"{running:.4f}")
-            bar.update(1)
-            completed = step + 1
-            if callback is not None and rank == 0:
-                callback(completed, total)
-            if completed % checkpoint_every == 0 and completed < steps:
-                save(completed)
-    except KeyboardInterrupt:
-        save(completed)  # the steps completed so far; a resumed run goes on from there
-        raise
-    finally:
-        bar.close()
-    if start < steps:  # a checkpoint already past `steps` is left as it is
-        save(steps)
-    fabric.barrier()
     out = ADMUNet(**net_kwargs)
     out.load_state_dict({k: v.cpu() for k, v in ema.module.state_dict().items()})
     return Bridge(out, schedule, config=config, ot_ode=True)

@@ -141,3 +141,20 @@ def test_shipped_diffae_reconstructs_held_out_images():
     assert (rec - x).square().mean() < 0.02
     with pytest.raises(ValueError, match="name"):
         DiffusionAutoencoder.pretrained("celeba")
+
+
+@pytest.mark.slow
+def test_training_refuses_a_checkpoint_past_steps_or_of_another_config(tmp_path):
+    # the resume contract of train_bridge: one skeleton (rcsb_captum._training)
+    data = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(batch_size=4, show_progress=False, checkpoint_path=tmp_path / "a.ckpt")
+    train_diffae(data, config=CONFIG, steps=2, **kw)
+    with pytest.raises(ValueError, match="already at step 2, past steps=1"):
+        train_diffae(data, config=CONFIG, steps=1, **kw)
+    with pytest.raises(ValueError, match="written for another config"):
+        train_diffae(data, config={**CONFIG, "z_dim": 4}, steps=3, **kw)
+    torch.save({"step": 1, "model": {}}, tmp_path / "old.ckpt")  # an older trainer's file
+    with pytest.raises(ValueError, match="not a training checkpoint of this version"):
+        train_diffae(
+            data, config=CONFIG, steps=3, **{**kw, "checkpoint_path": tmp_path / "old.ckpt"}
+        )
