@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 
 def _train_bridge(args: argparse.Namespace) -> int:
@@ -236,34 +237,6 @@ def _devices(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
 
-def _cell_size(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer or 'auto', got {value!r}") from None
-
-
-def _floats(value: str) -> tuple[float, ...]:
-    # a comma list of numbers ("0.45,0.6"); "" or "none" for the empty tuple
-    if value.strip().lower() in ("", "none"):
-        return ()
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated numbers (e.g. 0.45,0.6) or 'none', got {value!r}"
-        ) from None
-
-
-def _names(value: str) -> tuple[str, ...]:
-    # a comma list of names ("near_paper_4x,paper"); "" or "none" for the empty tuple
-    if value.strip().lower() in ("", "none"):
-        return ()
-    return tuple(v.strip() for v in value.split(","))
-
-
 # a user's mistake (bad file, bad option value) is reported in one line, not a traceback
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError)
 
@@ -372,9 +345,8 @@ def _add_config_options(p: argparse.ArgumentParser, preset: str) -> None:
     # --preset and one flag per RCSBConfig field, generated (its help and choices come from
     # the field): every command that runs RCSB takes the same flags
     import typing
-    from typing import Literal, get_args
 
-    from .config import PRESETS, RCSBConfig, config_fields
+    from .config import PRESETS, RCSBConfig, choices_of, config_fields, parse_text
 
     p.add_argument(
         "--preset",
@@ -387,19 +359,27 @@ def _add_config_options(p: argparse.ArgumentParser, preset: str) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         help_text = f"{f.metadata['help']} (default: {f.default}, or the preset's)"
-        if f.name == "cell_size":
-            p.add_argument(flag, type=_cell_size, default=None, help=help_text)
-        elif typing.get_origin(kind) is Literal:
-            p.add_argument(flag, choices=get_args(kind), default=None, help=help_text)
-        elif kind is bool:
+        if kind is bool:
             p.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
-        elif typing.get_origin(kind) is tuple:
-            parse = _names if get_args(kind)[0] is str else _floats
-            p.add_argument(flag, type=parse, default=None, help=help_text)
+        elif choices_of(kind) is not None:
+            p.add_argument(flag, choices=choices_of(kind), default=None, help=help_text)
         else:
-            p.add_argument(flag, type=kind, default=None, help=help_text)
+            p.add_argument(
+                flag, type=_argparse_type(parse_text(kind)), default=None, help=help_text
+            )
+
+
+def _argparse_type(parse: Callable[[str], object]) -> Callable[[str], object]:
+    # argparse shows an ArgumentTypeError's own message (a ValueError only as "invalid value")
+    def typed(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return typed
 
 
 def _config_overrides(args: argparse.Namespace) -> dict:

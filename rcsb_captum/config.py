@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
@@ -32,9 +33,12 @@ __all__ = [
     "Config",
     "GCDConfig",
     "RCSBConfig",
+    "choices_of",
     "config_fields",
     "defaults_table",
+    "parse_text",
     "settings_page",
+    "type_name",
 ]
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
@@ -52,11 +56,33 @@ def _f(default: Any, help: str, low: float | None = None, high: float | None = N
     return field(default=default, metadata={"help": help, "low": low, "high": high, **kw})
 
 
+# -- what a field's type means: its check, its name in the docs, how text is read into it ---
+# (one dispatch for the config's checks, the settings page and the command line's flags)
+
+
+def _union_literals(kind: Any) -> tuple[Any, ...] | None:
+    # ``int | Literal["auto"]``: the literal values beside the int (None: not such a union)
+    if typing.get_origin(kind) not in (typing.Union, types.UnionType):
+        return None
+    args = get_args(kind)
+    literals = tuple(v for a in args if typing.get_origin(a) is Literal for v in get_args(a))
+    others = [a for a in args if typing.get_origin(a) is not Literal]
+    return literals if others == [int] else None
+
+
 def _check_value(name: str, kind: Any, value: Any, meta: Mapping[str, Any]) -> Any:
     r"""``value`` checked against the field's type and range (floats given as ints become
     floats, JSON lists of tuple fields become tuples); a bad one raises naming ``name``."""
     low, high = meta.get("low"), meta.get("high")
     origin = typing.get_origin(kind)
+    literals = _union_literals(kind)
+    if literals is not None:  # an int or one of the named values ("auto")
+        if value in literals:
+            return value
+        if isinstance(value, str) or isinstance(value, bool) or not isinstance(value, int):
+            named = " or ".join(repr(v) for v in literals)
+            raise ValueError(f"{name} must be a positive integer or {named}, got {value!r}")
+        return check_int(value, name, low, high)
     if origin is Literal:
         return check_choice(value, name, get_args(kind))
     if kind is bool:
@@ -79,6 +105,71 @@ def _check_value(name: str, kind: Any, value: Any, meta: Mapping[str, Any]) -> A
             for i, (k, v) in enumerate(zip(kinds, value, strict=True))
         )
     return value
+
+
+def type_name(kind: Any) -> str:
+    r"""A field type as the settings page writes it (Markdown)."""
+    literals = _union_literals(kind)
+    if literals is not None:
+        return "int \\| " + " \\| ".join(f"`{v}`" for v in literals)
+    if typing.get_origin(kind) is Literal:
+        return " \\| ".join(f"`{v}`" for v in get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        return "tuple"
+    return getattr(kind, "__name__", str(kind)).replace("|", "\\|")
+
+
+def choices_of(kind: Any) -> tuple[Any, ...] | None:
+    r"""The values a field may take, when it names them (a ``Literal``), else ``None``."""
+    return get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
+def parse_text(kind: Any) -> Callable[[str], Any]:
+    r"""How a command line's text becomes a value of the field type ``kind`` (then checked as
+    any value is): numbers, names, ``int | "auto"``, and comma lists for tuples (``""`` or
+    ``"none"``: the empty tuple). A bad text is a ``ValueError`` that says what was expected."""
+    literals = _union_literals(kind)
+    if literals is not None:
+
+        def int_or_named(text: str) -> Any:
+            if text in literals:
+                return text
+            try:
+                return int(text)
+            except ValueError:
+                named = " or ".join(repr(v) for v in literals)
+                raise ValueError(f"must be an integer or {named}, got {text!r}") from None
+
+        return int_or_named
+    if typing.get_origin(kind) is tuple:
+        item = get_args(kind)[0]
+
+        def comma_list(text: str) -> tuple[Any, ...]:
+            if text.strip().lower() in ("", "none"):
+                return ()
+            parts = [v.strip() for v in text.split(",")]
+            if item is str:
+                return tuple(parts)
+            try:
+                return tuple(item(v) for v in parts)
+            except ValueError:
+                raise ValueError(
+                    f"must be comma-separated numbers (e.g. 0.45,0.6) or 'none', got {text!r}"
+                ) from None
+
+        return comma_list
+    if kind in (int, float):
+
+        def number(text: str) -> Any:
+            try:
+                return kind(text)
+            except ValueError:
+                raise ValueError(
+                    f"must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+                ) from None
+
+        return number
+    return str
 
 
 class Config:
@@ -346,13 +437,6 @@ class RCSBConfig(Config):
         kept = {k: getattr(self, k) for k in self.STAGE_KEEPS}
         return RCSBConfig.preset(name, **kept, escalation=())
 
-    def _check_field(self, f: dataclasses.Field, kind: Any, value: Any) -> Any:
-        if f.name == "cell_size":
-            if isinstance(value, str) and value != "auto":
-                raise ValueError(f"cell_size must be a positive integer or 'auto', got {value!r}")
-            return value if value == "auto" else check_int(value, "cell_size", 1)
-        return super()._check_field(f, kind, value)
-
     def _check(self) -> None:
         if self.nfe > self.start_step - 1:
             raise ValueError(
@@ -505,15 +589,7 @@ def defaults_table(cls: type[Config] | None = None) -> str:
         "|---|---|---|---|---|",
     ]
     for f in fields(cls):  # type: ignore[arg-type]
-        kind = hints[f.name]
-        if f.name == "cell_size":
-            type_s = "int \\| `auto`"
-        elif typing.get_origin(kind) is Literal:
-            type_s = " \\| ".join(f"`{v}`" for v in get_args(kind))
-        elif typing.get_origin(kind) is tuple:
-            type_s = "tuple"
-        else:
-            type_s = getattr(kind, "__name__", str(kind)).replace("|", "\\|")
+        type_s = type_name(hints[f.name])
         presets = ", ".join(
             f"{name}: `{values[f.name]}`"
             for name, values in cls.PRESETS.items()
