@@ -43,6 +43,7 @@ __all__ = [
     "flush_denormal",
     "format_classes",
     "format_images",
+    "images_in_range",
     "image_generator",
     "image_seeds",
     "make_fabric",
@@ -181,6 +182,25 @@ def check_int(value: Any, name: str, low: int | None = None, high: int | None = 
         hi = "inf" if high is None else high
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     return value
+
+
+def images_in_range(inputs: Any, input_range: str = "check") -> Tensor:
+    r"""The images as float32 in ``[0, 1]`` (detached): checked by :func:`format_images`
+    (``input_range="check"``), or clamped into ``[0, 1]`` (``"clamp"``: for inputs that only
+    leave the range by added noise, as Captum's NoiseTunnel, ``sensitivity_max`` and Quantus'
+    robustness metrics make them)."""
+    check_choice(input_range, "input_range", ("check", "clamp"))
+    try:
+        x = format_images(inputs, check_range=input_range == "check").detach().float()
+    except ValueError as e:
+        if "[0, 1]" not in str(e):
+            raise
+        raise ValueError(
+            f"{e}; inputs that only leave [0, 1] by added noise (Captum's NoiseTunnel, "
+            "sensitivity_max, Quantus' robustness metrics) are explained clamped with "
+            "input_range='clamp'"
+        ) from None
+    return x.clamp(0, 1) if input_range == "clamp" else x
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:

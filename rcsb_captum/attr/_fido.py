@@ -22,12 +22,13 @@ from .._utils import (
     SeedLike,
     as_generator,
     captum_attribute,
+    check_choice,
     check_int,
     check_logits,
     check_number,
     flush_denormal,
     format_classes,
-    format_images,
+    images_in_range,
     model_left_as_given,
     progress_disabled,
 )
@@ -65,6 +66,7 @@ class _MaskAttribution(Attribution):
         l1_coef: float,
         tv_coef: float,
         anneal_steps: int | None,
+        input_range: str = "check",
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
@@ -83,6 +85,7 @@ class _MaskAttribution(Attribution):
         self.anneal_steps = (
             self.steps // 10 if anneal_steps is None else check_int(anneal_steps, "anneal_steps", 0)
         )
+        self.input_range = check_choice(input_range, "input_range", ("check", "clamp"))
 
     # subclasses: initial parameter, keep samples (S x N x 1 x h x w) and the keep probability
     def _init_param(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -157,8 +160,7 @@ class _MaskAttribution(Attribution):
         The model runs in eval mode and no gradient is written to its parameters (only the
         mask's gradient is taken).
         """
-        inputs = format_images(inputs)
-        x = inputs.detach().float()
+        x = images_in_range(inputs, self.input_range)
         n, _, h, w = x.shape
         size = self.mask_size or max(1, min(h, w) // 4)  # FIDO: 56 x 56 at 224 px
         extra = _format_additional_forward_args(additional_forward_args) or ()
@@ -235,6 +237,9 @@ class FIDO(_MaskAttribution):
         temperature (float): Concrete temperature (0.1).
         estimator (str): ``"concrete"`` or ``"reinforce"``.
         init_keep (float): Initial keep probability (0.5, FIDO's ``ard_init`` 0).
+        input_range (str): Inputs outside ``[0, 1]``: an error (``"check"``) or explained
+            clamped into ``[0, 1]`` (``"clamp"``: for Captum's NoiseTunnel and perturbation
+            metrics), as RCSB's option of the same name.
 
     Examples::
 
@@ -258,9 +263,20 @@ class FIDO(_MaskAttribution):
         temperature: float = 0.1,
         estimator: str = "concrete",
         init_keep: float = 0.5,
+        *,
+        input_range: str = "check",
     ) -> None:
         super().__init__(
-            forward_func, infiller, objective, mask_size, steps, lr, l1_coef, tv_coef, anneal_steps
+            forward_func,
+            infiller,
+            objective,
+            mask_size,
+            steps,
+            lr,
+            l1_coef,
+            tv_coef,
+            anneal_steps,
+            input_range,
         )
         if estimator not in ("concrete", "reinforce"):
             raise ValueError(f"estimator must be 'concrete' or 'reinforce', got {estimator!r}")
@@ -344,9 +360,20 @@ class BBMP(_MaskAttribution):
         l1_coef: float = 15.0,
         tv_coef: float = 0.1,
         anneal_steps: int | None = None,
+        *,
+        input_range: str = "check",
     ) -> None:
         super().__init__(
-            forward_func, infiller, objective, mask_size, steps, lr, l1_coef, tv_coef, anneal_steps
+            forward_func,
+            infiller,
+            objective,
+            mask_size,
+            steps,
+            lr,
+            l1_coef,
+            tv_coef,
+            anneal_steps,
+            input_range,
         )
 
     def _init_param(self, shape: tuple[int, ...], device: torch.device) -> Tensor:

@@ -24,6 +24,7 @@ from .._utils import (
     format_classes,
     format_images,
     image_seeds,
+    images_in_range,
     model_left_as_given,
     seeded_global_rng,
 )
@@ -112,22 +113,6 @@ def _check_region_only_options(overrides: dict[str, Any]) -> None:
             "with region= given, set "
             "them on the region source (e.g. AttributionRegion(method, cell_size, area))"
         )
-
-
-def _images(inputs: Any, cfg: RCSBConfig) -> Tensor:
-    # the images as float32 in [0, 1]: checked, or clamped with input_range="clamp" (the
-    # counterfactual keeps the caller's pixels outside the region either way)
-    try:
-        x = format_images(inputs, check_range=cfg.input_range == "check").detach().float()
-    except ValueError as e:
-        if "[0, 1]" not in str(e):
-            raise
-        raise ValueError(
-            f"{e}; inputs that only leave [0, 1] by added noise (Captum's NoiseTunnel, "
-            "sensitivity_max, Quantus' robustness metrics) are explained clamped with "
-            "input_range='clamp'"
-        ) from None
-    return x.clamp(0, 1) if cfg.input_range == "clamp" else x
 
 
 class RCSB(Attribution):
@@ -365,7 +350,7 @@ class RCSB(Attribution):
         cfg = self.config.replace(**overrides)
         if not self._own_region:
             _check_region_only_options(overrides)
-        x = _images(inputs, cfg)
+        x = images_in_range(inputs, cfg.input_range)
         extra = _format_additional_forward_args(additional_forward_args) or ()
         offset = check_int(index_offset, "index_offset", 0)
         with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
@@ -429,7 +414,9 @@ class RCSB(Attribution):
         cfg = self.config.replace(**overrides)
         if region is not None or not self._own_region:
             _check_region_only_options(overrides)
-        x = _images(inputs, cfg)  # no graph is built through the caller's inputs
+        x = images_in_range(
+            inputs, cfg.input_range
+        )  # no graph is built through the caller's inputs
         inputs = format_images(inputs, check_range=False)
         if internal_batch_size is not None:
             internal_batch_size = check_int(internal_batch_size, "internal_batch_size", 1)

@@ -70,3 +70,27 @@ def test_clamped_inputs_keep_their_own_pixels_outside(classifier, tiny_bridge, i
     assert torch.equal(a, b.samples)
     with pytest.raises(ValueError, match="input_range"):
         RCSB(classifier, tiny_bridge, input_range="wrap")
+
+
+@pytest.mark.parametrize("method", ["FIDO", "BBMP"])
+def test_fido_and_bbmp_take_captum_tuples_and_clamp_noisy_inputs(classifier, images, method):
+    from rcsb_captum import BBMP, FIDO
+    from rcsb_captum.infillers import MeanInfiller
+
+    cls = {"FIDO": FIDO, "BBMP": BBMP}[method]
+    plain = cls(classifier, MeanInfiller(0.5), mask_size=4, steps=3)
+    a = plain.attribute(images, target=0, seed=0)
+    (t,) = plain.attribute((images,), target=0, seed=0)  # a 1-tuple in, a 1-tuple out
+    assert torch.equal(t, a)
+    noisy = images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="input_range='clamp'"):
+        plain.attribute(noisy, target=0, seed=0)
+    clamped = cls(classifier, MeanInfiller(0.5), mask_size=4, steps=3, input_range="clamp")
+    assert torch.equal(
+        clamped.attribute(noisy, target=0, seed=0),
+        clamped.attribute(noisy.clamp(0, 1), target=0, seed=0),
+    )
+    sens = sensitivity_max(clamped.attribute, images, target=0, n_perturb_samples=2, seed=0)
+    assert sens.shape == (2,) and torch.isfinite(sens).all()
+    with pytest.raises(ValueError, match="input_range must be one of"):
+        cls(classifier, input_range="wrap")
