@@ -89,8 +89,12 @@ class Bridge(nn.Module):
         r"""Raise a ``ValueError`` naming ``name`` when ``images`` (``N x C x H x W``) do not fit
         the network's channels and size. The one rule every user of a bridge applies."""
         if self.channels is not None and self.channels != images.shape[1]:
+            c, h, w = images.shape[1:]
             raise ValueError(
-                f"{name} have {images.shape[1]} channels but the bridge takes {self.channels}"
+                f"{name} are {c} x {h} x {w} but the bridge inpaints {self.channels} x "
+                f"{self.image_size or h} x {self.image_size or w} images; use a bridge trained on "
+                f"{c}-channel images (Bridge.load, Bridge.from_i2sb_checkpoint or train_bridge), "
+                "or explain images with the bridge's channels"
             )
         size = self.image_size
         if size is not None and tuple(images.shape[-2:]) != (size, size):

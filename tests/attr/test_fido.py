@@ -196,3 +196,15 @@ def test_nan_logits_stop_with_a_clear_error():
         FIDO(NaNAfterFirst(), MeanInfiller(0.0), mask_size=4, steps=2).attribute(
             _patch_images(2), seed=0
         )
+
+
+def test_a_colour_input_to_a_grey_bridge_infiller_names_both_shapes_and_the_fix():
+    from rcsb_captum import Bridge
+    from rcsb_captum.infillers import BridgeInfiller
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    fido = FIDO(model, BridgeInfiller(Bridge.pretrained("fashion-mnist"), nfe=2), steps=1)
+    with pytest.raises(
+        ValueError, match=r"images are 3 x 32 x 32 but the bridge inpaints 1 x 32 x 32.*3-channel"
+    ):
+        fido.attribute(torch.rand(2, 3, 32, 32), target=0)

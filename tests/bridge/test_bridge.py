@@ -34,7 +34,10 @@ def test_pretrained_bridge_and_default_bridge_for_demo_size(monkeypatch):
 
 
 def test_check_inputs_and_default_for(tiny_bridge, monkeypatch, tmp_path):
-    with pytest.raises(ValueError, match="inputs have 1 channels but the bridge takes 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"inputs are 1 x 32 x 32 but the bridge inpaints 3 x 32 x 32 images; use a bridge trained on 1-channel",
+    ):
         tiny_bridge.check_inputs(torch.rand(1, 1, 32, 32))
     with pytest.raises(ValueError, match="built for 32 x 32"):
         tiny_bridge.check_inputs(torch.rand(1, 3, 16, 16))
