@@ -115,6 +115,31 @@ def test_sigterm_stops_between_batches_and_the_rerun_resumes(reference, folder, 
     json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_rank(reference, folder, tmp_path):
+    # `kill` of the launching process reaches rank 0 only: the ranks agree at each round and
+    # all stop between batches with one line each (no rank left to crash at a barrier)
+    ref, _ = reference
+    out = tmp_path / "term2"
+    cmd = _cli(folder, out, "--devices", "2", "--batch-size", "1")  # 6 rounds of 2 batches
+    proc = start_and_wait(cmd, out, stderr=subprocess.PIPE)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "Error" not in err, err[-2000:]
+    assert err.count("stopped by SIGTERM") == 2  # one line per rank
+    done = sorted(int(p.stem) for p in (out / "records").glob("*.json"))
+    assert 3 <= len(done) < N
+    assert _temporaries(out) == []
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["index"] for r in _manifest(out)] == list(range(N))
+    a, b = _tensors(ref), _tensors(out)
+    for k in a:  # batches of 1 and two processes: the same draws, float rounding apart (as without the signal)
+        assert torch.equal(a[k]["region"], b[k]["region"]), k
+        assert (a[k]["counterfactual"] - b[k]["counterfactual"]).abs().max() < 2e-2, k
+
+
 def test_unreadable_images_are_all_named_or_skipped(folder, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(folder, data)

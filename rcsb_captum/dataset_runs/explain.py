@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice, check_int, make_fabric
@@ -31,6 +32,18 @@ from .settings import RunSettings
 from .summary import summarise
 
 __all__ = ["RunStopped", "explain_dataset"]
+
+
+def _stop_together(fabric: Any, stop: StopSignals) -> None:
+    # a signal may reach one rank only (``kill`` of the launching process; a scheduler that
+    # signals one task): the ranks share the largest signal number received, one small
+    # all-reduce per round, and all raise RunStopped together
+    signum = stop.received or 0
+    if fabric.world_size > 1:
+        flag = torch.tensor([signum], dtype=torch.int64, device=fabric.device)
+        signum = int(fabric.all_reduce(flag, reduce_op="max").item())
+    if signum:
+        raise RunStopped(signum)
 
 
 @contextlib.contextmanager
@@ -168,18 +181,23 @@ def explain_dataset(
         rcsb = build_rcsb(forward_func, the_bridge, settings, device)
         b = settings.batch_size
         batches = [items[i : i + b] for i in range(0, len(items), b)]
-        mine_batches = [bt for k, bt in enumerate(batches) if k % world == rank]
+        # every rank takes the same number of rounds (batch b of round r: b = r * world + rank,
+        # none past the end), so that the ranks can agree at each round whether to stop
+        rounds = -(-len(batches) // world)
         bar = None
         if rank == 0 and show_progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(items), desc="explain-dataset", unit="img", disable=None)
         with StopSignals() as stop:
-            for batch in mine_batches:
+            for r in range(rounds):
                 if bar is not None:  # the global count: records of every rank on the shared disk
                     bar.n = len(os.listdir(out / "records"))
                     bar.refresh()
-                stop.check()  # SIGTERM (or Slurm's SIGUSR1): stop between batches, keep the rest
+                # SIGTERM (or Slurm's SIGUSR1) on any rank stops every rank between batches
+                _stop_together(fabric, stop)
+                k = r * world + rank
+                batch = batches[k] if k < len(batches) else []
                 if all(
                     it.index in finished if finished is not None else is_done(out, it.index)
                     for it in batch
@@ -187,7 +205,7 @@ def explain_dataset(
                     continue
                 x = load_batch(batch, the_bridge).to(device)
                 explain_batch(rcsb, batch, x, settings, out, forward_func)
-            stop.check()
+            _stop_together(fabric, stop)
         fabric.barrier()
         if rank != 0:
             return None
