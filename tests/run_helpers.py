@@ -30,6 +30,8 @@ def _cli(folder, out, *extra):
         "--accelerator",
         "cpu",
         "--quiet",
+        "--threads",  # the in-process reference runs with one thread too: bits depend on it
+        "1",
         *FAST,
         *extra,
     ]
@@ -47,16 +49,23 @@ def run_dataset(folder, out, settings=SETTINGS, **kwargs):
     """explain_dataset on the shipped demo models, on the CPU, quietly."""
     from rcsb_captum.dataset_runs import explain_dataset
 
-    return explain_dataset(
-        folder,
-        "rcsb_captum.demo:load_demo_classifier",
-        "fashion-mnist",
-        out,
-        settings,
-        accelerator="cpu",
-        show_progress=False,
-        **kwargs,
-    )
+    # one thread, as the CLI runs of the tests (--threads 1): a run's bits depend on the thread
+    # count, and the default differs between machines and environments (OMP_NUM_THREADS)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return explain_dataset(
+            folder,
+            "rcsb_captum.demo:load_demo_classifier",
+            "fashion-mnist",
+            out,
+            settings,
+            accelerator="cpu",
+            show_progress=False,
+            **kwargs,
+        )
+    finally:
+        torch.set_num_threads(before)
 
 
 def start_and_wait(cmd, out, stderr=subprocess.DEVNULL):
