@@ -33,6 +33,7 @@ from .loading import (
     text_segmenter,
 )
 from .outputs import RunEnvironmentError
+from .service import build_rcsb, explain_images
 from .settings import RunSettings, parse_class_map, parse_class_names
 
 __all__ = [
@@ -41,7 +42,9 @@ __all__ = [
     "DatasetItem",
     "ExportedClassifier",
     "RunSettings",
+    "build_rcsb",
     "explain_dataset",
+    "explain_images",
     "fingerprint",
     "half_dtype",
     "list_images",
