@@ -131,7 +131,8 @@ def test_sigterm_to_the_launcher_stops_every_rank(reference, folder, tmp_path):
     done = sorted(int(p.stem) for p in (out / "records").glob("*.json"))
     assert 3 <= len(done) < N
     assert _temporaries(out) == []
-    again = subprocess.run(cmd, capture_output=True, text=True)
+    # the rest on one process: the same settings, so it resumes the two-process run
+    again = subprocess.run(_cli(folder, out, "--batch-size", "1"), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [r["index"] for r in _manifest(out)] == list(range(N))
     a, b = _tensors(ref), _tensors(out)
