@@ -31,51 +31,33 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fashion_mnist import load_fashion_mnist  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from diffae_probe import probe as linear_probe  # noqa: E402
+
+from rcsb_captum.autoencoder import RECIPES as LIBRARY_RECIPES  # noqa: E402
 from rcsb_captum.autoencoder import DiffusionAutoencoder, train_diffae  # noqa: E402
-from rcsb_captum.autoencoder.diffae import _default_config  # noqa: E402
+from rcsb_captum.autoencoder import recipe_config as library_recipe_config  # noqa: E402
 from rcsb_captum.demo import PAIRED_CLASSES, load_demo_classifier  # noqa: E402
 
-# recipe name -> config overrides of the 1 x 32 x 32 default
+# recipe name -> config overrides of the 1 x 32 x 32 default: the library's two recipes
+# (rcsb_captum.autoencoder.RECIPES; "v-p2" is "v-patch2") and the variants compared with them
+_PATCH2 = {k: v for k, v in LIBRARY_RECIPES["v-patch2"].items() if k != "prediction"}
 RECIPES: dict[str, dict] = {
-    "eps": {},
+    "eps": LIBRARY_RECIPES["eps"],
     "v": {"prediction": "v"},
-    "eps-p2": {"patch": 2, "channel_mult": (1, 2), "attention_resolutions": (2,)},
-    "v-p2": {"prediction": "v", "patch": 2, "channel_mult": (1, 2), "attention_resolutions": (2,)},
-    "v-p2-w64": {
-        "prediction": "v",
-        "patch": 2,
-        "model_channels": 64,
-        "channel_mult": (1, 2),
-        "attention_resolutions": (2,),
-        "num_head_channels": 32,
-    },
+    "eps-p2": _PATCH2,
+    "v-p2": LIBRARY_RECIPES["v-patch2"],
+    "v-p2-w64": {**LIBRARY_RECIPES["v-patch2"], "model_channels": 64, "num_head_channels": 32},
 }
 
 
 def recipe_config(name: str) -> dict:
-    return {**_default_config(32, 1), **RECIPES[name]}
+    return {**library_recipe_config("eps", 32, 1), **RECIPES[name]}
 
 
 @torch.no_grad()
 def codes(ae: DiffusionAutoencoder, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([ae.semantic(x[i : i + 500]) for i in range(0, len(x), 500)])
-
-
-def linear_probe(z_train, y_train, z_test, y_test) -> float:
-    mean, std = z_train.mean(0), z_train.std(0).clamp_min(1e-6)
-    a, b = (z_train - mean) / std, (z_test - mean) / std
-    lin = torch.nn.Linear(a.shape[1], 10)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=300, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(lin(a), y_train) + 1e-4 * lin.weight.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return float((lin(b).argmax(1) == y_test).float().mean())
 
 
 @torch.no_grad()

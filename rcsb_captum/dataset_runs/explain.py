@@ -16,17 +16,15 @@ from torch import Tensor, nn
 from .._utils import check_choice, check_int, make_fabric
 from ..bridge.bridge import Bridge
 from ..durable import (
-    RunLock,
     RunStopped,
     StopSignals,
-    describe_os_error,
     remove_stale_temporaries,
     text_bytes,
 )
 from ..regions import REGION_NAMES
 from .inputs import list_images, load_batch, readable_items
 from .loading import fingerprint, half_dtype, load_bridge, load_model
-from .outputs import RunEnvironmentError, is_done, make_folders, record_path, write_durably
+from .outputs import RunEnvironmentError, claim_folder, is_done, record_path, write_durably
 from .service import build_rcsb, explain_batch
 from .settings import RunSettings
 from .summary import summarise
@@ -50,19 +48,12 @@ def _stop_together(fabric: Any, stop: StopSignals) -> None:
 def _exclusive(fabric: Any, out: Path) -> Iterator[None]:
     # one run per out-dir for the body: rank 0 makes the folders and takes the lock, every
     # rank stops with the same one line when it cannot; the ranks of this run share it
-    lock = RunLock(out)
+    lock = None
     problem = ""
     if fabric.global_rank == 0:
         try:
-            make_folders(out)
-            lock.acquire()
-        except OSError as e:  # RunEnvironmentError included
-            problem = (
-                str(e)
-                if isinstance(e, RunEnvironmentError)
-                else describe_os_error(e, f"locking {out}")
-            )
-        except RuntimeError as e:
+            lock = claim_folder(out)
+        except RunEnvironmentError as e:
             problem = str(e)
     problem = fabric.broadcast(problem, src=0) if fabric.world_size > 1 else problem
     if problem:
@@ -70,7 +61,7 @@ def _exclusive(fabric: Any, out: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        if fabric.global_rank == 0:
+        if lock is not None:
             lock.release()
 
 

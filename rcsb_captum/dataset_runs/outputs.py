@@ -1,5 +1,5 @@
 r"""A dataset run's per-image outputs: where each file lives, durable writes that report an
-environment error in one line, and the check that an image is finished."""
+environment error in one line, the out-dir lock, and the check that an image is finished."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor
 
 from ..durable import (
+    RunLock,
     atomic_write,
     describe_os_error,
     finished,
@@ -17,6 +18,7 @@ from ..durable import (
 
 __all__ = [
     "RunEnvironmentError",
+    "claim_folder",
     "is_done",
     "output_paths",
     "record_path",
@@ -73,10 +75,20 @@ def is_done(out: Path, index: int) -> bool:
     return finished(*output_paths(out, index))
 
 
-def make_folders(out: Path) -> None:
-    r"""The output folders of the layout, or a :class:`RunEnvironmentError` in one line."""
+def claim_folder(out: Path) -> RunLock:
+    r"""Make the layout's folders and take the out-dir lock (one writer per folder, released
+    by the OS if the process dies); returns the held lock. A failure is one
+    :class:`RunEnvironmentError` line: the OS error, or the run that holds the folder."""
     try:
         for sub in ("images", "tensors", "records"):
             (out / sub).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunEnvironmentError(describe_os_error(e, f"creating {out}")) from None
+    lock = RunLock(out)
+    try:
+        lock.acquire()
+    except RuntimeError as e:  # another run holds it: the message names the holder
+        raise RunEnvironmentError(str(e)) from None
+    except OSError as e:
+        raise RunEnvironmentError(describe_os_error(e, f"locking {out}")) from None
+    return lock

@@ -21,12 +21,12 @@ from torch import Tensor
 
 from ..attr import RCSB
 from ..bridge.bridge import Bridge
-from ..durable import RunLock, text_bytes, torch_bytes
+from ..durable import text_bytes, torch_bytes
 from ..records import counterfactual_records
 from ..regions import named_region
 from .inputs import DatasetItem
 from .loading import text_segmenter
-from .outputs import RunEnvironmentError, make_folders, record_path, save_png, write_durably
+from .outputs import claim_folder, record_path, save_png, write_durably
 from .settings import RunSettings
 from .summary import summarise
 
@@ -190,16 +190,11 @@ def explain_images(
         for i in range(n)
     ]
     out = Path(out_dir)
-    make_folders(out)
     # per-image masks are cut with the batches; any other region is built once
     per_image = isinstance(region, Tensor) and region.shape[0] == n > 1
     rcsb = None if per_image else build_rcsb(forward_func, bridge, settings, images.device, region)
     b = settings.batch_size
-    lock = RunLock(out)  # one writer per folder, as a dataset run
-    try:
-        lock.acquire()
-    except RuntimeError as e:  # another run holds the folder: one line naming it
-        raise RunEnvironmentError(str(e)) from None
+    lock = claim_folder(out)  # one writer per folder, as a dataset run
     try:
         for i in range(0, n, b):
             sl = slice(i, i + b)
