@@ -62,6 +62,17 @@ PAPER = {"nfe": 100, "n_samples": 2}
 # the realistic preset before noise_temperature existed: per-image Adam, smoothing 2 px,
 # the IG region of 0.6; the rows built on it stay fixed whatever the shipped preset becomes
 SMOOTH2 = {"guidance_adam": "image", "guidance_smoothing": 2.0, "area": 0.6}
+# fast_10x as first shipped (2026-12-01): the gradient through the bridge down to half the first
+# step's noise, the region's IG of 8 steps; the fast_10x+... variants are built on it
+FAST_10X_V1 = {**PRESETS["fast_10x"], "guidance_switch": 0.5, "ig_steps": 8}
+# realistic_fast as first shipped: 2 samples of 20 steps, the most confident flip kept
+REALISTIC_FAST_V1 = {
+    **PRESETS["realistic_fast"],
+    "n_samples": 2,
+    "nfe": 20,
+    "sample_selection": "confident",
+}
+
 VARIANTS: dict[str, dict] = {
     # name: RCSB options (beyond the defaults), "area" of the IG region, "bridge" file
     "paper": {**PAPER},
@@ -180,9 +191,12 @@ VARIANTS: dict[str, dict] = {
         for name in ("near_paper_4x", "fast", "fast_10x", "realistic_fast")
         if name in PRESETS
     },
+    "fast_10x-v1": {**PAPER, **FAST_10X_V1, "own_region": True},
+    "realistic_fast-v1": {**PAPER, **REALISTIC_FAST_V1, "own_region": True},
+    "realistic_fast+ig4": {**PAPER, **PRESETS["realistic_fast"], "ig_steps": 4, "own_region": True},
     "fast_10x-no-escalation": {
         **PAPER,
-        **PRESETS["fast_10x"],
+        **FAST_10X_V1,
         "escalation": (),
         "own_region": True,
     },
@@ -202,7 +216,7 @@ VARIANTS: dict[str, dict] = {
     # realistic_fast without its escalation (nothing escalated there: every input flipped)
     "realistic+s2+n20+ref100": {
         **PAPER,
-        **PRESETS["realistic_fast"],
+        **REALISTIC_FAST_V1,
         "escalation": (),
         "own_region": True,
     },
@@ -221,15 +235,15 @@ VARIANTS: dict[str, dict] = {
     # the same on the cached IG-50 regions (the region's share of the difference)
     "realistic+s2+n20+ref100+ig50-cached": {
         **PAPER,
-        **PRESETS["realistic_fast"],
+        **REALISTIC_FAST_V1,
         "ig_steps": 50,
         "escalation": (),
     },
     # the presets' first rows, run when precision auto meant bf16 on this CPU (AVX512-BF16)
-    "fast_10x-bf16": {**PAPER, **PRESETS["fast_10x"], "precision": "bf16", "own_region": True},
+    "fast_10x-bf16": {**PAPER, **FAST_10X_V1, "precision": "bf16", "own_region": True},
     "fast_10x-no-escalation-bf16": {
         **PAPER,
-        **PRESETS["fast_10x"],
+        **FAST_10X_V1,
         "escalation": (),
         "precision": "bf16",
         "own_region": True,
@@ -241,13 +255,61 @@ VARIANTS: dict[str, dict] = {
         "own_region": True,
     },
     # cheaper variants of fast_10x: fewer steps, fewer IG steps in the region
-    "fast_10x+nfe20": {**PAPER, **PRESETS["fast_10x"], "nfe": 20, "own_region": True},
-    "fast_10x+ig4": {**PAPER, **PRESETS["fast_10x"], "ig_steps": 4, "own_region": True},
+    "fast_10x+nfe20": {**PAPER, **FAST_10X_V1, "nfe": 20, "own_region": True},
+    "fast_10x+ig4": {**PAPER, **FAST_10X_V1, "ig_steps": 4, "own_region": True},
+    # fewer steps through the bridge: the x0 gradient from a higher noise level on
+    **{
+        f"fast_10x+sw{sw}{'+ig4' if ig == 4 else ''}": {
+            **PAPER,
+            **FAST_10X_V1,
+            "guidance_switch": sw,
+            "ig_steps": ig,
+            "own_region": True,
+        }
+        for sw in (0.6, 0.7, 0.75)
+        for ig in (8, 4)
+    },
+    # realistic_fast with more steps, the later ones guided at x0 (about the same cost)
+    **{
+        f"realistic_fast+n{n}+sw{sw}": {
+            **PAPER,
+            **REALISTIC_FAST_V1,
+            "nfe": n,
+            "guidance_grad": "xt-x0",
+            "guidance_switch": sw,
+            "own_region": True,
+        }
+        for n, sw in ((25, 0.6), (30, 0.75), (40, 0.75))
+    },
+    # realistic_fast with more, shorter samples, the most stable flip kept
+    **{
+        f"realistic_fast+s{s}n{n}{'+stable' if sel == 'stable' else ''}": {
+            **PAPER,
+            **REALISTIC_FAST_V1,
+            "n_samples": s,
+            "nfe": n,
+            "sample_selection": sel,
+            "own_region": True,
+        }
+        for s, n in ((4, 10), (3, 16), (5, 8), (6, 7), (8, 5), (5, 10))
+        for sel in ("confident", "stable")
+    },
+    # the same with more push (guidance of 175 steps)
+    **{
+        f"fast_10x+sw{sw}+ref175": {
+            **PAPER,
+            **FAST_10X_V1,
+            "guidance_switch": sw,
+            "guidance_reference_nfe": 175,
+            "own_region": True,
+        }
+        for sw in (0.6, 0.75)
+    },
     # the presets in float32 (precision auto picks bf16 on CPUs with AVX512-BF16 / AMX)
-    "fast_10x-fp32": {**PAPER, **PRESETS["fast_10x"], "precision": "fp32", "own_region": True},
+    "fast_10x-fp32": {**PAPER, **FAST_10X_V1, "precision": "fp32", "own_region": True},
     "realistic_fast-fp32": {
         **PAPER,
-        **PRESETS["realistic_fast"],
+        **REALISTIC_FAST_V1,
         "precision": "fp32",
         "own_region": True,
     },
@@ -518,8 +580,9 @@ def write_table(a, out, model, oracle, robust, images, labels, x, cf):
         "Brackets: difference from the paper setting on the same images, 95 % paired bootstrap.",
         "",
         "| variant | options | area | flip | COUT | oracle (/ceil) | robust (/ceil) | HF ratio | "
-        "realism FID | L1 in | escalated | Δrobust vs paper | ΔHF vs paper | Δflip vs paper |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "realism FID | L1 in | escalated | ΔCOUT vs paper | Δrobust vs paper | ΔHF vs paper | "
+        "Δflip vs paper |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         opts = VARIANTS.get(name, {})
@@ -539,7 +602,7 @@ def write_table(a, out, model, oracle, robust, images, labels, x, cf):
             f"| {name} | {opt_s} | {m['area']:.3f} | {m['flip']:.3f} | {m['cout']:.3f} | "
             f"{m['oracle']:.3f} ({m['oracle'] / ceil_o:.2f}) | "
             f"{m['robust']:.3f} ({m['robust'] / ceil_r:.2f}) | {m['hf']:.2f} | {fid:.2f} | "
-            f"{m['l1']:.3f} | {escalated(r)} | {delta('robust')} | {delta('hf', '{:+.2f}')} | "
+            f"{m['l1']:.3f} | {escalated(r)} | {delta('cout')} | {delta('robust')} | {delta('hf', '{:+.2f}')} | "
             f"{delta('flip')} |"
         )
     if a.note:

@@ -8,6 +8,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from captum._utils.common import (
+    _expand_and_update_additional_forward_args,
+    _expand_and_update_target,
+)
 from captum.attr import (
     Attribution,
     IntegratedGradients,
@@ -18,7 +22,14 @@ from captum.attr import (
 )
 from torch import Tensor
 
-from ._utils import check_choice, check_int, check_number, per_input, seeded_global_rng
+from ._utils import (
+    check_choice,
+    check_int,
+    check_number,
+    image_generator,
+    per_input,
+    seeded_global_rng,
+)
 
 __all__ = [
     "AttributionRegion",
@@ -200,6 +211,58 @@ def attribution_to_region(
     return region.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :h, :w].contiguous()
 
 
+#: NoiseTunnel options that :func:`_noise_tunnel_with_generator` reproduces; with any other
+#: option of NoiseTunnel (baselines drawn from a distribution, sample batches, per-input
+#: deviations) the region seeds torch's global generator instead
+_NT_OWN = ("nt_type", "nt_samples", "stdevs")
+_NT_OTHER = ("nt_samples_batch_size", "draw_baseline_from_distrib", "return_convergence_delta")
+
+
+def _noise_tunnel_with_generator(
+    tunnel: NoiseTunnel,
+    inputs: Tensor,
+    target: Any,
+    kwargs: dict[str, Any],
+    generator: torch.Generator,
+) -> Tensor | None:
+    r"""Captum's ``NoiseTunnel.attribute`` for one tensor input, the noise drawn from
+    ``generator`` instead of torch's global generator; ``None`` where the options are not the
+    plain ones this reproduces (then the caller seeds the global generator).
+
+    Bit for bit the NoiseTunnel's result under ``torch.manual_seed(s)`` when ``generator`` is
+    seeded with ``s``: the same draw (``torch.normal`` with a tensor of ``stdevs`` of the
+    expanded input's shape), the same expansion of ``target`` and tensor forward arguments
+    (each input's copies next to each other, Captum's helpers), the same sums and scaling
+    (Captum 0.9, ``captum/attr/_core/noise_tunnel.py``). With no global state, concurrent
+    calls need no lock."""
+    if any(k in kwargs for k in _NT_OTHER) or not isinstance(kwargs.get("stdevs", 1.0), float):
+        return None
+    rest = {k: v for k, v in kwargs.items() if k not in _NT_OWN}
+    if any(k in rest for k in ("baselines", "feature_mask")):
+        return None  # expanded by NoiseTunnel in ways not reproduced here
+    nt_type = kwargs.get("nt_type", "smoothgrad")
+    n = int(kwargs.get("nt_samples", 5))
+    stdev = float(kwargs.get("stdevs", 1.0))
+    inner = tunnel.attribution_method
+    with torch.no_grad():
+        size = (inputs.shape[0] * n, *inputs.shape[1:])
+        std = torch.tensor(stdev, device=inputs.device).repeat(size)
+        noisy = inputs.repeat_interleave(n, dim=0) + torch.normal(0, std, generator=generator)
+        noisy.requires_grad_()  # a leaf for the gradient methods (no warning that they set it)
+        rest["target"] = target
+        _expand_and_update_additional_forward_args(n, rest)  # as NoiseTunnel expands them
+        _expand_and_update_target(n, rest)
+        attr = inner.attribute.__wrapped__(inner, noisy, **rest)  # unlogged, as NoiseTunnel
+        if isinstance(attr, tuple):
+            (attr,) = attr
+        per = attr.view(inputs.shape[0], n, *attr.shape[1:])
+        mean = per.sum(dim=1, keepdim=False) * 1 / n
+        if nt_type == "smoothgrad":
+            return mean
+        mean_sq = torch.sum(torch.pow(per, 2), dim=1, keepdim=False) * 1 / n
+        return mean_sq if nt_type == "smoothgrad_sq" else mean_sq - mean * mean
+
+
 class AttributionRegion(RegionSource):
     r"""A region from ANY Captum attribution method, as in RCSB's automated region extraction.
 
@@ -212,8 +275,12 @@ class AttributionRegion(RegionSource):
         area (float): Largest fraction of the image in the region (default 0.3).
         per_image (bool, optional): Call ``method`` one image at a time, each under its own
             seed, so that a random method's region of an image does not depend on the batch.
-            Default: on for :class:`~captum.attr.NoiseTunnel` (which draws from torch's global
-            generator), off otherwise.
+            Default: on for :class:`~captum.attr.NoiseTunnel`, off otherwise. A NoiseTunnel's
+            noise is then drawn from the image's own generator (bit for bit what Captum draws
+            under ``torch.manual_seed`` of that seed),
+            with no global state; with ``nt_samples_batch_size``, ``baselines`` or
+            ``draw_baseline_from_distrib`` torch's global generator is seeded and restored
+            around the call instead (one thread at a time).
         **attribute_kwargs: Passed to ``method.attribute`` (e.g. ``nt_samples``,
             ``sliding_window_shapes``).
 
@@ -306,8 +373,21 @@ class AttributionRegion(RegionSource):
                         lambda a: a[i : i + 1],  # noqa: B023 (used at once)
                     )
                 t = target[i : i + 1] if isinstance(target, Tensor) and target.ndim else target
-                with seeded_global_rng(seed, inputs.device):
-                    parts.append(self._attribute(inputs[i : i + 1], t, kw))
+                own = None
+                if isinstance(self.method, NoiseTunnel) and hasattr(
+                    self.method.attribution_method.attribute, "__wrapped__"
+                ):
+                    own = _noise_tunnel_with_generator(
+                        self.method,
+                        inputs[i : i + 1].detach(),
+                        t,
+                        kw,
+                        image_generator(seed, inputs.device),
+                    )
+                if own is None:
+                    with seeded_global_rng(seed, inputs.device):
+                        own = self._attribute(inputs[i : i + 1], t, kw)
+                parts.append(own.detach())
             attr = torch.cat(parts)
         return attr
 

@@ -234,3 +234,51 @@ def test_text_region_threshold_area_prompts_and_errors():
         TextRegion(seg, "  ")
     with pytest.raises(TypeError, match="segmenter must be callable"):
         TextRegion("langsam", "a")
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+def test_noise_tunnel_regions_draw_from_their_own_generator_bit_for_bit(classifier, nt_type):
+    import threading
+
+    from rcsb_captum._utils import GLOBAL_RNG_LOCK, seeded_global_rng
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 1, 2])
+    opts = dict(nt_type=nt_type, nt_samples=3, stdevs=0.1, n_steps=4)
+    region = AttributionRegion(NoiseTunnel(IntegratedGradients(classifier)), 8, 0.25, **opts)
+    # Captum's NoiseTunnel itself, one image at a time under torch.manual_seed(seed)
+    want = []
+    for i, seed in enumerate([7, 8, 9]):
+        with seeded_global_rng(seed):
+            nt = NoiseTunnel(IntegratedGradients(classifier))
+            want.append(nt.attribute(x[i : i + 1].requires_grad_(), target=y[i : i + 1], **opts))
+    state = torch.get_rng_state()
+    # no global state: the region is drawn while another thread holds the global-RNG lock
+    got: list[torch.Tensor] = []
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with GLOBAL_RNG_LOCK:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    worker = threading.Thread(target=lambda: got.append(region.attributions(x, y, seeds=[7, 8, 9])))
+    worker.start()
+    worker.join(120)
+    release.set()
+    holder.join()
+    assert got, "the NoiseTunnel region waited for torch's global generator"
+    assert torch.equal(got[0], torch.cat(want).detach())
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_noise_tunnel_options_it_does_not_reproduce_fall_back_to_the_seeded_global_rng(classifier):
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    opts = dict(nt_samples=4, nt_samples_batch_size=2, stdevs=0.1, n_steps=4)
+    region = AttributionRegion(NoiseTunnel(IntegratedGradients(classifier)), 8, 0.25, **opts)
+    a = region.attributions(x, torch.tensor([0, 1]), seeds=[1, 2])
+    torch.manual_seed(123)  # another global state does not matter
+    assert torch.equal(region.attributions(x, torch.tensor([0, 1]), seeds=[1, 2]), a)

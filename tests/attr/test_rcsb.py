@@ -614,3 +614,36 @@ def test_seeded_calls_in_parallel_threads_equal_the_same_calls_alone(classifier,
         for s in seeds:
             assert torch.allclose(got[s], alone[s], atol=1e-5), s
     assert torch.equal(torch.get_rng_state(), state)  # the caller's global stream untouched
+
+
+def test_stable_selection_keeps_the_most_stable_flipped_sample(classifier, tiny_bridge, images):
+    from rcsb_captum.stability import transform_stability
+
+    opts = dict(start_step=100, nfe=3, n_samples=3, guidance_scale=20.0)
+    region = MaskRegion(box_mask())
+    confident = RCSB(classifier, tiny_bridge, region, **opts).generate(images, target=0, seed=4)
+    stable = RCSB(classifier, tiny_bridge, region, sample_selection="stable", **opts).generate(
+        images, target=0, seed=4
+    )
+    # the same samples, another choice among them
+    assert torch.equal(stable.samples, confident.samples)
+    flat = stable.samples.flatten(0, 1)
+    s = transform_stability(classifier, flat, torch.zeros(6, dtype=torch.long)).view(2, 3)
+    key = stable.sample_success.float() * 2 + s
+    for i in range(2):
+        assert torch.equal(stable.counterfactuals[i], stable.samples[i, key[i].argmax()])
+    # the confident rule ranks by p(not target) instead; at least one of them is a flip here
+    assert stable.sample_success.any()
+    p_not = 1 - torch.softmax(classifier(flat), 1)[:, 0].view(2, 3)
+    want = (confident.sample_success.float() * 2 + p_not.detach()).argmax(1)
+    for i in range(2):
+        assert torch.equal(confident.counterfactuals[i], confident.samples[i, want[i]])
+
+
+def test_sample_selection_is_checked_and_kept_by_escalation_stages():
+    from rcsb_captum.config import RCSBConfig
+
+    with pytest.raises(ValueError, match="sample_selection"):
+        RCSBConfig(sample_selection="best")
+    cfg = RCSBConfig.preset("realistic_fast")
+    assert cfg.stage("realistic").sample_selection == cfg.sample_selection
