@@ -291,7 +291,7 @@ VARIANTS: dict[str, dict] = {
             "sample_selection": sel,
             "own_region": True,
         }
-        for s, n in ((4, 10), (3, 16), (5, 8), (6, 7), (8, 5), (5, 10))
+        for s, n in ((4, 10), (3, 16), (5, 8), (6, 7), (8, 5), (5, 10), (5, 9))
         for sel in ("confident", "stable")
     },
     # the same with more push (guidance of 175 steps)

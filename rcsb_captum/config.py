@@ -504,7 +504,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "precision": "auto",
         "escalation": ("near_paper_4x",),
     },
-    # realistic in 5 x 10 steps with the guidance of 100 and IG of 8 steps, the most stable
+    # realistic in 5 x 9 steps with the guidance of 100 and IG of 8 steps, the most stable
     # flip kept; inputs that do not flip are drawn again with realistic (5 samples)
     "realistic_fast": {
         "guidance_adam": "image",
@@ -513,7 +513,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "noise_temperature": 0.8,
         "ig_steps": 8,
         "n_samples": 5,
-        "nfe": 10,
+        "nfe": 9,
         "sample_selection": "stable",
         "guidance_reference_nfe": 100,
         "precision": "auto",

@@ -76,7 +76,7 @@ def test_cli_demo_runs_the_presets_own_steps(tmp_path):
     args = ["demo", "--n-images", "1", "--out-dir", str(out)]
     assert main([*args, "--preset", "fast_10x"]) == 0
     settings = _written(out)[2]
-    assert settings["nfe"] == 25 and settings["ig_steps"] == 8
+    assert settings["nfe"] == 25 and settings["ig_steps"] == 4
     assert main([*args, "--preset", "fast_10x", "--nfe", "12", "--guidance-scale", "2"]) == 0
     settings = _written(out)[2]
     assert settings["nfe"] == 12 and settings["guidance_scale"] == 2.0

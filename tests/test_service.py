@@ -21,11 +21,11 @@ def demo():
 
 def test_a_named_region_takes_the_presets_other_options(demo):
     model, bridge, _, _ = demo
-    # fast_10x sets ig_steps=8, which only the "ig" region takes: saliency still builds
+    # fast_10x sets ig_steps=4, which only the "ig" region takes: saliency still builds
     rcsb = build_rcsb(model, bridge, RunSettings.of("fast_10x", region="saliency"))
     assert isinstance(rcsb.region, AttributionRegion) and rcsb.config.nfe == 25
     ig = build_rcsb(model, bridge, RunSettings.of("fast_10x"))
-    assert ig.config.ig_steps == 8
+    assert ig.config.ig_steps == 4
 
 
 def test_explain_images_writes_the_layout_and_cuts_per_image_masks(demo, tmp_path):
@@ -33,7 +33,9 @@ def test_explain_images_writes_the_layout_and_cuts_per_image_masks(demo, tmp_pat
     masks = torch.zeros(3, 1, 32, 32)
     for i in range(3):
         masks[i, :, 4 * i : 4 * i + 12, 6:26] = 1
-    settings = RunSettings.of("fast_10x", nfe=2, batch_size=2, seed=3)
+    # no escalation: near_paper_4x's 95 Adam-normalised steps carry the batch size's float
+    # rounding to up to 0.05 in a few pixels on some CPUs (docs/reproducibility.md)
+    settings = RunSettings.of("fast_10x", nfe=2, escalation=(), batch_size=2, seed=3)
     summary = explain_images(model, bridge, x, tmp_path, settings, labels=y.tolist(), region=masks)
     assert summary["images"] == 3 and summary["max_change_outside"] == 0
     manifest = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
