@@ -294,7 +294,7 @@ VARIANTS: dict[str, dict] = {
         for s, n in ((4, 10), (3, 16), (5, 8), (6, 7), (8, 5), (5, 10), (5, 9))
         for sel in ("confident", "stable")
     },
-    # the same with more push (guidance of 175 steps)
+    # fast_10x-v1 with a later switch and more push (guidance of 175 steps)
     **{
         f"fast_10x+sw{sw}+ref175": {
             **PAPER,
@@ -602,8 +602,8 @@ def write_table(a, out, model, oracle, robust, images, labels, x, cf):
             f"| {name} | {opt_s} | {m['area']:.3f} | {m['flip']:.3f} | {m['cout']:.3f} | "
             f"{m['oracle']:.3f} ({m['oracle'] / ceil_o:.2f}) | "
             f"{m['robust']:.3f} ({m['robust'] / ceil_r:.2f}) | {m['hf']:.2f} | {fid:.2f} | "
-            f"{m['l1']:.3f} | {escalated(r)} | {delta('cout')} | {delta('robust')} | {delta('hf', '{:+.2f}')} | "
-            f"{delta('flip')} |"
+            f"{m['l1']:.3f} | {escalated(r)} | {delta('cout')} | {delta('robust')} | "
+            f"{delta('hf', '{:+.2f}')} | {delta('flip')} |"
         )
     if a.note:
         lines += ["", a.note]

@@ -25,10 +25,8 @@ from rcsb_captum.demo import load_demo_classifier, load_demo_robust_oracle, load
 from rcsb_captum.stability import transform_stability
 
 sys.path.insert(0, str(Path(__file__).parent))
+from realism import REALISTIC_FAST_V1  # noqa: E402  (one definition; the grid varies it)
 from speed_quality import paired_images  # noqa: E402
-
-# realistic_fast as first shipped: 2 samples of 20 steps (the grid below varies both)
-REALISTIC_FAST_V1 = {**PRESETS["realistic_fast"], "n_samples": 2, "nfe": 20}
 
 SETTINGS = {
     "realistic_fast-noesc": {**REALISTIC_FAST_V1, "escalation": ()},

@@ -235,6 +235,9 @@ def _noise_tunnel_with_generator(
     (each input's copies next to each other, Captum's helpers), the same sums and scaling
     (Captum 0.9, ``captum/attr/_core/noise_tunnel.py``). With no global state, concurrent
     calls need no lock."""
+    inner = tunnel.attribution_method
+    if not hasattr(inner.attribute, "__wrapped__"):  # not decorated as Captum's methods are
+        return None
     if any(k in kwargs for k in _NT_OTHER) or not isinstance(kwargs.get("stdevs", 1.0), float):
         return None
     rest = {k: v for k, v in kwargs.items() if k not in _NT_OWN}
@@ -243,7 +246,6 @@ def _noise_tunnel_with_generator(
     nt_type = kwargs.get("nt_type", "smoothgrad")
     n = int(kwargs.get("nt_samples", 5))
     stdev = float(kwargs.get("stdevs", 1.0))
-    inner = tunnel.attribution_method
     with torch.no_grad():
         size = (inputs.shape[0] * n, *inputs.shape[1:])
         std = torch.tensor(stdev, device=inputs.device).repeat(size)
@@ -277,10 +279,10 @@ class AttributionRegion(RegionSource):
             seed, so that a random method's region of an image does not depend on the batch.
             Default: on for :class:`~captum.attr.NoiseTunnel`, off otherwise. A NoiseTunnel's
             noise is then drawn from the image's own generator (bit for bit what Captum draws
-            under ``torch.manual_seed`` of that seed),
-            with no global state; with ``nt_samples_batch_size``, ``baselines`` or
-            ``draw_baseline_from_distrib`` torch's global generator is seeded and restored
-            around the call instead (one thread at a time).
+            under ``torch.manual_seed`` of that seed), with no global state; with
+            ``nt_samples_batch_size``, ``baselines``, ``feature_mask``,
+            ``draw_baseline_from_distrib`` or per-input ``stdevs`` torch's global generator is
+            seeded and restored around the call instead (one thread at a time).
         **attribute_kwargs: Passed to ``method.attribute`` (e.g. ``nt_samples``,
             ``sliding_window_shapes``).
 
@@ -374,9 +376,7 @@ class AttributionRegion(RegionSource):
                     )
                 t = target[i : i + 1] if isinstance(target, Tensor) and target.ndim else target
                 own = None
-                if isinstance(self.method, NoiseTunnel) and hasattr(
-                    self.method.attribution_method.attribute, "__wrapped__"
-                ):
+                if isinstance(self.method, NoiseTunnel):
                     own = _noise_tunnel_with_generator(
                         self.method,
                         inputs[i : i + 1].detach(),

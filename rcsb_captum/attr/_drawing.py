@@ -185,22 +185,21 @@ def draw(
         call.forward_func, samples.flatten(0, 1), repeat_rows(call.extra_of(rows), s, n), call.batch
     )
     probs = torch.softmax(flat_logits.float(), 1)
+    target, cf = call.target[rows], call.cf(rows)
     stability = None
     if cfg.sample_selection == "stable" and s > 1:
         # the flipped sample whose new class best survives 1-px shifts and blurs: on the shipped
         # models it agrees with an independent robust judge more often than the most confident
         # one (docs: "Speed and realism", benchmarks/sample_selection.py)
-        rep = lambda t: t.repeat_interleave(s, 0)  # noqa: E731
-        cf = call.cf(rows)
         stability = transform_stability(
             call.forward_func,
             samples.flatten(0, 1),
-            rep(call.target[rows]),
-            None if cf is None else rep(cf),
+            target.repeat_interleave(s, 0),
+            None if cf is None else cf.repeat_interleave(s, 0),
             repeat_rows(call.extra_of(rows), s, n),
             call.batch,
         )
-    best, ok = select(probs, call.target[rows], call.cf(rows), n, s, stability)
+    best, ok = select(probs, target, cf, n, s, stability)
     return Draws(samples, probs.view(n, s, -1), best, ok)
 
 
