@@ -2,7 +2,9 @@ r"""In-fillers: replace the dropped pixels of an image (FIDO, Chang et al., ICLR
 
 One interface: ``infiller(images, keep, generator=None)`` with ``images`` ``N x C x H x W`` in
 ``[0, 1]`` and ``keep`` ``N x 1 x H x W`` binary (1 = keep). The kept pixels come back bit for bit;
-only the dropped ones are filled. The heuristic in-fillers follow FIDO's
+only the dropped ones are filled. ``generator`` is one ``torch.Generator`` for the call or, for the
+in-fillers here (``per_row_generators``), one per row, so that a row's draws do not depend on the
+other rows (FIDO and BBMP pass one per image, for a batch equal to its images one at a time). The heuristic in-fillers follow FIDO's
 ``arch/Inpainting/Baseline.py`` (``zzzace2000/FIDO-saliency``); :class:`BridgeInfiller` replaces
 FIDO's generative in-filler (a TensorFlow CA-GAN) with unguided I2SB inpainting.
 """
@@ -10,6 +12,7 @@ FIDO's generative in-filler (a TensorFlow CA-GAN) with unguided I2SB inpainting.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +28,14 @@ __all__ = [
     "Infiller",
     "LocalMeanInfiller",
     "MeanInfiller",
+    "Generators",
     "RandomColorNoiseInfiller",
     "check_fill",
 ]
+
+
+#: one generator for the call, one per row of the images, or none (torch's global generator)
+Generators: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
 
 
 def check_fill(filled: object, images: Tensor, name: str = "infiller") -> Tensor:
@@ -46,15 +54,30 @@ def check_fill(filled: object, images: Tensor, name: str = "infiller") -> Tensor
 
 class Infiller:
     r"""Base class: subclasses implement :meth:`fill` (values for every pixel); ``__call__``
-    checks the arguments and keeps the kept pixels exactly."""
+    checks the arguments and keeps the kept pixels exactly.
 
-    def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
+    A subclass whose :meth:`fill` accepts a sequence of generators, one per row, sets
+    ``per_row_generators = True``; the others get one generator for the call."""
+
+    #: whether :meth:`fill` takes one generator per row as well as one for the call
+    per_row_generators: ClassVar[bool] = False
+
+    def fill(self, images: Tensor, keep: Tensor, generator: Generators) -> Tensor:
         raise NotImplementedError
 
-    def __call__(
-        self, images: Tensor, keep: Tensor, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def __call__(self, images: Tensor, keep: Tensor, generator: Generators = None) -> Tensor:
         images = format_images(images, "images")
+        if not (generator is None or isinstance(generator, torch.Generator)):
+            if not self.per_row_generators:
+                raise TypeError(
+                    f"generator: {type(self).__name__} takes one torch.Generator (it does not "
+                    "set per_row_generators), got a sequence"
+                )
+            if len(generator) != images.shape[0]:
+                raise ValueError(
+                    f"generator: need one per row of images ({images.shape[0]}), got "
+                    f"{len(generator)}"
+                )
         if not isinstance(keep, Tensor):
             raise TypeError(f"keep must be a Tensor, got {type(keep).__name__}")
         if keep.shape != (images.shape[0], 1, *images.shape[-2:]):
@@ -75,10 +98,12 @@ class MeanInfiller(Infiller):
     r"""A constant: ``value`` (a float or one per channel), or by default each image's
     per-channel mean over its kept pixels (FIDO's ``MeanInpainter`` uses the dataset mean)."""
 
+    per_row_generators = True  # draws nothing
+
     def __init__(self, value: float | Sequence[float] | None = None) -> None:
         self.value = value
 
-    def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
+    def fill(self, images: Tensor, keep: Tensor, generator: Generators) -> Tensor:
         if self.value is not None:
             v = torch.as_tensor(self.value, dtype=images.dtype, device=images.device)
             return v.view(1, -1, 1, 1).expand_as(images)
@@ -99,7 +124,9 @@ class LocalMeanInfiller(Infiller):
             raise ValueError(f"window must be a positive odd integer, got {window}")
         self.window = window
 
-    def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
+    per_row_generators = True  # draws nothing
+
+    def fill(self, images: Tensor, keep: Tensor, generator: Generators) -> Tensor:
         k, c = self.window, images.shape[1]
         box = torch.ones(c + 1, 1, k, k, dtype=images.dtype, device=images.device)
         sums = F.conv2d(torch.cat([images * keep, keep], 1), box, padding=k // 2, groups=c + 1)
@@ -115,7 +142,9 @@ class BlurInfiller(Infiller):
     def __init__(self, sigma: float = 10.0) -> None:
         self.sigma = check_number(sigma, "sigma", 0, low_open=True)
 
-    def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
+    per_row_generators = True  # draws nothing
+
+    def fill(self, images: Tensor, keep: Tensor, generator: Generators) -> Tensor:
         return gaussian_blur(images, self.sigma, "reflect")
 
 
@@ -127,7 +156,15 @@ class RandomColorNoiseInfiller(Infiller):
     def __init__(self, noise_std: float = 0.045) -> None:
         self.noise_std = check_number(noise_std, "noise_std", 0)
 
-    def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
+    per_row_generators = True
+
+    def fill(self, images: Tensor, keep: Tensor, generator: Generators) -> Tensor:
+        if not (generator is None or isinstance(generator, torch.Generator)):
+            # one generator per row: each row's colour, then its noise, from its own
+            rows = [
+                self.fill(images[i : i + 1], keep[i : i + 1], g) for i, g in enumerate(generator)
+            ]
+            return torch.cat(rows)
         n, c = images.shape[:2]
         # drawn where the generator lives, as in sample_rcsb
         device = generator.device if generator is not None else images.device
@@ -162,7 +199,9 @@ class BridgeInfiller(Infiller):
     def __repr__(self) -> str:
         return f"BridgeInfiller(nfe={self.nfe}, start_step={self.start_step})"
 
-    def fill(self, images: Tensor, keep: Tensor, generator: torch.Generator | None) -> Tensor:
+    per_row_generators = True  # sample_rcsb takes one generator per image
+
+    def fill(self, images: Tensor, keep: Tensor, generator: Generators) -> Tensor:
         if self.bridge is None:
             self.bridge = Bridge.default_for(images)
         b = self.bridge

@@ -103,3 +103,30 @@ def test_bridge_infiller_rejects_images_the_bridge_does_not_fit(tiny_bridge):
         BridgeInfiller("bridge.pt")
     with pytest.raises(ValueError, match="sigma"):
         BlurInfiller(0.0)
+
+
+@pytest.mark.parametrize("infiller", INFILLERS, ids=repr)
+def test_one_generator_per_row_makes_each_row_independent_of_the_others(infiller, images):
+    keep = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.4).float()
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (11, 12)]
+
+    both = infiller(images, keep, gens())
+    second = infiller(images[1:], keep[1:], gens()[1:])
+    assert torch.equal(both[1:], second)
+    assert torch.equal(both, infiller(images, keep, gens()))
+
+
+def test_per_row_generators_are_checked(images):
+    keep = torch.ones(2, 1, 32, 32)
+    with pytest.raises(ValueError, match="one per row of images"):
+        RandomColorNoiseInfiller()(images, keep, [torch.Generator()])
+
+    class OneGenerator(Infiller):
+        def fill(self, images, keep, generator):
+            return torch.rand(images.shape, generator=generator)
+
+    with pytest.raises(TypeError, match="does not set per_row_generators"):
+        OneGenerator()(images, keep, [torch.Generator(), torch.Generator()])
+    assert OneGenerator()(images, keep, torch.Generator().manual_seed(0)).shape == images.shape

@@ -8,6 +8,7 @@ destroying region) the class evidence when the rest is in-filled. Details follow
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,16 +19,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._utils import (
+    SAMPLING_STREAM,
     ClassesLike,
     SeedLike,
-    as_generator,
+    base_seed,
     captum_attribute,
     check_choice,
     check_int,
     check_logits,
     check_number,
+    derive_seed,
     flush_denormal,
     format_classes,
+    image_generator,
     images_in_range,
     model_left_as_given,
     progress_disabled,
@@ -35,6 +39,31 @@ from .._utils import (
 from ..infillers import BlurInfiller, Infiller, check_fill
 
 __all__ = ["BBMP", "FIDO"]
+
+# the stream of the one generator a call gives an in-filler that takes no per-row generators
+_CALL_STREAM = 2
+
+
+@dataclass
+class _Draws:
+    r"""A call's random sources: one generator per image (its keep samples and, for in-fillers
+    with ``per_row_generators``, its fills), seeded by ``(seed, global index)``, so that an
+    image's mask does not depend on the batch; and one for the call, for other in-fillers."""
+
+    images: list[torch.Generator]
+    call: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int, n: int, offset: int, device: torch.device) -> _Draws:
+        images = [
+            image_generator(derive_seed(seed, offset + i, SAMPLING_STREAM), device)
+            for i in range(n)
+        ]
+        return cls(images, image_generator(derive_seed(seed, offset, _CALL_STREAM), device))
+
+    def rows(self, s: int) -> list[torch.Generator]:
+        # the in-filler's rows are S blocks of the N images (x.repeat(s, 1, 1, 1))
+        return self.images * s
 
 
 def _log_odds(logits: Tensor, target: Tensor) -> Tensor:
@@ -91,7 +120,7 @@ class _MaskAttribution(Attribution):
     def _init_param(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
         raise NotImplementedError
 
-    def _keep_samples(self, param: Tensor, generator: torch.Generator) -> Tensor:
+    def _keep_samples(self, param: Tensor, draws: _Draws) -> Tensor:
         raise NotImplementedError
 
     def _keep_prob(self, param: Tensor) -> Tensor:
@@ -100,16 +129,26 @@ class _MaskAttribution(Attribution):
     def _after_step(self, param: Tensor) -> None:
         pass
 
+    def _infill(self, x: Tensor, keep: Tensor, draws: _Draws, raw: bool = False) -> Tensor:
+        r"""The in-filler's output for ``x`` (``S N`` rows) with binary ``keep``; ``raw``: an
+        :class:`Infiller`'s values at every pixel (:meth:`Infiller.fill`)."""
+        fill = self.infiller
+        if isinstance(fill, Infiller):
+            gen = draws.rows(x.shape[0] // len(draws.images))
+            g = gen if fill.per_row_generators else draws.call
+            return check_fill(fill.fill(x, keep, g) if raw else fill(x, keep, g), x)
+        return check_fill(fill(x, keep, draws.call), x)
+
     def _class_loss(
         self,
         param: Tensor,
         inputs: Tensor,
         target: Tensor,
         extra: tuple,
-        generator: torch.Generator,
+        draws: _Draws,
     ) -> Tensor:
         n, _, h, w = inputs.shape
-        keep = self._keep_samples(param, generator)  # S x N x 1 x h x w
+        keep = self._keep_samples(param, draws)  # S x N x 1 x h x w
         s = keep.shape[0]
         keep_up = F.interpolate(
             keep.flatten(0, 1), size=(h, w), mode="bilinear", align_corners=False
@@ -119,12 +158,7 @@ class _MaskAttribution(Attribution):
         with torch.no_grad():
             # an Infiller's raw fill has values at every pixel (a blur of the whole image, as in
             # FIDO and Fong & Vedaldi), so soft mask values between 0.5 and 1 still get gradient
-            fill = check_fill(
-                self.infiller.fill(x, hard, generator)
-                if isinstance(self.infiller, Infiller)
-                else self.infiller(x, hard, generator),
-                x,
-            )
+            fill = self._infill(x, hard, draws, raw=True)
         mixed = keep_up * x + (1 - keep_up) * fill
         logits = check_logits(self.forward_func(mixed, *extra), mixed.shape[0])
         score = _log_odds(logits, target.repeat(s))
@@ -139,6 +173,7 @@ class _MaskAttribution(Attribution):
         additional_forward_args: Any = None,
         seed: SeedLike = None,
         show_progress: bool = False,
+        index_offset: int = 0,
     ) -> Tensor:
         r"""Learn the mask of each input.
 
@@ -148,8 +183,14 @@ class _MaskAttribution(Attribution):
             target (int, list, Tensor or ndarray, optional): Class explained; ``None``: the
                 prediction.
             additional_forward_args (optional): Extra arguments of ``forward_func``.
-            seed (int or torch.Generator, optional): Makes the result repeatable.
+            seed (int or torch.Generator, optional): Makes the result repeatable: each
+                input draws from its own generator, seeded by ``seed`` and its index, so an
+                input's mask is the same in any batch (up to float rounding of batched
+                kernels) when the in-filler takes per-row generators (every in-filler of
+                :mod:`rcsb_captum.infillers`; a plain callable gets one generator per call).
             show_progress (bool): Progress bar over the optimisation steps.
+            index_offset (int): The global index of ``inputs[0]`` when a dataset is explained
+                in batches: input ``i`` draws as input ``index_offset + i`` (0).
 
         Returns:
             Tensor: Shaped like ``inputs``: the probability that each pixel belongs to the found
@@ -164,7 +205,8 @@ class _MaskAttribution(Attribution):
         n, _, h, w = x.shape
         size = self.mask_size or max(1, min(h, w) // 4)  # FIDO: 56 x 56 at 224 px
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        gen = as_generator(seed, x.device)  # draws happen on the inputs' device
+        offset = check_int(index_offset, "index_offset", 0)
+        draws = _Draws.seeded(base_seed(seed), n, offset, x.device)  # on the inputs' device
         with model_left_as_given(self.forward_func), flush_denormal(x.device.type == "cpu"):
             with torch.no_grad():
                 logits = check_logits(self.forward_func(x, *extra), n)
@@ -187,7 +229,7 @@ class _MaskAttribution(Attribution):
                     p_keep = self._keep_prob(param)
                     region = p_keep if self.objective == "ssr" else 1 - p_keep
                     loss = (
-                        self._class_loss(param, x, tgt, extra, gen)
+                        self._class_loss(param, x, tgt, extra, draws)
                         + ramp * self.l1_coef * region.flatten(1).mean(1)
                         + self.tv_coef * _tv(p_keep)
                     ).sum()
@@ -296,9 +338,11 @@ class FIDO(_MaskAttribution):
     def _keep_prob(self, param: Tensor) -> Tensor:
         return torch.sigmoid(param)
 
-    def _keep_samples(self, param: Tensor, generator: torch.Generator) -> Tensor:
-        u = torch.rand(
-            (self.n_samples, *param.shape), generator=generator, device=generator.device
+    def _keep_samples(self, param: Tensor, draws: _Draws) -> Tensor:
+        # S x N x 1 x h x w, image i's column from image i's generator
+        cell = (self.n_samples, *param.shape[1:])
+        u = torch.stack(
+            [torch.rand(cell, generator=g, device=g.device) for g in draws.images], 1
         ).to(param.device)
         u = u.clamp(1e-6, 1 - 1e-6)
         if self.estimator == "reinforce":
@@ -306,17 +350,17 @@ class FIDO(_MaskAttribution):
         logistic = torch.log(u) - torch.log1p(-u)
         return torch.sigmoid((param + logistic) / self.temperature)  # Concrete(keep, τ)
 
-    def _class_loss(self, param, inputs, target, extra, generator):
+    def _class_loss(self, param, inputs, target, extra, draws):
         if self.estimator == "concrete":
-            return super()._class_loss(param, inputs, target, extra, generator)
+            return super()._class_loss(param, inputs, target, extra, draws)
         # REINFORCE: d/dθ E[f(z)] = E[(f(z) - b) d/dθ log p(z | θ)], b = the mean over samples
         n, _, h, w = inputs.shape
-        keep = self._keep_samples(param, generator)
+        keep = self._keep_samples(param, draws)
         s = keep.shape[0]
         with torch.no_grad():
             keep_up = F.interpolate(keep.flatten(0, 1), size=(h, w), mode="nearest")
             x = inputs.repeat(s, 1, 1, 1)
-            mixed = check_fill(self.infiller(x, keep_up, generator), x)
+            mixed = self._infill(x, keep_up, draws)
             logits = check_logits(self.forward_func(mixed, *extra), mixed.shape[0])
             score = _log_odds(logits, target.repeat(s)).view(s, n)
             sign = -1.0 if self.objective == "ssr" else 1.0
@@ -382,7 +426,7 @@ class BBMP(_MaskAttribution):
     def _keep_prob(self, param: Tensor) -> Tensor:
         return param
 
-    def _keep_samples(self, param: Tensor, generator: torch.Generator) -> Tensor:
+    def _keep_samples(self, param: Tensor, draws: _Draws) -> Tensor:
         return param[None]
 
     def _after_step(self, param: Tensor) -> None:

@@ -63,7 +63,8 @@ def test_fido_finds_the_decisive_patch(objective):
 def test_fido_reinforce_works_without_gradients():
     model = PatchClassifier(hard=True)
     x = _patch_images()
-    kw = dict(mask_size=4, steps=150, lr=0.1, n_samples=16)
+    # 200 steps: passes for each of seeds 0-5 (inside 0.61-0.67, inside - outside 0.42-0.47)
+    kw = dict(mask_size=4, steps=200, lr=0.1, n_samples=16)
     concrete = FIDO(model, MeanInfiller(0.0), **kw).attribute(x, target=1, seed=0)
     # the step function gives the Concrete estimator nothing to follow on the patch
     assert _patch_score(concrete)[0].max() < 0.6
