@@ -48,6 +48,10 @@ RECIPES: dict[str, dict] = {
     "eps-p2": _PATCH2,
     "v-p2": LIBRARY_RECIPES["v-patch2"],
     "v-p2-w64": {**LIBRARY_RECIPES["v-patch2"], "model_channels": 64, "num_head_channels": 32},
+    # the encoder keeps its 4 x 4 layout; the loss weights every step's x0 error alike (P2)
+    "v-p2-flat": {**LIBRARY_RECIPES["v-patch2"], "encoder_pool": "flatten"},
+    "v-p2-x0w": {**LIBRARY_RECIPES["v-patch2"], "p2_gamma": 1.0},
+    "v-p2-flat-x0w": {**LIBRARY_RECIPES["v-patch2"], "encoder_pool": "flatten", "p2_gamma": 1.0},
 }
 
 

@@ -24,12 +24,14 @@ import math
 import numbers
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 __all__ = [
     "as_generator",
@@ -320,6 +322,16 @@ def seeded_global_rng(seed: int | None, device: torch.device | str = "cpu") -> I
 
 
 # -- the user's model ------------------------------------------------------------------------
+
+
+def built_without_drawing(factory: Callable[[], ModuleT]) -> ModuleT:
+    r"""``factory()`` built on the meta device, then given empty CPU storage: no weight is
+    initialised, so torch's global generator is not drawn from (and no time is spent on an
+    initialisation that the loaded weights replace). The caller fills every parameter and
+    buffer: a strict ``load_state_dict`` and the module's non-persistent buffers."""
+    with torch.device("meta"):
+        module = factory()
+    return module.to_empty(device="cpu")
 
 
 def _modules(forward_func: Callable[..., Any]) -> list[nn.Module]:

@@ -125,19 +125,21 @@ def finished(record: Path, tensors: Path, pngs: tuple[Path, ...]) -> bool:
 def describe_os_error(e: OSError, what: str) -> str:
     r"""One line for an environment error while ``what`` (e.g. ``"writing out/records"``):
     the cause and what to do."""
-    where = e.filename or what
+    # the file the OS names, unless ``what`` names it already (a full disk names none)
+    name = os.fsdecode(e.filename) if e.filename is not None else None
+    at = f" ({name})" if name and name not in what else ""
     if e.errno == errno.ENOSPC:
         return (
-            f"no space left on the device while {what} ({where}): free some space and rerun "
+            f"no space left on the device while {what}{at}: free some space and rerun "
             "the same command; finished images are kept and the run resumes"
         )
     if e.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied while {what} ({where}): choose an out-dir you can write to"
+        return f"permission denied while {what}{at}: choose an out-dir you can write to"
     if e.errno == errno.EROFS:
-        return f"read-only file system while {what} ({where}): choose another out-dir"
+        return f"read-only file system while {what}{at}: choose another out-dir"
     if e.errno in (errno.ENOTDIR, errno.EEXIST):
-        return f"{where} is a file where a folder is needed while {what}: choose another out-dir"
-    return f"{e.strerror or e} while {what} ({where})"
+        return f"{name or what} is a file where a folder is needed while {what}: choose another out-dir"
+    return f"{e.strerror or e} while {what}{at}"
 
 
 class RunStopped(Exception):

@@ -2,7 +2,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 
 import pytest
@@ -19,7 +18,7 @@ from rcsb_captum.dataset_runs import (
 )
 from rcsb_captum.demo import load_demo_samples
 
-from .run_helpers import FAST, SETTINGS, N, _cli, _manifest, _tensors, start_and_wait
+from .run_helpers import FAST, SETTINGS, N, _cli, _manifest, _tensors
 
 pytest.importorskip("lightning_fabric")
 
@@ -136,27 +135,6 @@ def test_two_processes_share_the_work(reference, folder, tmp_path):
         assert torch.equal(a[k]["region"], b[k]["region"]), k
         diff = (a[k]["counterfactual"] - b[k]["counterfactual"]).abs()
         assert diff.max() < 2e-2 and diff.mean() < 1e-4, k
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_results(reference, folder, tmp_path):
-    ref, _ = reference
-    out = tmp_path / "killed"
-    cmd = _cli(folder, out)
-    proc = start_and_wait(cmd, out)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished = len(list((out / "records").glob("*.json")))
-    assert finished < N, "the run finished before it could be killed"
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert [r["index"] for r in _manifest(out)] == list(range(N))
-    a, b = _tensors(ref), _tensors(out)
-    for k in a:  # bit-identical to the uninterrupted run
-        assert torch.equal(a[k]["counterfactual"], b[k]["counterfactual"]), k
-        assert torch.equal(a[k]["samples"], b[k]["samples"]), k
-    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
-    assert [strip(r) for r in _manifest(out)] == [strip(r) for r in _manifest(ref)]
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -47,6 +48,56 @@ def test_atomic_write_leaves_no_temporary_on_failure(tmp_path):
     assert target.read_text() == "old" and _temporaries(tmp_path) == []
 
 
+# a process that writes `new` over `old` with atomic_write and is killed (SIGKILL) at one
+# point of the write: half-way through the bytes, before the file's fsync, before the rename,
+# after the rename (before the folder's fsync)
+_KILLED_WRITE = """
+import importlib.util, os, signal, sys
+from pathlib import Path
+
+# the module alone (it needs only the standard library): no torch import, a fast process
+spec = importlib.util.spec_from_file_location("durable", sys.argv[3])
+durable = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(durable)
+phase, target = sys.argv[1], Path(sys.argv[2])
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+
+def write(f):
+    f.write(b"new, first half ")
+    if phase == "writing":
+        f.flush()
+        die()
+    f.write(b"second half")
+
+if phase == "before-fsync":
+    durable.os.fsync = die
+if phase == "before-rename":
+    durable.os.replace = die
+if phase == "after-rename":
+    durable._fsync_dir = die
+durable.atomic_write(target, write)
+"""
+
+
+@pytest.mark.parametrize("phase", ["writing", "before-fsync", "before-rename", "after-rename"])
+def test_kill_9_at_each_point_of_a_write_leaves_the_old_file_or_the_new(phase, tmp_path):
+    target = tmp_path / "records" / "0000003.json"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    module = durable.__file__
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITE, phase, str(target), module])
+    assert proc.returncode == -signal.SIGKILL
+    content = target.read_bytes()
+    if phase == "after-rename":
+        assert content == b"new, first half second half" and _temporaries(tmp_path) == []
+    else:
+        assert content == b"old"  # never a mix, never a truncated file
+        assert len(_temporaries(tmp_path)) == 1  # the killed run's leftover ...
+        removed = durable.remove_stale_temporaries(tmp_path)  # ... which the next run removes
+        assert len(removed) == 1 and _temporaries(tmp_path) == []
+    assert target.read_bytes() == content
+
+
 def test_a_full_disk_is_one_line_and_the_rerun_finishes(reference, folder, tmp_path, monkeypatch):
     ref, _ = reference
     out = tmp_path / "full"
@@ -67,6 +118,47 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(reference, folder, tmp_p
     monkeypatch.setattr("rcsb_captum.dataset_runs.outputs.atomic_write", real)
     run_dataset(folder, out)
     _same_as(ref, out)
+
+
+def _can_mount_tmpfs(tmp):
+    # a user and mount namespace (unshare -rm) lets an unprivileged process mount a tmpfs
+    probe = tmp / "probe"
+    probe.mkdir()
+    cmd = ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe}"]
+    try:
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_and_the_rerun_finishes(reference, folder, tmp_path):
+    # the run writes its out-dir on a 320 KB tmpfs (an image's files take ~65 KB), then what
+    # it left is copied to a real disk and the same command finishes the run there
+    if not _can_mount_tmpfs(tmp_path):
+        pytest.skip("cannot mount a tmpfs here (unshare -rm)")
+    ref, _ = reference
+    small, kept = tmp_path / "small", tmp_path / "kept"
+    small.mkdir()
+    kept.mkdir()
+    run = " ".join(f"'{a}'" for a in _cli(folder, small))
+    script = (
+        f"mount -t tmpfs -o size=320k tmpfs {small} && {{ {run}; echo $? > {tmp_path}/rc; }}"
+        f" && cp -a {small}/. {kept}/"
+    )
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int((tmp_path / "rc").read_text()) == 2, proc.stderr[-2000:]  # as documented
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no space left" in lines[0] and "Traceback" not in proc.stderr
+    assert lines[0].count(str(small)) == 1, lines[0]  # the file, named once
+    assert _temporaries(kept) == []
+    done = sorted(int(p.stem) for p in (kept / "records").glob("*.json"))
+    assert 1 <= len(done) < N
+    again = subprocess.run(_cli(folder, kept), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["index"] for r in _manifest(kept)] == list(range(N))
+    _same_as(ref, kept)
 
 
 def test_damaged_outputs_are_redone_and_listed(reference, folder, tmp_path):
@@ -113,6 +205,56 @@ def test_sigterm_stops_between_batches_and_the_rerun_resumes(reference, folder, 
     assert [r["index"] for r in _manifest(out)] == list(range(N))
     _same_as(ref, out)
     json.loads((out / "summary.json").read_text())
+
+
+# the CLI run, SIGKILLed half-way through writing the file named argv[1] (its temporary file
+# holds half the bytes); argv[2:] is the command line of `rcsb_captum.cli`
+_KILLED_RUN = """
+import os, signal, sys
+from rcsb_captum import cli
+from rcsb_captum.dataset_runs import outputs
+
+name, real = sys.argv[1], outputs.atomic_write
+
+def dying(path, write):
+    if path.name != name:
+        return real(path, write)
+    def half(f):
+        f.write(b"half")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(path, half)
+
+outputs.atomic_write = dying
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_each_file_of_an_image_then_the_rerun_finishes(
+    reference, folder, tmp_path
+):
+    # batches of 3: killed while writing image 3's region PNG (the first of its batch), image
+    # 7's tensor file (the middle one) and image 11's record (the last of the last batch);
+    # each rerun keeps the finished images and redoes the rest
+    ref, _ = reference
+    out = tmp_path / "killed"
+    args = _cli(folder, out)[3:]  # after `python -m rcsb_captum.cli`
+    for name in ("0000003_region.png", "0000007.pt", "0000011.json"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILLED_RUN, name, *args], capture_output=True, text=True
+        )
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        assert any(p.name.startswith(name + ".tmp") for p in _temporaries(out)), name
+        done = sorted(int(p.stem) for p in (out / "records").glob("*.json"))
+        assert done == list(range(int(name[:7]))), (name, done)  # the killed image is not
+    again = subprocess.run(_cli(folder, out), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _temporaries(out) == []
+    assert [r["index"] for r in _manifest(out)] == list(range(N))
+    _same_as(ref, out)
+    a, b = _tensors(ref), _tensors(out)
+    assert all(torch.equal(a[k]["samples"], b[k]["samples"]) for k in a)  # bit-identical
 
 
 @pytest.mark.slow

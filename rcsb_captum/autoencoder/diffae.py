@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._utils import check_choice, check_int, format_images, progress_disabled
+from .._utils import (
+    built_without_drawing,
+    check_choice,
+    check_int,
+    format_images,
+    progress_disabled,
+)
 from ..bridge.checkpoints import read_checkpoint
 from ..bridge.network import ADMUNet
 from .base import LatentAutoencoder
@@ -46,12 +52,28 @@ PAPER_STEPS = {"encode_steps": 250, "decode_steps": 100}
 PRETRAINED = {"fashion-mnist": "fashion_mnist_diffae.pt"}
 
 
+def _alphas_cumprod(timesteps: int) -> Tensor:
+    # DDPM's linear betas from 1e-4 to 0.02 (Ho et al., 2020), as DiffAE
+    betas = np.linspace(1e-4, 0.02, timesteps, dtype=np.float64)
+    return torch.from_numpy(np.cumprod(1 - betas)).float()
+
+
 class SemanticEncoder(nn.Module):
     r"""A CNN from ``C x H x W`` images in ``[-1, 1]`` to ``z_sem`` (``dim``): strided
-    convolutions with GroupNorm and SiLU, global average pooling and a linear map."""
+    convolutions with GroupNorm and SiLU, then global average pooling (``pool="mean"``) or the
+    flattened last feature map (``"flatten"``), and a linear map."""
 
-    def __init__(self, in_channels: int, dim: int, width: int = 32, levels: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        width: int = 32,
+        levels: int = 3,
+        pool: str = "mean",
+        image_size: int = 32,
+    ) -> None:
         super().__init__()
+        check_choice(pool, "config: encoder_pool", ("mean", "flatten"))
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1)]
         ch = width
         for _ in range(levels):
@@ -62,18 +84,27 @@ class SemanticEncoder(nn.Module):
                 nn.Conv2d(ch, out, 3, stride=2, padding=1),
             ]
             ch = out
-        layers += [nn.GroupNorm(min(32, ch // 4), ch), nn.SiLU(), nn.AdaptiveAvgPool2d(1)]
+        layers += [nn.GroupNorm(min(32, ch // 4), ch), nn.SiLU()]
+        # "mean" pools the last feature map to one vector (DiffAE's encoder); "flatten" keeps
+        # its layout (ch x s x s into the linear head), so that where things are reaches z_sem
+        side = 1
+        if pool == "mean":
+            layers.append(nn.AdaptiveAvgPool2d(1))
+        else:
+            side = -(-image_size // 2**levels)
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(ch, dim)
+        self.head = nn.Linear(ch * side * side, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x).flatten(1))
 
 
-#: Named decoder recipes, as overrides of the default configuration: ``"eps"`` (DiffAE's: the
-#: decoder predicts the noise on full-resolution pixels) and ``"v-patch2"`` (v-prediction on
-#: 2 x 2 patches: the encoder gets gradient from the high-noise steps that decide the class,
-#: at 3.3x less compute a step; ``benchmarks/diffae_recipes.py`` compares them).
+#: Named recipes, as overrides of the default configuration: ``"eps"`` (DiffAE's: the decoder
+#: predicts the noise on full-resolution pixels), ``"v-patch2"`` (v-prediction on 2 x 2
+#: patches: the encoder gets gradient from the high-noise steps that decide the class, at
+#: 3.3x less compute a step) and ``"v-patch2-flat"`` (the same with an encoder that keeps its
+#: last 4 x 4 feature map's layout instead of averaging it away); ``benchmarks/diffae_recipes.py``
+#: compares them.
 RECIPES: dict[str, dict[str, Any]] = {
     "eps": {},
     "v-patch2": {
@@ -83,6 +114,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "attention_resolutions": (2,),
     },
 }
+RECIPES["v-patch2-flat"] = {**RECIPES["v-patch2"], "encoder_pool": "flatten"}
 
 
 def recipe_config(name: str, image_size: int, channels: int) -> dict[str, Any]:
@@ -106,6 +138,8 @@ def _default_config(image_size: int, channels: int) -> dict[str, Any]:
         "timesteps": 1000,
         "prediction": "eps",
         "patch": 1,
+        "encoder_pool": "mean",
+        "p2_gamma": 0.0,
     }
 
 
@@ -115,7 +149,10 @@ class DiffusionAutoencoder(LatentAutoencoder):
     Args:
         config (dict): ``image_size``, ``channels``, ``z_dim``, ``encoder_width``,
             ``model_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``
-            (downsampling rates), ``num_head_channels``, ``timesteps``.
+            (downsampling rates), ``num_head_channels``, ``timesteps``, ``prediction``
+            (``"eps"`` or ``"v"``), ``patch``, ``encoder_pool`` (``"mean"`` or
+            ``"flatten"``: :class:`SemanticEncoder`) and ``p2_gamma`` (the training loss's
+            P2 weight ``(1 + SNR(t))^-gamma``; 0: none).
         encode_steps (int): DDIM steps of the inversion to ``x_T`` (paper: 250).
         decode_steps (int): DDIM steps of a render (paper: 100).
 
@@ -133,7 +170,16 @@ class DiffusionAutoencoder(LatentAutoencoder):
         super().__init__()
         c = dict(config)
         self.config = c
-        self.encoder = SemanticEncoder(c["channels"], c["z_dim"], c["encoder_width"])
+        self.encoder = SemanticEncoder(
+            c["channels"],
+            c["z_dim"],
+            c["encoder_width"],
+            pool=c.get("encoder_pool", "mean"),
+            image_size=c["image_size"],
+        )
+        gamma = c.get("p2_gamma", 0.0)
+        if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or gamma < 0:
+            raise ValueError(f"config: p2_gamma must be a number >= 0, got {gamma!r}")
         p = int(c.get("patch", 1))
         if p < 1 or c["image_size"] % p:
             raise ValueError(f"config: patch must divide image_size {c['image_size']}, got {p}")
@@ -155,9 +201,7 @@ class DiffusionAutoencoder(LatentAutoencoder):
         # conds_mean / conds_std), so that latent steps are in units of the data's spread
         self.register_buffer("z_mean", torch.zeros(c["z_dim"]))
         self.register_buffer("z_std", torch.ones(c["z_dim"]))
-        betas = np.linspace(1e-4, 0.02, c["timesteps"], dtype=np.float64)
-        alphas_cumprod = torch.from_numpy(np.cumprod(1 - betas)).float()
-        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        self.register_buffer("alphas_cumprod", _alphas_cumprod(c["timesteps"]), persistent=False)
         self.encode_steps = check_int(encode_steps, "encode_steps", 1, c["timesteps"])
         self.decode_steps = check_int(decode_steps, "decode_steps", 1, c["timesteps"])
 
@@ -323,9 +367,11 @@ class DiffusionAutoencoder(LatentAutoencoder):
         obj = read_checkpoint(path)
         if obj.get("format") != FORMAT or "config" not in obj or "state_dict" not in obj:
             raise ValueError(f"{os.fspath(path)!r} is not an rcsb_captum DiffAE file")
-        ae = cls(obj["config"], **kwargs)
+        ae = built_without_drawing(lambda: cls(obj["config"], **kwargs))
+        ae.alphas_cumprod = _alphas_cumprod(int(ae.config["timesteps"]))  # not in the file
+        z = torch.zeros(ae.z_dim)
         state = dict(obj["state_dict"])
-        for key, default in (("z_mean", ae.z_mean), ("z_std", ae.z_std)):
+        for key, default in (("z_mean", z), ("z_std", z + 1)):
             state.setdefault(key, default)  # files from before the standardisation
         ae.load_state_dict(state)
         return ae.eval().requires_grad_(False)
@@ -408,6 +454,7 @@ def train_diffae(
     device = fabric.device
     ab = model.alphas_cumprod.to(device)
     total = int(config["timesteps"])
+    gamma = float(config.get("p2_gamma", 0.0))
     rank = fabric.global_rank
 
     def micro_loss(wrapped: nn.Module, step: int, micro: int) -> Tensor:
@@ -425,7 +472,14 @@ def train_diffae(
             target = a.sqrt() * noise - (1 - a).sqrt() * x0
         else:
             target = noise
-        return F.mse_loss(wrapped(x_t, t, x0), target)
+        if not gamma:
+            return F.mse_loss(wrapped(x_t, t, x0), target)
+        # P2 weighting (Choi et al., "Perception Prioritized Training of Diffusion Models",
+        # CVPR 2022): lambda_t = (k + SNR(t))^-gamma with k = 1, i.e. (1 - a)^gamma; on v
+        # with gamma = 1 every step's x0 error counts alike, so the high-noise steps (where
+        # only z_sem knows the image) drive the encoder
+        weight = (1 - a).pow(gamma)
+        return ((wrapped(x_t, t, x0) - target).square() * weight).mean()
 
     # the Fabric-wrapped module is the whole autoencoder; its forward is the training pass
     ema = train_loop(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._utils import check_choice, seeded_global_rng
+from .._utils import built_without_drawing, check_choice, seeded_global_rng
 from .checkpoints import (
     FORMAT,
     IMAGENET256_INPAINT_CONFIG,
@@ -191,9 +191,7 @@ class Bridge(nn.Module):
         schedule_kw = {k: config.pop(k) for k in _SCHEDULE_KEYS if k in config}
         ot_ode = bool(config.pop("ot_ode", True))
         checkpoint = read_checkpoint(path)
-        with torch.device("meta"):
-            network = ADMUNet(**adm_config_from_create_model(config))
-        network = network.to_empty(device="cpu")
+        network = built_without_drawing(lambda: ADMUNet(**adm_config_from_create_model(config)))
         load_network_weights(network, checkpoint, weights)
         bridge = cls(network, BridgeSchedule(**schedule_kw), config=config, ot_ode=ot_ode)
         return bridge.half_weights(dtype) if dtype is not None else bridge

@@ -7,6 +7,7 @@ from importlib import resources
 import torch
 from torch import Tensor
 
+from .._utils import built_without_drawing
 from .networks import FashionCNN, OracleNet, RobustOracleNet
 
 __all__ = [
@@ -41,7 +42,7 @@ def load_demo_classifier() -> FashionCNN:
     eval mode. Trained by ``scripts/train_demo_classifier.py`` (93.3 % on test images 0..8999)."""
     with resources.as_file(_data_file("fashion_mnist_classifier.pt")) as path:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model = FashionCNN()
+    model = built_without_drawing(FashionCNN)  # torch's global generator untouched
     model.load_state_dict(state["state_dict"])
     return model.eval()
 
@@ -60,7 +61,7 @@ def load_demo_oracle() -> OracleNet:
     ``scripts/train_demo_classifier.py --arch oracle --epochs 1 --seed 1``; in eval mode."""
     with resources.as_file(_data_file("fashion_mnist_oracle.pt")) as path:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model = OracleNet()
+    model = built_without_drawing(OracleNet)  # torch's global generator untouched
     model.load_state_dict(state["state_dict"])
     return model.eval()
 
@@ -73,7 +74,7 @@ def load_demo_robust_oracle() -> RobustOracleNet:
     ``robust_accuracy``); in eval mode, float32."""
     with resources.as_file(_data_file("fashion_mnist_robust_oracle.pt")) as path:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model = RobustOracleNet()
+    model = built_without_drawing(RobustOracleNet)  # torch's global generator untouched
     model.load_state_dict(
         {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
     )

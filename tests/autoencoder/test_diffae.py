@@ -158,3 +158,44 @@ def test_training_refuses_a_checkpoint_past_steps_or_of_another_config(tmp_path)
         train_diffae(
             data, config=CONFIG, steps=3, **{**kw, "checkpoint_path": tmp_path / "old.ckpt"}
         )
+
+
+def test_flatten_encoder_keeps_the_layout_and_bad_options_are_named():
+    from rcsb_captum.autoencoder.diffae import SemanticEncoder
+
+    flat = SemanticEncoder(1, 8, width=4, pool="flatten", image_size=16)
+    mean = SemanticEncoder(1, 8, width=4, pool="mean", image_size=16)
+    assert flat.head.in_features == 32 * 2 * 2 and mean.head.in_features == 32
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    assert flat(x).shape == mean(x).shape == (3, 8)
+    # the last 2 x 2 feature map, its cells swapped: the averaged code cannot tell, the
+    # flattened one does
+    feats = flat.body(x)
+    swapped = feats.flip(-1)
+    assert not torch.allclose(flat.head(feats.flatten(1)), flat.head(swapped.flatten(1)))
+    pooled = mean.body[:-1](x)
+    assert torch.allclose(mean.head(pooled.mean((2, 3))), mean.head(pooled.flip(-1).mean((2, 3))))
+    ae = DiffusionAutoencoder({**CONFIG, "image_size": 16, "encoder_pool": "flatten"})
+    assert ae.semantic(torch.rand(2, 1, 16, 16)).shape == (2, 8)
+    with pytest.raises(ValueError, match="encoder_pool must be one of"):
+        DiffusionAutoencoder({**CONFIG, "encoder_pool": "max"})
+    with pytest.raises(ValueError, match="p2_gamma must be a number >= 0"):
+        DiffusionAutoencoder({**CONFIG, "p2_gamma": -1})
+
+
+def test_p2_weighting_scales_each_steps_loss_by_one_minus_alpha_bar():
+    # the same draws, the loss weighted by (1 + SNR)^-gamma = (1 - a)^gamma <= 1
+    data = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for gamma in (0.0, 1.0):
+        seen = []
+        train_diffae(
+            data,
+            config={**V_PATCHED, "p2_gamma": gamma},
+            steps=1,
+            batch_size=4,
+            show_progress=False,
+            callback=lambda step, loss: seen.append(loss),  # noqa: B023 (used at once)
+        )
+        losses[gamma] = seen[0]
+    assert 0 < losses[1.0] < losses[0.0]

@@ -104,3 +104,20 @@ def test_part_zones_contain_the_parts_and_leave_room_to_grow():
     assert torch.equal(zones[on], pixels[on])  # the same part where there is garment
     assert (zones[0] == 1).sum() > (pixels[0] == 1).sum()  # room for long sleeves
     assert (zones[1, 0] == 6).any() and not (pixels[1, :4] > 0).any()  # a shaft above the shoe
+
+
+def test_loading_the_shipped_models_draws_nothing_from_the_global_generator():
+    # built on the meta device and loaded: the caller's random stream is left as it was
+    from rcsb_captum import Bridge, DiffusionAutoencoder
+    from rcsb_captum.demo import load_demo_oracle, load_demo_robust_oracle
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    loaders = [load_demo_classifier, load_demo_oracle, load_demo_robust_oracle]
+    loaders += [Bridge.pretrained, DiffusionAutoencoder.pretrained]
+    for load in loaders:
+        model = load()
+        assert all(p.is_floating_point() and torch.isfinite(p).all() for p in model.parameters())
+        assert torch.equal(torch.get_rng_state(), state), load
+    ae = DiffusionAutoencoder.pretrained()
+    assert torch.allclose(ae.alphas_cumprod[[0, -1]], torch.tensor([0.9999, 4.0358e-05]), rtol=1e-3)
