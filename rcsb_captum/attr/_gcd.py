@@ -42,6 +42,7 @@ from .._utils import (
     check_number,
     format_classes,
     format_images,
+    images_in_range,
     model_left_as_given,
     progress_disabled,
 )
@@ -468,6 +469,9 @@ class BBLIG(Attribution):
         n_steps (int): ``K`` (the paper's path length 128; default 32).
         approx_grad (bool): Finite differences (black-box, default) or autograd gradients.
         integral (str): ``"path"`` (default) or ``"straight"`` (see above).
+        input_range (str): Inputs outside ``[0, 1]``: an error (``"check"``) or explained
+            clamped into ``[0, 1]`` (``"clamp"``: for Captum's NoiseTunnel and perturbation
+            metrics), as RCSB's option of the same name.
 
     Examples::
 
@@ -484,6 +488,8 @@ class BBLIG(Attribution):
         n_steps: int = 32,
         approx_grad: bool = True,
         integral: str = "path",
+        *,
+        input_range: str = "check",
     ) -> None:
         if not isinstance(autoencoder, LatentAutoencoder):
             raise TypeError(
@@ -496,6 +502,7 @@ class BBLIG(Attribution):
         self.n_steps = check_int(n_steps, "n_steps", 1)
         self.approx_grad = bool(approx_grad)
         self.integral = check_choice(integral, "integral", ("path", "straight"))
+        self.input_range = check_choice(input_range, "input_range", ("check", "clamp"))
 
     def has_convergence_delta(self) -> bool:
         return True
@@ -552,8 +559,7 @@ class BBLIG(Attribution):
         Returns:
             Tensor shaped like ``inputs`` (and the ``N`` deltas when asked).
         """
-        inputs = format_images(inputs)
-        x = inputs.float()
+        x = images_in_range(inputs, self.input_range)
         k_steps = self.n_steps if n_steps is None else check_int(n_steps, "n_steps", 1)
         approx = self.approx_grad if approx_grad is None else bool(approx_grad)
         ae = self.autoencoder

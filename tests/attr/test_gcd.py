@@ -250,3 +250,29 @@ def test_gcd_config_presets_round_trip_and_overrides():
 
     assert GCDConfig.from_json(json.loads(json.dumps(cpu.to_json()))) == cpu
     assert cpu.diff(paper)["n_iters"] == (6, 52)
+
+
+def test_bblig_takes_captum_tuples_noise_tunnel_and_clamps_noisy_inputs():
+    from captum.attr import NoiseTunnel
+    from captum.metrics import sensitivity_max
+
+    ae = LinearAE()
+    model = OneCoordinate(ae)
+    x = _images(2)
+    direction = torch.ones(D)
+    plain = BBLIG(model, ae, direction=direction, n_steps=4)
+    a = plain.attribute(x, target=0)
+    (t,) = plain.attribute((x,), target=0)  # a 1-tuple in, a 1-tuple out
+    assert torch.equal(t, a)
+    noisy = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="input_range='clamp'"):
+        plain.attribute(noisy, target=0)
+    clamped = BBLIG(model, ae, direction=direction, n_steps=4, input_range="clamp")
+    assert torch.equal(clamped.attribute(noisy, target=0), clamped.attribute(noisy.clamp(0, 1), 0))
+    torch.manual_seed(0)
+    smooth = NoiseTunnel(clamped).attribute(x, target=0, nt_samples=3, stdevs=0.1)
+    assert smooth.shape == x.shape and torch.isfinite(smooth).all()
+    sens = sensitivity_max(clamped.attribute, x, target=0, n_perturb_samples=2)
+    assert sens.shape == (2,) and torch.isfinite(sens).all()
+    with pytest.raises(ValueError, match="input_range must be one of"):
+        BBLIG(model, ae, input_range="wrap")
