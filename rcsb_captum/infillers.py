@@ -28,7 +28,6 @@ __all__ = [
     "Infiller",
     "LocalMeanInfiller",
     "MeanInfiller",
-    "Generators",
     "RandomColorNoiseInfiller",
     "check_fill",
 ]
