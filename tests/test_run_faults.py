@@ -187,19 +187,31 @@ def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(folder, tm
     run_dataset(folder, out)  # once released, the folder is free
 
 
-def test_sigterm_stops_between_batches_and_the_rerun_resumes(reference, folder, tmp_path):
+@pytest.mark.parametrize(
+    "signum, status, word",
+    [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "interrupted")],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_stop_signal_keeps_finished_images_and_the_rerun_resumes(
+    reference, folder, tmp_path, signum, status, word
+):
+    # SIGTERM stops between batches; SIGINT (Ctrl-C) at once, a write included
     ref, _ = reference
-    out = tmp_path / "term"
+    out = tmp_path / "stopped"
     cmd = _cli(folder, out)
     proc = start_and_wait(cmd, out, stderr=subprocess.PIPE)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
+    assert proc.returncode == status, err[-2000:]
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in err
+    assert len(lines) == 1 and word in lines[0] and "Traceback" not in err
     done = sorted(int(p.stem) for p in (out / "records").glob("*.json"))
-    assert 3 <= len(done) < N and len(done) % 3 == 0  # whole batches, none half-written
+    assert 3 <= len(done) < N
+    if signum == signal.SIGTERM:
+        assert len(done) % 3 == 0  # whole batches, none half-written
     assert _temporaries(out) == []
+    for tensors in _tensors(out).values():  # every tensor file left loads
+        assert torch.isfinite(tensors["counterfactual"]).all()
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [r["index"] for r in _manifest(out)] == list(range(N))
