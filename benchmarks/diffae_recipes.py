@@ -52,6 +52,12 @@ RECIPES: dict[str, dict] = {
     "v-p2-flat": {**LIBRARY_RECIPES["v-patch2"], "encoder_pool": "flatten"},
     "v-p2-x0w": {**LIBRARY_RECIPES["v-patch2"], "p2_gamma": 1.0},
     "v-p2-flat-x0w": {**LIBRARY_RECIPES["v-patch2"], "encoder_pool": "flatten", "p2_gamma": 1.0},
+    # labelled comparison, never a default: a linear classifier on z_sem trained with it
+    "v-p2-flat-supervised": {
+        **LIBRARY_RECIPES["v-patch2-flat"],
+        "code_classes": 10,
+        "code_class_weight": 0.1,
+    },
 }
 
 
@@ -138,6 +144,7 @@ def main() -> None:
             done = min(a.steps, done + 250)
             ae = train_diffae(
                 xtr,
+                ytr if RECIPES[name].get("code_classes") else None,
                 config=recipe_config(name),
                 steps=done,
                 batch_size=a.batch_size,

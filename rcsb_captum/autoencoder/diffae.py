@@ -151,8 +151,9 @@ class DiffusionAutoencoder(LatentAutoencoder):
             ``model_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_resolutions``
             (downsampling rates), ``num_head_channels``, ``timesteps``, ``prediction``
             (``"eps"`` or ``"v"``), ``patch``, ``encoder_pool`` (``"mean"`` or
-            ``"flatten"``: :class:`SemanticEncoder`) and ``p2_gamma`` (the training loss's
-            P2 weight ``(1 + SNR(t))^-gamma``; 0: none).
+            ``"flatten"``: :class:`SemanticEncoder`), ``p2_gamma`` (the training loss's
+            P2 weight ``(1 + SNR(t))^-gamma``; 0: none), ``code_classes`` and
+            ``code_class_weight`` (the supervised-code variant; 0: none).
         encode_steps (int): DDIM steps of the inversion to ``x_T`` (paper: 250).
         decode_steps (int): DDIM steps of a render (paper: 100).
 
@@ -177,9 +178,14 @@ class DiffusionAutoencoder(LatentAutoencoder):
             pool=c.get("encoder_pool", "mean"),
             image_size=c["image_size"],
         )
-        gamma = c.get("p2_gamma", 0.0)
-        if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or gamma < 0:
-            raise ValueError(f"config: p2_gamma must be a number >= 0, got {gamma!r}")
+        for key in ("p2_gamma", "code_class_weight"):
+            value = c.get(key, 0.0)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"config: {key} must be a number >= 0, got {value!r}")
+        classes = check_int(c.get("code_classes", 0), "config: code_classes", 0)
+        # the "supervised code" variant: a linear classifier on z_sem trained with the decoder
+        # (labels needed); a labelled comparison, never a default recipe
+        self.code_head = nn.Linear(c["z_dim"], classes) if classes else None
         p = int(c.get("patch", 1))
         if p < 1 or c["image_size"] % p:
             raise ValueError(f"config: patch must divide image_size {c['image_size']}, got {p}")
@@ -387,6 +393,7 @@ class DiffusionAutoencoder(LatentAutoencoder):
 
 def train_diffae(
     images: Tensor,
+    labels: Tensor | None = None,
     *,
     config: Mapping[str, Any] | None = None,
     steps: int = 10_000,
@@ -417,6 +424,9 @@ def train_diffae(
 
     Args:
         images (Tensor): Square training images in ``[0, 1]``.
+        labels (Tensor, optional): Their classes; only for a config with ``code_classes``
+            (the supervised-code variant: a linear classifier on ``z_sem`` trained with the
+            decoder, its cross-entropy weighted by ``code_class_weight``).
         config (dict, optional): :class:`DiffusionAutoencoder`'s (default: the 64-d code, a
             32-channel ADM decoder predicting eps, unpatched).
         steps (int), batch_size (int): Optimisation steps and images per step and process.
@@ -455,11 +465,16 @@ def train_diffae(
     ab = model.alphas_cumprod.to(device)
     total = int(config["timesteps"])
     gamma = float(config.get("p2_gamma", 0.0))
+    class_weight = float(config.get("code_class_weight", 0.0))
+    code_labels = None
+    if model.code_head is not None:
+        code_labels = _code_labels(labels, n, model.code_head.out_features)
     rank = fabric.global_rank
 
     def micro_loss(wrapped: nn.Module, step: int, micro: int) -> Tensor:
         g = step_generator(seed, step, rank, micro)
-        x0 = images[torch.randint(n, (batch_size,), generator=g)] * 2 - 1
+        idx = torch.randint(n, (batch_size,), generator=g)
+        x0 = images[idx] * 2 - 1
         t = torch.randint(total, (batch_size,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         x0, t, noise = x0.to(device), t.to(device), noise.to(device)
@@ -472,14 +487,21 @@ def train_diffae(
             target = a.sqrt() * noise - (1 - a).sqrt() * x0
         else:
             target = noise
-        if not gamma:
-            return F.mse_loss(wrapped(x_t, t, x0), target)
-        # P2 weighting (Choi et al., "Perception Prioritized Training of Diffusion Models",
-        # CVPR 2022): lambda_t = (k + SNR(t))^-gamma with k = 1, i.e. (1 - a)^gamma; on v
-        # with gamma = 1 every step's x0 error counts alike, so the high-noise steps (where
-        # only z_sem knows the image) drive the encoder
-        weight = (1 - a).pow(gamma)
-        return ((wrapped(x_t, t, x0) - target).square() * weight).mean()
+        out = wrapped(x_t, t, x0)
+        logits = None
+        if code_labels is not None:  # the supervised-code variant
+            out, logits = out
+        if gamma:
+            # P2 weighting (Choi et al., "Perception Prioritized Training of Diffusion
+            # Models", CVPR 2022): lambda_t = (k + SNR(t))^-gamma with k = 1, i.e.
+            # (1 - a)^gamma; on v with gamma = 1 every step's x0 error counts alike, so the
+            # high-noise steps (where only z_sem knows the image) drive the encoder
+            loss = ((out - target).square() * (1 - a).pow(gamma)).mean()
+        else:
+            loss = F.mse_loss(out, target)
+        if logits is not None and code_labels is not None:
+            loss = loss + class_weight * F.cross_entropy(logits, code_labels[idx].to(device))
+        return loss
 
     # the Fabric-wrapped module is the whole autoencoder; its forward is the training pass
     ema = train_loop(
@@ -505,6 +527,18 @@ def train_diffae(
     return out
 
 
+def _code_labels(labels: Any, n: int, classes: int) -> Tensor:
+    # the class of each training image, for the supervised-code variant (config code_classes)
+    if labels is None:
+        raise ValueError("labels: config code_classes > 0 (a supervised code) needs the labels")
+    y = torch.as_tensor(labels)
+    if y.shape != (n,) or y.is_floating_point() or y.is_complex():
+        raise ValueError(f"labels must be {n} integer classes, got {tuple(y.shape)} {y.dtype}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"labels must be in [0, {classes}), got [{int(y.min())}, {int(y.max())}]")
+    return y.long()
+
+
 class _TrainingPass(nn.Module):
     r"""The DiffAE's training forward: encode the clean image, predict the decoder's target at
     ``x_t`` (one module, so that Fabric / DDP wraps encoder and decoder together)."""
@@ -513,5 +547,8 @@ class _TrainingPass(nn.Module):
         super().__init__()
         self.ae = ae
 
-    def forward(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        return self.ae.network(x_t, t, self.ae.encoder(x0))
+    def forward(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        z = self.ae.encoder(x0)
+        out = self.ae.network(x_t, t, z)
+        head = self.ae.code_head
+        return out if head is None else (out, head(z))

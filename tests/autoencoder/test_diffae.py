@@ -199,3 +199,29 @@ def test_p2_weighting_scales_each_steps_loss_by_one_minus_alpha_bar():
         )
         losses[gamma] = seen[0]
     assert 0 < losses[1.0] < losses[0.0]
+
+
+def test_supervised_code_variant_trains_a_classifier_on_z_and_needs_labels():
+    data = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    config = {**V_PATCHED, "code_classes": 3, "code_class_weight": 1.0}
+    kw = dict(config=config, steps=1, batch_size=4, show_progress=False)
+    seen = []
+    ae = train_diffae(data, labels, callback=lambda step, loss: seen.append(loss), **kw)
+    assert ae.code_head is not None and ae.code_head.out_features == 3
+    plain = []
+    train_diffae(
+        data,
+        config=V_PATCHED,
+        steps=1,
+        batch_size=4,
+        show_progress=False,
+        callback=lambda step, loss: plain.append(loss),
+    )
+    assert seen[0] > plain[0] + 0.5  # + the cross-entropy of 3 classes (~ln 3)
+    with pytest.raises(ValueError, match="needs the labels"):
+        train_diffae(data, **kw)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        train_diffae(data, labels + 1, **kw)
+    with pytest.raises(ValueError, match="labels must be 8 integer classes"):
+        train_diffae(data, labels.float(), **kw)
