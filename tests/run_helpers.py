@@ -10,8 +10,13 @@ import torch
 from rcsb_captum.dataset_runs import RunSettings
 
 N = 12
+# the smallest settings: 4 steps, one sample, a region from IG of 4 steps (the default 50 took
+# two thirds of a run)
 FAST = ["--nfe", "4", "--start-step", "80", "--n-samples", "1", "--batch-size", "3"]
-SETTINGS = RunSettings.of(nfe=4, start_step=80, n_samples=1, batch_size=3, cell_size="auto")
+FAST += ["--ig-steps", "4"]
+SETTINGS = RunSettings.of(
+    nfe=4, start_step=80, n_samples=1, batch_size=3, cell_size="auto", ig_steps=4
+)
 
 
 def _cli(folder, out, *extra):

@@ -149,10 +149,9 @@ def test_a_run_started_before_an_option_existed_resumes(reference, folder, tmp_p
         "sampler",
         "guidance_grad",
         "guidance_interval",
-        "ig_steps",
         "guidance_switch",
         "noise_temperature",
-    ):
+    ):  # (not ig_steps: the reference's 4 is not the default)
         del stored[key]  # written by a version without these options (their defaults)
     (out / "settings.json").write_text(json.dumps(stored))
     run = lambda s: explain_dataset(  # noqa: E731
@@ -185,7 +184,7 @@ def test_a_finished_run_refuses_another_model_naming_it(reference, folder, tmp_p
         _run_in(folder, out, model="rcsb_captum.demo:load_demo_oracle")
     with pytest.raises(ValueError, match=r"nfe differ \(nfe: 4 in settings.json, 5 now\)"):
         _run_in(
-            folder, out, settings=RunSettings.of(nfe=5, start_step=80, n_samples=1, batch_size=3)
+            folder, out, settings=dataclasses.replace(SETTINGS, rcsb=SETTINGS.rcsb.replace(nfe=5))
         )
     # the same folder spelt with a trailing slash is the same run
     again = _run_in(str(folder) + os.sep, out)
