@@ -262,8 +262,10 @@ def base_seed(seed: SeedLike, name: str = "seed") -> int:
     return check_int(seed, name, 0)
 
 
-# independent streams of per-image seeds: one for the sampler's draws, one for region sources
-SAMPLING_STREAM, REGION_STREAM = 0, 1
+# independent streams of per-image seeds: one for the sampler's draws, one for region sources;
+# CALL_STREAM seeds one generator for a whole call (keyed by its first index), for code that
+# takes no per-image generators (a user's in-filler in FIDO)
+SAMPLING_STREAM, REGION_STREAM, CALL_STREAM = 0, 1, 2
 
 
 def derive_seed(*keys: int) -> int:

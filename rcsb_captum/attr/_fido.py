@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._utils import (
+    CALL_STREAM,
     SAMPLING_STREAM,
     ClassesLike,
     SeedLike,
@@ -40,9 +41,6 @@ from ..infillers import BlurInfiller, Infiller, check_fill
 
 __all__ = ["BBMP", "FIDO"]
 
-# the stream of the one generator a call gives an in-filler that takes no per-row generators
-_CALL_STREAM = 2
-
 
 @dataclass
 class _Draws:
@@ -59,7 +57,7 @@ class _Draws:
             image_generator(derive_seed(seed, offset + i, SAMPLING_STREAM), device)
             for i in range(n)
         ]
-        return cls(images, image_generator(derive_seed(seed, offset, _CALL_STREAM), device))
+        return cls(images, image_generator(derive_seed(seed, offset, CALL_STREAM), device))
 
     def rows(self, s: int) -> list[torch.Generator]:
         # the in-filler's rows are S blocks of the N images (x.repeat(s, 1, 1, 1))
