@@ -2,7 +2,7 @@
 the run goes in chunks of 500 steps, each one resumed from the checkpoint; re-run the same
 command to continue, on any device (every draw comes from a generator seeded by the step).
 
-    python scripts/train_demo_diffae.py --recipe v-patch2 --steps 10000 --batch-size 64 \
+    python scripts/train_demo_diffae.py --recipe v-patch2-flat --steps 9500 --batch-size 64 \
         --seed 0 --checkpoint demo_diffae.ckpt --out rcsb_captum/data/fashion_mnist_diffae.pt \
         [--accelerator cuda]
 
@@ -10,7 +10,8 @@ Data: the 60 000 Fashion-MNIST training images (Debian's dataset-fashion-mnist, 
 ``.npz`` with an ``images`` array given by --data), padded to 32 x 32. Model:
 ``rcsb_captum.autoencoder.recipe_config(recipe, 32, 1)`` (semantic encoder of width 32 to z_sem
 of 64; ADM decoder of 32 channels; ``eps``: DiffAE's noise prediction on pixels, multipliers
-1,2,2, attention at 8 x 8; ``v-patch2``: v-prediction on 2 x 2 patches, multipliers 1,2); DDPM
+1,2,2, attention at 8 x 8; ``v-patch2``: v-prediction on 2 x 2 patches, multipliers 1,2;
+``v-patch2-flat``, the shipped one: the same with the encoder's 4 x 4 map flattened); DDPM
 linear betas, 1000 steps; AdamW 2e-4, EMA 0.999. The file written holds the EMA weights in
 float16. --max-seconds stops after the chunk that passes it.
 """
@@ -32,7 +33,7 @@ parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--checkpoint", default="demo_diffae.ckpt")
 parser.add_argument("--out", default="demo_diffae.pt", help="DiffAE file (float16)")
-parser.add_argument("--recipe", choices=sorted(RECIPES), default="v-patch2")
+parser.add_argument("--recipe", choices=sorted(RECIPES), default="v-patch2-flat")
 parser.add_argument("--accelerator", default="cpu")
 parser.add_argument("--data", default=None, help=".npz with uint8 'images' N x 28 x 28")
 parser.add_argument("--max-seconds", type=float, default=None)
