@@ -1,0 +1,51 @@
+"""What a latent direction of the shipped DiffAE can do, without GCD's search: the difference
+of the class-mean codes (200 training images per class) applied at steps 0.5-2 to 50 held-out
+test images of the source class (each with its own inverted x_T); share that reaches the
+paired class and share that lands in a third class. A diagnostic beside
+benchmarks/gcd_transfer.py: it uses labels and many images, GCD one image and the classifier.
+
+    python benchmarks/class_mean_directions.py      # ~2 minutes on 2 CPU threads
+
+Needs Debian's dataset-fashion-mnist.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fashion_mnist import load_fashion_mnist  # noqa: E402
+
+from rcsb_captum import DiffusionAutoencoder  # noqa: E402
+from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
+from rcsb_captum.demo import PAIRED_CLASSES, load_demo_classifier  # noqa: E402
+
+STEPS = (0.5, 1.0, 1.5, 2.0)
+
+
+@torch.no_grad()
+def main() -> None:
+    torch.set_flush_denormal(True)
+    model = load_demo_classifier()
+    ae = DiffusionAutoencoder.pretrained(encode_steps=25, decode_steps=25)
+    xtr, ytr = load_fashion_mnist("train")
+    xte, yte = load_fashion_mnist("test")
+    print("| from | to | " + " | ".join(f"step {s}: reach / third" for s in STEPS) + " |")
+    print("|---|---|" + "---|" * len(STEPS))
+    for a, b in PAIRED_CLASSES.items():
+        d = ae.encode(xtr[ytr == b][:200]).mean(0) - ae.encode(xtr[ytr == a][:200]).mean(0)
+        x = xte[(yte[:9000] == a).nonzero()[:, 0][:200]]
+        x = x[model(x).argmax(1) == a][:50]
+        z = ae.encode(x)
+        x_t = ae.encode_stochastic(x, z)
+        cells = []
+        for step in STEPS:
+            pred = model(ae.decode(z + step * d, x_t)).argmax(1)
+            third = ((pred != a) & (pred != b)).float().mean()
+            cells.append(f"{(pred == b).float().mean():.2f} / {third:.2f}")
+        print(f"| {NAMES[a]} | {NAMES[b]} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
