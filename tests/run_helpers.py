@@ -1,6 +1,7 @@
 """What the dataset-run tests share: the run's smallest settings, the CLI command, readers."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -73,9 +74,17 @@ def run_dataset(folder, out, settings=SETTINGS, **kwargs):
         torch.set_num_threads(before)
 
 
+def _default_sigint():
+    # a shell's background job starts with SIGINT ignored and its children inherit that (then
+    # Python raises no KeyboardInterrupt): give the run the default, as in a terminal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_wait(cmd, out, stderr=subprocess.DEVNULL):
     """Start the CLI run ``cmd`` and return it once some but not all records are written."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=stderr, text=True, preexec_fn=_default_sigint
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         records = list((out / "records").glob("*.json")) if (out / "records").exists() else []
