@@ -30,6 +30,8 @@ from .._utils import (
     built_without_drawing,
     check_choice,
     check_int,
+    check_number,
+    format_classes,
     format_images,
     progress_disabled,
 )
@@ -179,9 +181,7 @@ class DiffusionAutoencoder(LatentAutoencoder):
             image_size=c["image_size"],
         )
         for key in ("p2_gamma", "code_class_weight"):
-            value = c.get(key, 0.0)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"config: {key} must be a number >= 0, got {value!r}")
+            check_number(c.get(key, 0.0), f"config: {key}", 0)
         classes = check_int(c.get("code_classes", 0), "config: code_classes", 0)
         # the "supervised code" variant: a linear classifier on z_sem trained with the decoder
         # (labels needed); a labelled comparison, never a default recipe
@@ -467,8 +467,10 @@ def train_diffae(
     gamma = float(config.get("p2_gamma", 0.0))
     class_weight = float(config.get("code_class_weight", 0.0))
     code_labels = None
-    if model.code_head is not None:
-        code_labels = _code_labels(labels, n, model.code_head.out_features)
+    if model.code_head is not None:  # the supervised-code variant: the class of each image
+        if labels is None:
+            raise ValueError("labels: config code_classes > 0 (a supervised code) needs the labels")
+        code_labels = format_classes(labels, n, model.code_head.out_features, "labels")
     rank = fabric.global_rank
 
     def micro_loss(wrapped: nn.Module, step: int, micro: int) -> Tensor:
@@ -488,9 +490,10 @@ def train_diffae(
         else:
             target = noise
         out = wrapped(x_t, t, x0)
-        logits = None
-        if code_labels is not None:  # the supervised-code variant
+        class_loss = None
+        if code_labels is not None:  # the supervised-code variant: (out, logits)
             out, logits = out
+            class_loss = F.cross_entropy(logits, code_labels[idx].to(device))
         if gamma:
             # P2 weighting (Choi et al., "Perception Prioritized Training of Diffusion
             # Models", CVPR 2022): lambda_t = (k + SNR(t))^-gamma with k = 1, i.e.
@@ -499,9 +502,7 @@ def train_diffae(
             loss = ((out - target).square() * (1 - a).pow(gamma)).mean()
         else:
             loss = F.mse_loss(out, target)
-        if logits is not None and code_labels is not None:
-            loss = loss + class_weight * F.cross_entropy(logits, code_labels[idx].to(device))
-        return loss
+        return loss if class_loss is None else loss + class_weight * class_loss
 
     # the Fabric-wrapped module is the whole autoencoder; its forward is the training pass
     ema = train_loop(
@@ -525,18 +526,6 @@ def train_diffae(
     out.eval().requires_grad_(False)
     out.fit_latent_stats(images[: min(len(images), 10_000)])
     return out
-
-
-def _code_labels(labels: Any, n: int, classes: int) -> Tensor:
-    # the class of each training image, for the supervised-code variant (config code_classes)
-    if labels is None:
-        raise ValueError("labels: config code_classes > 0 (a supervised code) needs the labels")
-    y = torch.as_tensor(labels)
-    if y.shape != (n,) or y.is_floating_point() or y.is_complex():
-        raise ValueError(f"labels must be {n} integer classes, got {tuple(y.shape)} {y.dtype}")
-    if n and (int(y.min()) < 0 or int(y.max()) >= classes):
-        raise ValueError(f"labels must be in [0, {classes}), got [{int(y.min())}, {int(y.max())}]")
-    return y.long()
 
 
 class _TrainingPass(nn.Module):
