@@ -3,12 +3,15 @@ r"""The shipped demo assets: class names and loaders of the classifier and sampl
 from __future__ import annotations
 
 from importlib import resources
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from .._utils import built_without_drawing
 from .networks import FashionCNN, OracleNet, RobustOracleNet
+
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -37,14 +40,22 @@ def _data_file(name: str):
     return resources.files("rcsb_captum") / "data" / name
 
 
+def _shipped_network(name: str, network: type[NetworkT], float32: bool = False) -> NetworkT:
+    # a shipped state dict into ``network`` built without drawing (torch's global generator
+    # untouched); ``float32`` casts half-precision weights
+    with resources.as_file(_data_file(name)) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    if float32:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model = built_without_drawing(network)
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def load_demo_classifier() -> FashionCNN:
     r"""The shipped Fashion-MNIST classifier (1 x 32 x 32 input in ``[0, 1]``, 10 logits), in
     eval mode. Trained by ``scripts/train_demo_classifier.py`` (93.3 % on test images 0..8999)."""
-    with resources.as_file(_data_file("fashion_mnist_classifier.pt")) as path:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model = built_without_drawing(FashionCNN)  # torch's global generator untouched
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
+    return _shipped_network("fashion_mnist_classifier.pt", FashionCNN)
 
 
 def load_demo_samples() -> tuple[Tensor, Tensor]:
@@ -59,11 +70,7 @@ def load_demo_oracle() -> OracleNet:
     r"""The shipped second classifier (:class:`~rcsb_captum.demo.OracleNet`), for judging
     counterfactuals with a network that played no part in guiding them. Trained by
     ``scripts/train_demo_classifier.py --arch oracle --epochs 1 --seed 1``; in eval mode."""
-    with resources.as_file(_data_file("fashion_mnist_oracle.pt")) as path:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model = built_without_drawing(OracleNet)  # torch's global generator untouched
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
+    return _shipped_network("fashion_mnist_oracle.pt", OracleNet)
 
 
 def load_demo_robust_oracle() -> RobustOracleNet:
@@ -72,10 +79,4 @@ def load_demo_robust_oracle() -> RobustOracleNet:
     ``scripts/train_robust_oracle.py --epochs 9 --eps 1.0 --seed 2 --device cuda`` (one H200).
     Its clean and PGD accuracies are stored in the file (``test_accuracy``,
     ``robust_accuracy``); in eval mode, float32."""
-    with resources.as_file(_data_file("fashion_mnist_robust_oracle.pt")) as path:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model = built_without_drawing(RobustOracleNet)  # torch's global generator untouched
-    model.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
-    )
-    return model.eval()
+    return _shipped_network("fashion_mnist_robust_oracle.pt", RobustOracleNet, float32=True)
