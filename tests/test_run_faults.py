@@ -27,6 +27,13 @@ def _temporaries(out):
     return [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
+def _rerun_finishes(cmd, out):
+    # the same command again: exit 0 and every image once in the manifest
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["index"] for r in _manifest(out)] == list(range(N))
+
+
 def _same_as(ref, out):
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert [strip(r) for r in _manifest(out)] == [strip(r) for r in _manifest(ref)]
@@ -155,9 +162,7 @@ def test_a_real_full_disk_is_one_line_and_the_rerun_finishes(reference, folder, 
     assert _temporaries(kept) == []
     done = sorted(int(p.stem) for p in (kept / "records").glob("*.json"))
     assert 1 <= len(done) < N
-    again = subprocess.run(_cli(folder, kept), capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert [r["index"] for r in _manifest(kept)] == list(range(N))
+    _rerun_finishes(_cli(folder, kept), kept)
     _same_as(ref, kept)
 
 
@@ -212,9 +217,7 @@ def test_a_stop_signal_keeps_finished_images_and_the_rerun_resumes(
     assert _temporaries(out) == []
     for tensors in _tensors(out).values():  # every tensor file left loads
         assert torch.isfinite(tensors["counterfactual"]).all()
-    again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert [r["index"] for r in _manifest(out)] == list(range(N))
+    _rerun_finishes(cmd, out)
     _same_as(ref, out)
     json.loads((out / "summary.json").read_text())
 
@@ -260,10 +263,8 @@ def test_kill_9_while_writing_each_file_of_an_image_then_the_rerun_finishes(
         assert any(p.name.startswith(name + ".tmp") for p in _temporaries(out)), name
         done = sorted(int(p.stem) for p in (out / "records").glob("*.json"))
         assert done == list(range(int(name[:7]))), (name, done)  # the killed image is not
-    again = subprocess.run(_cli(folder, out), capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
+    _rerun_finishes(_cli(folder, out), out)
     assert _temporaries(out) == []
-    assert [r["index"] for r in _manifest(out)] == list(range(N))
     _same_as(ref, out)
     a, b = _tensors(ref), _tensors(out)
     assert all(torch.equal(a[k]["samples"], b[k]["samples"]) for k in a)  # bit-identical
@@ -286,9 +287,7 @@ def test_sigterm_to_the_launcher_stops_every_rank(reference, folder, tmp_path):
     assert 3 <= len(done) < N
     assert _temporaries(out) == []
     # the rest on one process: the same settings, so it resumes the two-process run
-    again = subprocess.run(_cli(folder, out, "--batch-size", "1"), capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert [r["index"] for r in _manifest(out)] == list(range(N))
+    _rerun_finishes(_cli(folder, out, "--batch-size", "1"), out)
     a, b = _tensors(ref), _tensors(out)
     for k in a:  # batches of 1 and two processes: the same draws, float rounding apart (as without the signal)
         assert torch.equal(a[k]["region"], b[k]["region"]), k
