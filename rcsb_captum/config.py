@@ -46,6 +46,9 @@ ClassifierInput = Literal["affine", "minmax"]
 GuidanceGrad = Literal["xt", "x0", "xt-x0"]
 InputRange = Literal["check", "clamp"]
 Sampler = Literal["i2sb", "heun", "i3sb", "dbim2"]
+GCDNoise = Literal["normal", "uniform_norm"]
+GCDClassTerm = Literal["log_odds", "source"]
+GCDProxyData = Literal["per_iteration", "cumulative"]
 GuidanceNorm = Literal["l2", "rms"]
 GuidanceSchedule = Literal["constant", "sigma"]
 AdamMode = Literal["pixel", "image"]
@@ -544,11 +547,29 @@ class GCDConfig(Config):
     n_iters: int = _f(52, "outer iterations: query new perturbations, refit the proxy", 1)
     n_batches: int = _f(8, "perturbation batches queried per iteration", 1)
     batch_size: int = _f(128, "latent perturbations per batch", 1)
+    noise_distribution: GCDNoise = _f(
+        "uniform_norm",
+        "latent perturbations: a uniformly random direction with a norm uniform in "
+        "[0, max_norm] (uniform_norm, the official default) or Gaussian (normal, noise_stds)",
+    )
+    max_norm: float = _f(1.0, "largest norm of a uniform_norm perturbation", 0, low_open=True)
     noise_stds: tuple[float, ...] = _f(
         (0.01, 0.05, 0.075, 0.1),
-        "standard deviations of the latent perturbations (one drawn per perturbation)",
+        "standard deviations of the normal perturbations (one drawn per perturbation)",
         0,
         low_open=True,
+    )
+    class_term: GCDClassTerm = _f(
+        "log_odds",
+        "what the proxy's class output models: log p(source) - log p(counterfactual_target) "
+        "(log_odds: the binary logit of the official code for the pair; log p(source) when no "
+        "target is named) or log p(source) alone (source)",
+    )
+    proxy_data: GCDProxyData = _f(
+        "per_iteration",
+        "per_iteration (official): each iteration fits a fresh proxy to its own queries and "
+        "adds its directions, line-searched; cumulative: one proxy refitted to all queries so "
+        "far, directions from the last fit only",
     )
     proxy_hidden: tuple[int, ...] = _f((256, 128, 64), "hidden widths of the MLP proxy", 1)
     proxy_epochs: int = _f(1024, "epochs of each proxy fit", 1)
@@ -572,6 +593,7 @@ class GCDConfig(Config):
 GCD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": {
+        "noise_distribution": "normal",
         "n_iters": 3,
         "n_batches": 2,
         "batch_size": 64,

@@ -25,7 +25,34 @@ import torch
 import torch.nn.functional as F
 from fashion_mnist import load_fashion_mnist
 
-from rcsb_captum.autoencoder import RECIPES, recipe_config, train_diffae
+from rcsb_captum.autoencoder import RECIPES, DiffusionAutoencoder, recipe_config, train_diffae
+from rcsb_captum.autoencoder.diffae import _TrainingPass
+from rcsb_captum.durable import atomic_write, torch_bytes
+
+
+def write_warm_start(source: str, checkpoint: str, config: dict, step: int) -> None:
+    # a training checkpoint in train_loop's layout from a finished DiffAE file: the file's
+    # (EMA, float16) weights as both the network and its EMA, a fresh AdamW
+    ae = DiffusionAutoencoder.load(source).float().requires_grad_(True)
+    if ae.config != config:
+        raise SystemExit(
+            f"--warm-start {source!r} was trained with another config than the recipe's"
+        )
+    network = _TrainingPass(ae)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-4, weight_decay=0.0)
+    ema = {"module." + k: v.clone() for k, v in network.state_dict().items()}
+    ema["n_averaged"] = torch.tensor(step, dtype=torch.long)
+    payload = {
+        "step": step,
+        "config": config,
+        "network": network.state_dict(),
+        "ema": ema,
+        "optimizer": optimizer.state_dict(),
+        "running_loss": None,
+    }
+    atomic_write(checkpoint, torch_bytes(payload))
+    print(f"warm start: {source} at step {step}", flush=True)
+
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=6000)
@@ -37,6 +64,14 @@ parser.add_argument("--recipe", choices=sorted(RECIPES), default="v-patch2-flat"
 parser.add_argument("--accelerator", default="cpu")
 parser.add_argument("--data", default=None, help=".npz with uint8 'images' N x 28 x 28")
 parser.add_argument("--max-seconds", type=float, default=None)
+parser.add_argument(
+    "--warm-start",
+    default=None,
+    help="a DiffAE file (e.g. the shipped one) to go on training from when there is no "
+    "checkpoint yet: its weights become the network and the EMA at --warm-start-step, with a "
+    "fresh optimiser (the file holds no Adam moments)",
+)
+parser.add_argument("--warm-start-step", type=int, default=0)
 args = parser.parse_args()
 torch.set_flush_denormal(True)
 if args.data:
@@ -45,6 +80,10 @@ if args.data:
 else:
     images, _ = load_fashion_mnist("train")
 start, done = time.time(), 0
+if args.warm_start and not os.path.exists(args.checkpoint):
+    write_warm_start(
+        args.warm_start, args.checkpoint, recipe_config(args.recipe, 32, 1), args.warm_start_step
+    )
 if os.path.exists(args.checkpoint):
     done = int(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["step"])
 ae = None

@@ -45,6 +45,7 @@ from .._utils import (
     images_in_range,
     model_left_as_given,
     progress_disabled,
+    seeded_global_rng,
 )
 from ..autoencoder.base import LatentAutoencoder
 from ..config import GCDConfig
@@ -61,7 +62,8 @@ class CounterfactualDirections:
     Attributes:
         directions (Tensor): ``K x D`` unit vectors in the latent space; moving ``z`` along
             ``+d`` lowers the probability of ``source_class``.
-        kinds (list of str): ``"g(w_cls,w_dist)"`` or ``"h<i>"`` per direction.
+        kinds (list of str): ``"g(w_cls,w_dist)"`` or ``"h<i>"`` per direction, followed by
+            ``"@<iteration>"`` when each iteration adds its own (``proxy_data="per_iteration"``).
         steps (Tensor): ``K`` step sizes: the first on the line search at which the source
             image's decision changed (the largest step tried when it never did).
         flipped (Tensor): ``K`` bools: the decision changed on the source image.
@@ -205,7 +207,7 @@ class CounterfactualDirections:
 
 
 class _Proxy(nn.Module):
-    # the MLP proxy of GCD: delta -> (log p(source class), distance), sigmoid activations
+    # the MLP proxy of GCD: delta -> (class score, distance), sigmoid activations
     def __init__(self, dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -229,8 +231,10 @@ class GCD:
     space, found from one image (Sobieski & Biecek, ECCV 2024).
 
     The classifier is only queried (no gradient is taken through it): perturbed latent codes
-    ``z + delta`` are rendered and classified, an MLP proxy ``delta -> (log p(source class),
-    distance to the image)`` is fitted to the answers, and the directions come from the proxy:
+    ``z + delta`` are rendered and classified, an MLP proxy ``delta -> (class score, distance
+    to the image)`` is fitted to the answers (the class score: ``log p(source) - log
+    p(counterfactual_target)`` for a named pair, ``log p(source)`` otherwise; config
+    ``class_term``), and the directions come from the proxy:
     g-directions are its normalised gradient at ``delta = 0`` for each weighting of class and
     distance, h-directions the top eigenvectors (by ``|eigenvalue|``) of its Hessian of the
     class term, signed to lower the source class. A line search on the step size keeps, for
@@ -280,6 +284,14 @@ class GCD:
         self.autoencoder = autoencoder
         self.distance = distance or _mse_distance
         self.config = config.replace(**overrides)
+        # a setting of the other perturbation distribution would be silently ignored
+        kind = self.config.noise_distribution
+        for name, used_by in (("noise_stds", "normal"), ("max_norm", "uniform_norm")):
+            if name in overrides and kind != used_by:
+                raise ValueError(
+                    f"{name} applies to noise_distribution={used_by!r}, and this config draws "
+                    f"{kind!r} perturbations; pass noise_distribution={used_by!r} as well"
+                )
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -337,24 +349,43 @@ class GCD:
             noise = ae.encode_stochastic(x, z)
             dim = z.shape[1]
             deltas, answers = [], []
-            proxy = _Proxy(dim, tuple(st["proxy_hidden"])).to(z.device)
-            stds = torch.tensor(st["noise_stds"], dtype=z.dtype)
-            for _ in tqdm(
+            found: list[tuple[Tensor, list[str], Tensor, Tensor]] = []
+            proxy = None
+            for it in tqdm(
                 range(st["n_iters"]), disable=progress_disabled(show_progress), desc="GCD"
             ):
+                if st["proxy_data"] == "per_iteration":
+                    # the official loop: each iteration a fresh proxy on its own queries,
+                    # its own directions and line search (strategies/
+                    # single_image_gmc_mlp_proxy_training.py: proxy.reinit and
+                    # clear_proxy_training_data after every line search)
+                    deltas, answers, proxy = [], [], None
                 for _ in range(st["n_batches"]):
                     b = st["batch_size"]
-                    pick = stds[torch.randint(len(stds), (b,), generator=gen)]
-                    delta = torch.randn(b, dim, generator=gen) * pick[:, None]
-                    delta = delta.to(z.device)
+                    delta = self._perturbations(b, dim, gen).to(z.device)
                     rendered = ae.decode(z + delta, self._expand(noise, b))
-                    logp = self._query(rendered)[:, source]
+                    score = self._class_score(self._query(rendered), source, cf)
                     dist = self.distance(rendered, x.expand_as(rendered)).float()
                     deltas.append(delta)
-                    answers.append(torch.stack([logp, dist], 1))
+                    answers.append(torch.stack([score, dist], 1))
+                if proxy is None:
+                    # initialised from the call's generator, not torch's global one
+                    init_seed = int(torch.randint(2**62, (1,), generator=gen))
+                    with seeded_global_rng(init_seed):
+                        proxy = _Proxy(dim, tuple(st["proxy_hidden"]))
+                    proxy = proxy.to(z.device)
                 mean, std = self._fit(proxy, torch.cat(deltas), torch.cat(answers), gen)
-            directions, kinds = self._directions(proxy, mean, std, dim, z.device)
-            steps, flipped = self._line_search(z, noise, directions, source, cf)
+                last = it == st["n_iters"] - 1
+                if st["proxy_data"] == "per_iteration" or last:
+                    dirs, kinds = self._directions(proxy, mean, std, dim, z.device)
+                    if st["proxy_data"] == "per_iteration":
+                        kinds = [f"{k}@{it}" for k in kinds]
+                    steps, flipped = self._line_search(z, noise, dirs, source, cf)
+                    found.append((dirs, kinds, steps, flipped))
+            directions = torch.cat([f[0] for f in found])
+            kinds = [k for f in found for k in f[1]]
+            steps = torch.cat([f[2] for f in found])
+            flipped = torch.cat([f[3] for f in found])
         return CounterfactualDirections(
             directions=directions.detach().cpu(),
             kinds=kinds,
@@ -364,6 +395,30 @@ class GCD:
             target_class=cf,
             meta={"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()}},
         )
+
+    def _perturbations(self, n: int, dim: int, gen: torch.Generator) -> Tensor:
+        # the official ``make_batch_latent_sem`` (sobieskibj/gcd, dae/default/dae.py):
+        # uniform_norm = a uniformly random direction scaled by a norm ~ U[0, max_norm];
+        # normal = N(0, std^2) per coordinate, with one std of noise_stds per perturbation
+        # (the official code splits the batch into equal chunks per std instead)
+        st = self.settings
+        if st["noise_distribution"] == "uniform_norm":
+            u = torch.randn(n, dim, generator=gen)
+            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return u * torch.rand(n, 1, generator=gen) * float(st["max_norm"])
+        stds = torch.tensor(st["noise_stds"])
+        pick = stds[torch.randint(len(stds), (n,), generator=gen)]
+        return torch.randn(n, dim, generator=gen) * pick[:, None]
+
+    def _class_score(self, logp: Tensor, source: int, cf: int | None) -> Tensor:
+        # the proxy's class output, which the directions descend. The official code is binary
+        # (one query label): it descends that label's logit. For a named pair the same logit
+        # is log p(source) - log p(target) (the two-class log-odds); log p(source) alone
+        # (class_term="source", or no target) leaves the class towards whichever class is
+        # nearest, often a third one
+        if cf is None or self.settings["class_term"] == "source":
+            return logp[:, source]
+        return logp[:, source] - logp[:, cf]
 
     @staticmethod
     def _expand(noise: Tensor | None, n: int) -> Tensor | None:
@@ -417,7 +472,7 @@ class GCD:
                 order = values.abs().argsort(descending=True)[: st["n_hessian"]]
                 for i, j in enumerate(order.tolist()):
                     v = vectors[:, j]
-                    # sign: the one along which the proxy's log p(source) falls
+                    # sign: the one along which the proxy's class score falls
                     up = objective(zero + v, 1.0, 0.0) - objective(zero - v, 1.0, 0.0)
                     directions.append(-v if float(up) > 0 else v)
                     kinds.append(f"h{i}")

@@ -60,6 +60,7 @@ def toy():
         proxy_epochs=150,
         max_step=4.0,
         line_steps=16,
+        noise_distribution="normal",
         noise_stds=(0.2, 0.5, 1.0),
     )
     dirs = gcd.find(x, seed=0)
@@ -68,7 +69,7 @@ def toy():
 
 def test_directions_find_the_decisive_coordinate_and_transfer(toy):
     ae, model, dirs = toy
-    assert dirs.source_class == 0 and len(dirs) == 2 + 4
+    assert dirs.source_class == 0 and len(dirs) == 2 * (2 + 4)  # per iteration
     assert torch.allclose(dirs.directions.norm(dim=1), torch.ones(len(dirs)), atol=1e-5)
     g = dirs.best("g")
     assert abs(float(dirs.directions[g, 0])) > 0.9  # the g-direction is latent coordinate 0
@@ -209,6 +210,10 @@ def test_bblig_as_rcsb_region_source(toy):
         (lambda ae, m: GCD(m, ae, n_iter=3), TypeError, "unknown GCD setting"),
         (lambda ae, m: GCD(m, ae, n_iters=0), ValueError, "n_iters"),
         (lambda ae, m: GCD(m, ae, noise_stds=(0.1, -1.0)), ValueError, r"noise_stds\[1\]"),
+        (lambda ae, m: GCD(m, ae, config="paper", noise_stds=(0.1,)), ValueError, "normal"),
+        (lambda ae, m: GCD(m, ae, config="cpu", max_norm=2.0), ValueError, "uniform_norm"),
+        (lambda ae, m: GCD(m, ae, noise_distribution="gauss"), ValueError, "noise_distribution"),
+        (lambda ae, m: GCD(m, ae, class_term="target"), ValueError, "class_term"),
         (lambda ae, m: GCD(m, ae, g_weights=((1.0,),)), ValueError, "2 entries"),
         (lambda ae, m: GCD(m, ae, proxy_hidden=()), TypeError, "non-empty"),
         (lambda ae, m: GCD(m, ae).find(_images(2)), ValueError, "one image"),
@@ -236,6 +241,81 @@ def test_bad_arguments(toy, make, error, match):
     ae, model, _ = toy
     with pytest.raises(error, match=match):
         make(ae, model)
+
+
+class ThreeClasses(nn.Module):
+    """Class 0 at the source; class 1 past a far boundary along latent coordinate 0, class 2
+    past a nearer one along coordinate 1."""
+
+    def __init__(self, ae: LinearAE, z0: torch.Tensor) -> None:
+        super().__init__()
+        self.ae, self.z0 = ae, z0
+
+    def forward(self, x):
+        z = x.flatten(1) @ self.ae.w.T - self.z0
+        zero = torch.zeros_like(z[:, 0])
+        return torch.stack([zero, 3 * (z[:, 0] - 1.5), 3 * (z[:, 1] - 0.8)], 1)
+
+
+def test_named_pair_directions_head_for_the_target_not_the_nearest_class():
+    ae = LinearAE()
+    x = _images(1)
+    model = ThreeClasses(ae, ae.encode(x))
+    kw = dict(n_iters=2, n_batches=2, batch_size=64, proxy_epochs=150, max_step=3.0, line_steps=24)
+    kw.update(noise_distribution="uniform_norm", max_norm=1.5, n_hessian=0)
+    pair = GCD(model, ae, **kw).find(x, target=0, counterfactual_target=1, seed=0)
+    nearest = GCD(model, ae, class_term="source", **kw).find(
+        x, target=0, counterfactual_target=1, seed=0
+    )
+    d_pair = pair.directions[pair.best("g")]
+    d_near = nearest.directions[nearest.best("g")]
+    # the pair's log-odds: the direction is coordinate 0, and the line search reaches class 1
+    assert d_pair[0] > 0.9 and pair.flipped[pair.best("g")]
+    # log p(source) alone: the gradient leans to the nearer class 2
+    assert d_near[1] > d_near[0] > 0
+    with torch.no_grad():
+        reached = model(pair.apply(ae, x)).argmax(1)
+    assert int(reached) == 1
+
+
+def test_find_repeats_with_its_seed_and_leaves_the_global_generator_alone(toy):
+    ae, model, _ = toy
+    kw = dict(n_iters=2, n_batches=1, batch_size=16, proxy_epochs=5, line_steps=4)
+    state = torch.random.get_rng_state()
+    a = GCD(model, ae, **kw).find(_images(1), seed=3)
+    torch.manual_seed(123)  # the proxies' initial weights come from the call's seed
+    b = GCD(model, ae, **kw).find(_images(1), seed=3)
+    assert torch.equal(a.directions, b.directions) and a.kinds == b.kinds
+    assert a.kinds[0] == "g(1,0)@0" and a.kinds[-1] == "h3@1"
+    torch.random.set_rng_state(state)
+    GCD(model, ae, **kw).find(_images(1), seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    # one proxy refitted on every query: the directions of its last fit only
+    once = GCD(model, ae, proxy_data="cumulative", **kw).find(_images(1), seed=3)
+    assert once.kinds == ["g(1,0)", "g(0.05,1)", "h0", "h1", "h2", "h3"]
+
+
+def test_uniform_norm_perturbations_are_spread_up_to_max_norm():
+    ae = LinearAE()
+    x = _images(1)
+    z_src = ae.encode(x)
+    seen = []
+
+    class Spy(LinearAE):
+        def decode(self, z, noise=None):
+            seen.append((z - z_src).norm(dim=1))
+            return super().decode(z, noise)
+
+    spy = Spy()
+    spy.w = ae.w
+    GCD(OneCoordinate(ae), spy, config="paper", n_iters=1, n_batches=4, proxy_epochs=1).find(
+        x, seed=0
+    )
+    norms = torch.cat(seen[:4])  # the queries; the line search comes after
+    assert len(norms) == 4 * 128 and norms.max() <= 1.0 + 1e-5
+    # uniform on [0, 1]: mean 1/2, a quarter below 1/4
+    assert abs(float(norms.mean()) - 0.5) < 0.05
+    assert abs(float((norms < 0.25).float().mean()) - 0.25) < 0.06
 
 
 def test_gcd_config_presets_round_trip_and_overrides():
