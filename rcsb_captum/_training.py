@@ -29,7 +29,7 @@ from ._utils import derive_seed, progress_disabled
 from .bridge.checkpoints import read_checkpoint
 from .durable import atomic_write, torch_bytes
 
-__all__ = ["read_resume_state", "step_generator", "train_loop"]
+__all__ = ["read_resume_state", "step_generator", "train_loop", "write_start_state"]
 
 
 def step_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
@@ -70,6 +70,30 @@ def read_resume_state(
             f"pass steps above {start} to train on, or {export_hint}"
         )
     return state
+
+
+def write_start_state(
+    checkpoint_path: str | os.PathLike[str],
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    identity: Mapping[str, Any],
+    step: int,
+) -> None:
+    r"""A checkpoint in :func:`train_loop`'s layout that resumes at ``step`` from ``network``'s
+    weights, as both the weights and their EMA, and ``optimizer``'s state (a fresh one: its
+    moments start at zero): for going on training finished weights, whose file holds no
+    optimiser or EMA."""
+    ema = {"module." + k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    ema["n_averaged"] = torch.tensor(step, dtype=torch.long)
+    payload = {
+        "step": step,
+        **identity,
+        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "ema": ema,
+        "optimizer": optimizer.state_dict(),
+        "running_loss": None,
+    }
+    atomic_write(checkpoint_path, torch_bytes(payload))
 
 
 def train_loop(

@@ -25,34 +25,13 @@ import torch
 import torch.nn.functional as F
 from fashion_mnist import load_fashion_mnist
 
-from rcsb_captum.autoencoder import RECIPES, DiffusionAutoencoder, recipe_config, train_diffae
-from rcsb_captum.autoencoder.diffae import _TrainingPass
-from rcsb_captum.durable import atomic_write, torch_bytes
-
-
-def write_warm_start(source: str, checkpoint: str, config: dict, step: int) -> None:
-    # a training checkpoint in train_loop's layout from a finished DiffAE file: the file's
-    # (EMA, float16) weights as both the network and its EMA, a fresh AdamW
-    ae = DiffusionAutoencoder.load(source).float().requires_grad_(True)
-    if ae.config != config:
-        raise SystemExit(
-            f"--warm-start {source!r} was trained with another config than the recipe's"
-        )
-    network = _TrainingPass(ae)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-4, weight_decay=0.0)
-    ema = {"module." + k: v.clone() for k, v in network.state_dict().items()}
-    ema["n_averaged"] = torch.tensor(step, dtype=torch.long)
-    payload = {
-        "step": step,
-        "config": config,
-        "network": network.state_dict(),
-        "ema": ema,
-        "optimizer": optimizer.state_dict(),
-        "running_loss": None,
-    }
-    atomic_write(checkpoint, torch_bytes(payload))
-    print(f"warm start: {source} at step {step}", flush=True)
-
+from rcsb_captum.autoencoder import (
+    RECIPES,
+    DiffusionAutoencoder,
+    recipe_config,
+    train_diffae,
+    warm_start_diffae,
+)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=6000)
@@ -81,9 +60,11 @@ else:
     images, _ = load_fashion_mnist("train")
 start, done = time.time(), 0
 if args.warm_start and not os.path.exists(args.checkpoint):
-    write_warm_start(
-        args.warm_start, args.checkpoint, recipe_config(args.recipe, 32, 1), args.warm_start_step
-    )
+    source = DiffusionAutoencoder.load(args.warm_start)
+    if source.config != recipe_config(args.recipe, 32, 1):
+        raise SystemExit(f"--warm-start {args.warm_start!r} was trained with another recipe")
+    warm_start_diffae(source, args.checkpoint, args.warm_start_step)
+    print(f"warm start: {args.warm_start} at step {args.warm_start_step}", flush=True)
 if os.path.exists(args.checkpoint):
     done = int(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["step"])
 ae = None

@@ -8,6 +8,7 @@ from .diffae import (
     SemanticEncoder,
     recipe_config,
     train_diffae,
+    warm_start_diffae,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "SemanticEncoder",
     "recipe_config",
     "train_diffae",
+    "warm_start_diffae",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "SemanticEncoder",
     "recipe_config",
     "train_diffae",
+    "warm_start_diffae",
 ]
 
 FORMAT = "rcsb_captum.diffae/1"
@@ -526,6 +527,40 @@ def train_diffae(
     out.eval().requires_grad_(False)
     out.fit_latent_stats(images[: min(len(images), 10_000)])
     return out
+
+
+def warm_start_diffae(
+    autoencoder: DiffusionAutoencoder,
+    checkpoint_path: str | os.PathLike[str],
+    step: int,
+    lr: float = 2e-4,
+) -> None:
+    r"""Write a :func:`train_diffae` checkpoint that goes on training ``autoencoder`` (e.g. a
+    finished, shipped file) from ``step``: its weights become the network and the EMA, with a
+    fresh AdamW (a finished file holds no Adam moments, so the first steps after the warm
+    start differ from an uninterrupted run's). Then call :func:`train_diffae` with the same
+    ``checkpoint_path``, the autoencoder's config and ``steps`` above ``step``.
+
+    Examples::
+
+        >>> ae = DiffusionAutoencoder.pretrained("fashion-mnist")
+        >>> warm_start_diffae(ae, "more.ckpt", step=9500)
+        >>> ae = train_diffae(images, config=ae.config, steps=20_000, checkpoint_path="more.ckpt")
+    """
+    from .._training import write_start_state
+
+    if not isinstance(autoencoder, DiffusionAutoencoder):
+        raise TypeError(
+            f"autoencoder must be a DiffusionAutoencoder, got {type(autoencoder).__name__}"
+        )
+    step = check_int(step, "step", 0)
+    config = dict(autoencoder.config)
+    model = built_without_drawing(lambda: DiffusionAutoencoder(config))
+    model.alphas_cumprod = autoencoder.alphas_cumprod.clone()
+    model.load_state_dict({k: v.float() for k, v in autoencoder.state_dict().items()})
+    network = _TrainingPass(model)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0)
+    write_start_state(checkpoint_path, network, optimizer, {"config": config}, step)
 
 
 class _TrainingPass(nn.Module):

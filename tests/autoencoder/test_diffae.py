@@ -116,6 +116,32 @@ def test_training_resumes_exactly_and_files_round_trip(tmp_path, config):
         DiffusionAutoencoder.load(tmp_path / "a.ckpt")
 
 
+def test_warm_start_goes_on_from_a_finished_file(tmp_path):
+    from rcsb_captum.autoencoder import warm_start_diffae
+
+    data = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(config={**V_PATCHED, "encoder_pool": "flatten"}, batch_size=4, show_progress=False)
+    first = train_diffae(data, steps=3, **kw)
+    first.save(tmp_path / "ae.pt", dtype=torch.float16)
+    finished = DiffusionAutoencoder.load(tmp_path / "ae.pt")
+    warm_start_diffae(finished, tmp_path / "warm.ckpt", step=3)
+    # resumed at its own step, nothing to train: the file's weights come back
+    same = train_diffae(data, steps=3, checkpoint_path=tmp_path / "warm.ckpt", **kw)
+    a, b = finished.state_dict(), same.state_dict()
+    assert all(torch.equal(a[k].float(), b[k]) for k in a if k not in ("z_mean", "z_std"))
+    # and on from there: the weights move, the checkpoint counts on from step 3
+    more = train_diffae(data, steps=5, checkpoint_path=tmp_path / "warm.ckpt", **kw)
+    assert not torch.equal(more.state_dict()["encoder.head.weight"], b["encoder.head.weight"])
+    state = torch.load(tmp_path / "warm.ckpt", weights_only=True)
+    assert state["step"] == 5
+    with pytest.raises(ValueError, match="already at step 5"):
+        train_diffae(data, steps=4, checkpoint_path=tmp_path / "warm.ckpt", **kw)
+    with pytest.raises(TypeError, match="DiffusionAutoencoder"):
+        warm_start_diffae(object(), tmp_path / "x.ckpt", step=0)
+    with pytest.raises(ValueError, match="step"):
+        warm_start_diffae(finished, tmp_path / "x.ckpt", step=-1)
+
+
 def test_bad_arguments():
     ae = DiffusionAutoencoder(CONFIG)
     with pytest.raises(ValueError, match="z must be N x 8"):

@@ -1,0 +1,126 @@
+"""GCD's search settings compared on the same source images: where do the directions found on
+one image point, and do they transfer?
+
+For each pair (a -> b) the source is the first test image of class a (indices 9500..9999) that
+the classifier gets right, as in examples/gcd_directions.py. Each variant (GCD's CPU preset with
+the overrides named below) finds its directions there; the best one (the flipping direction
+with the smallest step on the source, ``CounterfactualDirections.best``) is then measured:
+
+- ``cos``: its cosine with the class-mean direction (mean code of 200 training images of b minus
+  that of a; a diagnostic that uses labels, which GCD does not), and the largest cosine over
+  all the variant's directions;
+- the official transfer (``CounterfactualDirections.transfer``) on N held-out test images of a
+  (0..8999, classified right): the share that some step in [-max, max] takes to class b, and the
+  share that first leaves for a third class. ``--max-step`` may list several ranges.
+
+    python benchmarks/gcd_recipes.py --pairs 6:0 2:4 7:9 --n-images 30 --n-steps 32
+
+Needs Debian's dataset-fashion-mnist. One thread: ~2 minutes per pair and variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fashion_mnist import load_fashion_mnist  # noqa: E402
+
+from rcsb_captum import GCD, DiffusionAutoencoder  # noqa: E402
+from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
+from rcsb_captum.demo import load_demo_classifier  # noqa: E402
+
+#: name -> overrides of GCD's CPU preset
+VARIANTS = {
+    "old": {"class_term": "source", "proxy_data": "cumulative"},
+    "log-odds": {"proxy_data": "cumulative"},
+    "per-iteration": {"class_term": "source"},
+    "log-odds+per-iteration": {},
+    "wide": {"noise_stds": (0.2, 0.4, 0.8)},
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", nargs="+", default=["6:0", "0:6", "2:4", "4:2", "7:9", "9:7"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--n-images", type=int, default=30)
+    p.add_argument("--n-steps", type=int, default=32)
+    p.add_argument("--max-step", type=float, nargs="+", default=[3.0])
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps to encode and render")
+    p.add_argument("--autoencoder", default=None, help="a DiffAE file (default: the shipped)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jsonl", default=None, help="append one JSON row per result here")
+    a = p.parse_args()
+    torch.set_flush_denormal(True)
+    model = load_demo_classifier()
+    kw = {"encode_steps": a.steps, "decode_steps": a.steps}
+    ae = (
+        DiffusionAutoencoder.load(a.autoencoder, **kw)
+        if a.autoencoder
+        else DiffusionAutoencoder.pretrained("fashion-mnist", **kw)
+    )
+    xtr, ytr = load_fashion_mnist("train")
+    images, labels = load_fashion_mnist("test")
+    with torch.no_grad():
+        pred = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
+    correct = pred == labels
+    ranges = " | ".join(f"[-{m:g}, {m:g}]: reach / third" for m in a.max_step)
+    print(f"| from | to | variant | best | flips source | cos | max cos | {ranges} | s |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(a.max_step) + "---|")
+    for pair in a.pairs:
+        src, dst = (int(v) for v in pair.split(":"))
+        with torch.no_grad():
+            mean_dir = ae.encode(xtr[ytr == dst][:200]).mean(0) - ae.encode(
+                xtr[ytr == src][:200]
+            ).mean(0)
+        unit = mean_dir / mean_dir.norm()
+        pool = ((labels == src) & correct).nonzero()[:, 0]
+        x_src = images[int(pool[pool >= 9500][0])][None]
+        x = images[pool[pool < 9000][: a.n_images]]
+        for name in a.variants:
+            t0 = time.perf_counter()
+            overrides = dict(VARIANTS[name])
+            if "noise_stds" in overrides:
+                overrides["noise_distribution"] = "normal"
+            dirs = GCD(model, ae, **overrides).find(
+                x_src, target=src, counterfactual_target=dst, seed=a.seed
+            )
+            i = dirs.best()
+            cos = dirs.directions @ unit
+            cells, row = [], {}
+            for m in a.max_step:
+                r = dirs.transfer(model, ae, x, index=i, n_steps=a.n_steps, max_step=m)
+                reach, third = float(r["reached"].float().mean()), float(r["third"].float().mean())
+                cells.append(f"{reach:.2f} / {third:.2f}")
+                row[f"max {m:g}"] = {"reach": reach, "third": third}
+            secs = time.perf_counter() - t0
+            print(
+                f"| {NAMES[src]} | {NAMES[dst]} | {name} | {dirs.kinds[i]} | "
+                f"{bool(dirs.flipped[i])} | {float(cos[i]):+.2f} | {float(cos.max()):+.2f} | "
+                + " | ".join(cells)
+                + f" | {secs:.0f} |",
+                flush=True,
+            )
+            if a.jsonl:
+                with open(a.jsonl, "a") as f:
+                    row.update(
+                        pair=pair,
+                        variant=name,
+                        best=dirs.kinds[i],
+                        flipped=bool(dirs.flipped[i]),
+                        cos=float(cos[i]),
+                        max_cos=float(cos.max()),
+                        n_images=len(x),
+                        seconds=round(secs, 1),
+                    )
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
