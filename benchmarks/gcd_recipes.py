@@ -42,6 +42,15 @@ VARIANTS = {
     "per-iteration": {"class_term": "source"},
     "log-odds+per-iteration": {},
     "wide": {"noise_stds": (0.2, 0.4, 0.8)},
+    # the line search long enough to flip the source (the shipped latent's class means lie
+    # 3-8 apart), so that best() chooses among directions that flip it
+    "wide-6": {"noise_stds": (0.2, 0.4, 0.8), "max_step": 6.0, "line_steps": 24},
+    "wide-6-uniform": {
+        "noise_distribution": "uniform_norm",
+        "max_norm": 6.0,
+        "max_step": 6.0,
+        "line_steps": 24,
+    },
 }
 
 
@@ -70,9 +79,9 @@ def main() -> None:
     with torch.no_grad():
         pred = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
     correct = pred == labels
-    ranges = " | ".join(f"[-{m:g}, {m:g}]: reach / third" for m in a.max_step)
+    ranges = " | ".join(f"[-{m:g}, {m:g}]: reach / third | +d: reach / third" for m in a.max_step)
     print(f"| from | to | variant | best | flips source | cos | max cos | {ranges} | s |")
-    print("|---|---|---|---|---|---|---|" + "---|" * len(a.max_step) + "---|")
+    print("|---|---|---|---|---|---|---|" + "---|---|" * len(a.max_step) + "---|")
     for pair in a.pairs:
         src, dst = (int(v) for v in pair.split(":"))
         with torch.no_grad():
@@ -87,7 +96,7 @@ def main() -> None:
             t0 = time.perf_counter()
             overrides = dict(VARIANTS[name])
             if "noise_stds" in overrides:
-                overrides["noise_distribution"] = "normal"
+                overrides.setdefault("noise_distribution", "normal")
             dirs = GCD(model, ae, **overrides).find(
                 x_src, target=src, counterfactual_target=dst, seed=a.seed
             )
@@ -96,9 +105,12 @@ def main() -> None:
             cells, row = [], {}
             for m in a.max_step:
                 r = dirs.transfer(model, ae, x, index=i, n_steps=a.n_steps, max_step=m)
-                reach, third = float(r["reached"].float().mean()), float(r["third"].float().mean())
-                cells.append(f"{reach:.2f} / {third:.2f}")
-                row[f"max {m:g}"] = {"reach": reach, "third": third}
+                cell = {
+                    k: float(r[k].float().mean()) for k in r if k not in ("step", "reached_step")
+                }
+                cells.append(f"{cell['reached']:.2f} / {cell['third']:.2f}")
+                cells.append(f"{cell['reached_forward']:.2f} / {cell['third_forward']:.2f}")
+                row[f"max {m:g}"] = cell
             secs = time.perf_counter() - t0
             print(
                 f"| {NAMES[src]} | {NAMES[dst]} | {name} | {dirs.kinds[i]} | "

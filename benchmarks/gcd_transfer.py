@@ -5,7 +5,8 @@ For the given pairs, the best g- and h-direction of ``examples/results/gcd/direc
 held-out Fashion-MNIST test images of class ``a`` that the classifier gets right, each keeping
 its own stochastic code (``CounterfactualDirections.transfer``): the share that leaves class
 ``a`` at some step (the official "transfer"), that reaches class ``b``, and that first leaves
-for a third class.
+for a third class; and the last two along the direction's own sense alone (positive steps).
+``--max-step`` sets the range (the official 3).
 
     python benchmarks/gcd_transfer.py --pairs 6:0 4:2 --n-images 20 --n-steps 16 --steps 25
 
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--n-steps", type=int, default=16)
     p.add_argument("--steps", type=int, default=25, help="DDIM steps to encode and render")
     p.add_argument("--dirs", default="examples/results/gcd")
+    p.add_argument("--max-step", type=float, default=3.0)
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
@@ -43,12 +45,13 @@ def main() -> None:
     images, labels = load_fashion_mnist("test")
     print(
         f"{a.n_images} held-out test images per class (0..8999, classified right), "
-        f"{a.n_steps} step sizes in [-3, 3], DDIM {a.steps}/{a.steps}\n"
+        f"{a.n_steps} step sizes in [-{a.max_step:g}, {a.max_step:g}], DDIM {a.steps}/{a.steps}\n"
     )
     print(
-        "| from | to | direction | leaves the class (official) | reaches the paired class | third class |"
+        "| from | to | direction | leaves the class (official) | reaches the paired class | "
+        "third class | along +d: reaches / third |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for pair in a.pairs:
         src, dst = (int(v) for v in pair.split(":"))
         dirs = CounterfactualDirections.load(Path(a.dirs) / f"directions_{src}_to_{dst}.pt")
@@ -58,11 +61,13 @@ def main() -> None:
             x = x[model(x).argmax(1) == src][: a.n_images]
         for kind in ("g", "h"):
             i = dirs.best(kind)
-            r = dirs.transfer(model, ae, x, index=i, n_steps=a.n_steps)
+            r = dirs.transfer(model, ae, x, index=i, n_steps=a.n_steps, max_step=a.max_step)
             print(
                 f"| {FASHION_MNIST_CLASSES[src]} | {FASHION_MNIST_CLASSES[dst]} | "
                 f"{dirs.kinds[i]} | {r['transferred'].float().mean():.2f} | "
-                f"{r['reached'].float().mean():.2f} | {r['third'].float().mean():.2f} |",
+                f"{r['reached'].float().mean():.2f} | {r['third'].float().mean():.2f} | "
+                f"{r['reached_forward'].float().mean():.2f} / "
+                f"{r['third_forward'].float().mean():.2f} |",
                 flush=True,
             )
 

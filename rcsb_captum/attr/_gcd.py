@@ -162,9 +162,11 @@ class CounterfactualDirections:
             dict of Tensor, one value per image: ``transferred`` (some step leaves the source
             class), ``reached`` (some step makes :attr:`target_class` the prediction),
             ``third`` (at the smallest step that leaves the source class, the prediction is
-            neither class; always False when no target class was named), ``step`` (that smallest signed step; 0 when none),
+            neither class; always False when no target class was named), ``step`` (that
+            smallest signed step; 0 when none),
             ``reached_step`` (the smallest signed step that reaches the target class; 0 when
-            none).
+            none); ``reached_forward`` and ``third_forward``: the same along ``+d`` alone (the
+            sense :class:`GCD` gives the direction: away from the source, towards the target).
         """
         images = format_images(images, "images")
         i = self.best() if index is None else check_int(index, "index", 0, len(self) - 1)
@@ -172,9 +174,8 @@ class CounterfactualDirections:
         max_step = check_number(max_step, "max_step", 0, low_open=True)
         alphas = torch.linspace(-max_step, max_step, n_steps)
         order = alphas.abs().argsort(stable=True)  # smallest |step| first
-        src, tgt = self.source_class, self.target_class
-        out: dict[str, list] = {k: [] for k in ("transferred", "reached", "third", "step")}
-        out["reached_step"] = []
+        keys = ("transferred", "reached", "third", "step", "reached_step")
+        out: dict[str, list] = {k: [] for k in (*keys, "reached_forward", "third_forward")}
         with model_left_as_given(forward_func, autoencoder):
             for x in images.float():
                 z = autoencoder.encode(x[None])
@@ -188,22 +189,31 @@ class CounterfactualDirections:
                     rendered = autoencoder.decode(codes, noise_b)
                     logits = check_logits(forward_func(rendered), len(a))
                     probs.append(torch.softmax(logits.float(), 1).cpu())
-                p = torch.cat(probs)[order]
-                pred = p.argmax(1)
-                left = p[:, src] < 0.5
-                hit = (pred == tgt) if tgt is not None else left
-                first = int(left.float().argmax()) if bool(left.any()) else None
-                first_hit = int(hit.float().argmax()) if bool(hit.any()) else None
-                out["transferred"].append(first is not None)
-                out["reached"].append(first_hit is not None)
-                out["third"].append(  # only meaningful when a target class was named
-                    first is not None and tgt is not None and int(pred[first]) not in (src, tgt)
-                )
-                out["step"].append(float(alphas[order][first]) if first is not None else 0.0)
-                out["reached_step"].append(
-                    float(alphas[order][first_hit]) if first_hit is not None else 0.0
-                )
+                p, signed = torch.cat(probs)[order], alphas[order]
+                both = self._first_changes(p, signed)
+                forward = self._first_changes(p[signed > 0], signed[signed > 0])
+                for key, value in both.items():
+                    out[key].append(value)
+                out["reached_forward"].append(forward["reached"])
+                out["third_forward"].append(forward["third"])
         return {k: torch.tensor(v) for k, v in out.items()}
+
+    def _first_changes(self, p: Tensor, alphas: Tensor) -> dict[str, Any]:
+        # p: class probabilities at the signed steps ``alphas``, smallest |step| first
+        src, tgt = self.source_class, self.target_class
+        pred = p.argmax(1)
+        left = p[:, src] < 0.5
+        hit = (pred == tgt) if tgt is not None else left
+        first = int(left.float().argmax()) if bool(left.any()) else None
+        first_hit = int(hit.float().argmax()) if bool(hit.any()) else None
+        return {
+            "transferred": first is not None,
+            "reached": first_hit is not None,
+            # only meaningful when a target class was named
+            "third": first is not None and tgt is not None and int(pred[first]) not in (src, tgt),
+            "step": float(alphas[first]) if first is not None else 0.0,
+            "reached_step": float(alphas[first_hit]) if first_hit is not None else 0.0,
+        }
 
 
 class _Proxy(nn.Module):

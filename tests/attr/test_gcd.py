@@ -88,7 +88,15 @@ def test_official_transfer_sweeps_both_signs_and_names_the_step(toy):
     g = dirs.best("g")
     others = _images(20, seed=2)
     res = dirs.transfer(model, ae, others, index=g, n_steps=33, max_step=4.0)
-    assert set(res) == {"transferred", "reached", "third", "step", "reached_step"}
+    assert set(res) == {
+        "transferred",
+        "reached",
+        "third",
+        "step",
+        "reached_step",
+        "reached_forward",
+        "third_forward",
+    }
     # coordinate 0 of these images is below the boundary 1.0 and 4 units always cross it
     assert res["transferred"].all() and not res["third"].any()
     assert torch.equal(res["reached"], res["transferred"])  # two classes: leaving is reaching
@@ -103,6 +111,9 @@ def test_official_transfer_sweeps_both_signs_and_names_the_step(toy):
     )
     back = flipped.transfer(model, ae, others, index=g, n_steps=33, max_step=4.0)
     assert back["transferred"].all() and torch.allclose(back["step"], -res["step"])
+    # along its own sense only: the direction crosses (its step is positive), its negative not
+    assert (res["step"] > 0).all() and torch.equal(res["reached_forward"], res["reached"])
+    assert not back["reached_forward"].any() and not back["third_forward"].any()
     too_short = dirs.transfer(model, ae, others, index=g, n_steps=5, max_step=0.01)
     assert not too_short["transferred"].any() and (too_short["step"] == 0).all()
 
