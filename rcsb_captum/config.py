@@ -592,17 +592,20 @@ class GCDConfig(Config):
 #: GCD's named settings, as overrides of the official ones (``paper``).
 GCD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
+    # the shipped DiffAE's class-mean codes lie 3-8 apart (standardised latent): perturbations
+    # and line search reach that far (benchmarks/results/gcd_recipes.md)
     "cpu": {
         "noise_distribution": "normal",
         "n_iters": 3,
         "n_batches": 2,
         "batch_size": 64,
-        "noise_stds": (0.05, 0.1, 0.2, 0.4),
+        "noise_stds": (0.2, 0.4, 0.8),
         "proxy_hidden": (128, 64, 32),
         "proxy_epochs": 300,
         "proxy_lr": 3e-3,
         "n_hessian": 4,
-        "line_steps": 12,
+        "max_step": 6.0,
+        "line_steps": 24,
     },
 }
 GCDConfig.PRESETS = GCD_PRESETS
