@@ -5,10 +5,16 @@ paired class and share that lands in a third class. A diagnostic beside
 benchmarks/gcd_transfer.py: it uses labels and many images, GCD one image and the classifier.
 
     python benchmarks/class_mean_directions.py      # ~2 minutes on 2 CPU threads
+    python benchmarks/class_mean_directions.py --transfer 3 6 9 --n-images 30 --n-steps 32
+
+``--transfer``: instead, the unit class-mean direction under GCD's official transfer measure
+(``CounterfactualDirections.transfer``, ``--n-steps`` steps in [-m, m] for each range m), the
+share that reaches the paired class and that first leaves for a third one.
 
 Needs Debian's dataset-fashion-mnist.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fashion_mnist import load_fashion_mnist  # noqa: E402
 
-from rcsb_captum import DiffusionAutoencoder  # noqa: E402
+from rcsb_captum import CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
 from rcsb_captum.demo import PAIRED_CLASSES, load_demo_classifier  # noqa: E402
 
@@ -26,25 +32,51 @@ STEPS = (0.5, 1.0, 1.5, 2.0)
 
 @torch.no_grad()
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n-images", type=int, default=50)
+    p.add_argument("--transfer", type=float, nargs="+", default=None)
+    p.add_argument("--n-steps", type=int, default=32)
+    args = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
     ae = DiffusionAutoencoder.pretrained(encode_steps=25, decode_steps=25)
     xtr, ytr = load_fashion_mnist("train")
     xte, yte = load_fashion_mnist("test")
-    print("| from | to | " + " | ".join(f"step {s}: reach / third" for s in STEPS) + " |")
-    print("|---|---|" + "---|" * len(STEPS))
+    cols = (
+        [f"[-{m:g}, {m:g}]: reach / third" for m in args.transfer]
+        if args.transfer
+        else [f"step {s}: reach / third" for s in STEPS]
+    )
+    print("| from | to | norm | " + " | ".join(cols) + " |")
+    print("|---|---|---|" + "---|" * len(cols))
     for a, b in PAIRED_CLASSES.items():
         d = ae.encode(xtr[ytr == b][:200]).mean(0) - ae.encode(xtr[ytr == a][:200]).mean(0)
         x = xte[(yte[:9000] == a).nonzero()[:, 0][:200]]
-        x = x[model(x).argmax(1) == a][:50]
-        z = ae.encode(x)
-        x_t = ae.encode_stochastic(x, z)
+        x = x[model(x).argmax(1) == a][: args.n_images]
         cells = []
-        for step in STEPS:
-            pred = model(ae.decode(z + step * d, x_t)).argmax(1)
-            third = ((pred != a) & (pred != b)).float().mean()
-            cells.append(f"{(pred == b).float().mean():.2f} / {third:.2f}")
-        print(f"| {NAMES[a]} | {NAMES[b]} | " + " | ".join(cells) + " |", flush=True)
+        if args.transfer:
+            unit = CounterfactualDirections(
+                (d / d.norm())[None],
+                ["class mean"],
+                torch.ones(1),
+                torch.ones(1, dtype=torch.bool),
+                a,
+                b,
+            )
+            for m in args.transfer:
+                r = unit.transfer(model, ae, x, n_steps=args.n_steps, max_step=m)
+                cells.append(f"{r['reached'].float().mean():.2f} / {r['third'].float().mean():.2f}")
+        else:
+            z = ae.encode(x)
+            x_t = ae.encode_stochastic(x, z)
+            for step in STEPS:
+                pred = model(ae.decode(z + step * d, x_t)).argmax(1)
+                third = ((pred != a) & (pred != b)).float().mean()
+                cells.append(f"{(pred == b).float().mean():.2f} / {third:.2f}")
+        print(
+            f"| {NAMES[a]} | {NAMES[b]} | {d.norm():.2f} | " + " | ".join(cells) + " |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

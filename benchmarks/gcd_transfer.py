@@ -36,6 +36,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25, help="DDIM steps to encode and render")
     p.add_argument("--dirs", default="examples/results/gcd")
     p.add_argument("--max-step", type=float, default=3.0)
+    p.add_argument(
+        "--kinds", nargs="+", default=["g", "h"], help="g, h (the best of each) or best (overall)"
+    )
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
@@ -59,8 +62,8 @@ def main() -> None:
         x = images[idx[:400]]
         with torch.no_grad():
             x = x[model(x).argmax(1) == src][: a.n_images]
-        for kind in ("g", "h"):
-            i = dirs.best(kind)
+        for kind in a.kinds:
+            i = dirs.best(None if kind == "best" else kind)
             r = dirs.transfer(model, ae, x, index=i, n_steps=a.n_steps, max_step=a.max_step)
             print(
                 f"| {FASHION_MNIST_CLASSES[src]} | {FASHION_MNIST_CLASSES[dst]} | "
