@@ -34,7 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fashion_mnist import load_fashion_mnist  # noqa: E402
 
-from rcsb_captum import BBLIG, GCD, DiffusionAutoencoder  # noqa: E402
+from rcsb_captum import BBLIG, GCD, CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
 from rcsb_captum import metrics as M  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES, PAIRED_CLASSES, load_demo_classifier  # noqa: E402
 
@@ -58,6 +58,30 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return s.flatten(1).mean(1)
 
 
+def transfer_figure(dirs, ae, model, x, src: int, dst: int, path: Path) -> None:
+    r"""The best direction at the step found on the source, on the images ``x``: one row each
+    (input, counterfactual, change); framed in red where the paired class is not reached."""
+    from rcsb_captum.visualization import plot_counterfactuals
+
+    cf = dirs.apply(ae, x)
+    with torch.no_grad():
+        pb, pa = torch.softmax(model(x), 1), torch.softmax(model(cf), 1)
+    fig = plot_counterfactuals(
+        x,
+        cf,
+        torch.ones(len(x), 1, 32, 32),
+        pb,
+        pa,
+        FASHION_MNIST_CLASSES,
+        success=pa.argmax(1) == dst,
+    )
+    fig.suptitle(
+        f"{FASHION_MNIST_CLASSES[src]} -> {FASHION_MNIST_CLASSES[dst]}: {dirs.kinds[dirs.best()]}, "
+        f"step {float(dirs.steps[dirs.best()]):.2f}"
+    )
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="examples/results/gcd")
@@ -65,6 +89,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25, help="DDIM steps to encode and to render")
     p.add_argument("--lig-images", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--figures-only",
+        action="store_true",
+        help="only draw each pair's figure from the directions saved in --out",
+    )
     a = p.parse_args()
     torch.set_flush_denormal(True)
     out = Path(a.out)
@@ -77,8 +106,14 @@ def main() -> None:
     with torch.no_grad():
         pred = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
     correct = pred == labels
+    if a.figures_only:
+        for src, dst in PAIRED_CLASSES.items():
+            pool = ((labels == src) & correct).nonzero()[:, 0]
+            dirs = CounterfactualDirections.load(out / f"directions_{src}_to_{dst}.pt")
+            x8 = images[pool[pool < 9000][:8]]
+            transfer_figure(dirs, ae, model, x8, src, dst, out / f"transfer_{src}_to_{dst}.png")
+        return
     rows, lig_rows, recon = [], [], {}
-    first_dirs = None
     for src, dst in PAIRED_CLASSES.items():
         t0 = time.perf_counter()
         pool = ((labels == src) & correct).nonzero()[:, 0]
@@ -140,8 +175,6 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-        if first_dirs is None:
-            first_dirs = (dirs, x_t[:8], src, dst)
         # BB-LIG on a few transfer images: completeness and Quantus scores against IG
         xl = x_t[: a.lig_images]
         lig = BBLIG(model, ae, direction=dirs, n_steps=32)
@@ -193,15 +226,12 @@ def main() -> None:
     except ImportError:
         quantus_scores = {"skipped": "quantus not installed"}
     completeness = [e for r in lig_rows for e in r["completeness error"]]
-    # the figure: the first pair's best direction on 8 transfer images
-    dirs, x8, src, dst = first_dirs
-    from rcsb_captum.visualization import plot_counterfactuals
-
-    cf8 = dirs.apply(ae, x8)
-    with torch.no_grad():
-        pb, pa = torch.softmax(model(x8), 1), torch.softmax(model(cf8), 1)
-    fig = plot_counterfactuals(x8, cf8, torch.ones(8, 1, 32, 32), pb, pa, FASHION_MNIST_CLASSES)
-    fig.savefig(out / "direction_transfer.png", dpi=90)
+    # the figures: each pair's best direction on its first 8 transfer images
+    for src, dst in PAIRED_CLASSES.items():
+        pool = ((labels == src) & correct).nonzero()[:, 0]
+        dirs = CounterfactualDirections.load(out / f"directions_{src}_to_{dst}.pt")
+        x8 = images[pool[pool < 9000][:8]]
+        transfer_figure(dirs, ae, model, x8, src, dst, out / f"transfer_{src}_to_{dst}.png")
     summary = {
         "settings": {
             "preset": "cpu",

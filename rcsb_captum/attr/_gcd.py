@@ -10,6 +10,12 @@ queries. BB-LIG integrates the classifier's gradient along the rendered latent p
 direction into a pixel attribution.
 
 Differences from the official code, each for a stated reason:
+- The official classifiers are binary (one query label, whose logit the directions descend).
+  For a multi-class classifier with a named ``counterfactual_target`` the proxy models the
+  pair's log-odds ``log p(source) - log p(target)``, the same binary logit restricted to the
+  pair; modelling ``log p(source)`` alone (``class_term="source"``) sends the directions to
+  whichever class is nearest (on the shipped models: cosine -0.11 with the class-mean direction
+  instead of +0.59, benchmarks/results/gcd_recipes.md).
 - The proxy's second output is a distance to the source image given by the caller
   (default: mean squared pixel difference), as LPIPS needs downloaded weights; pass an LPIPS
   network as ``distance`` to get the paper's objective.
