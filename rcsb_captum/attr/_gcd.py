@@ -366,9 +366,10 @@ class GCD:
             z = ae.encode(x)
             noise = ae.encode_stochastic(x, z)
             dim = z.shape[1]
-            deltas, answers = [], []
+            deltas: list[Tensor] = []
+            answers: list[Tensor] = []
             found: list[tuple[Tensor, list[str], Tensor, Tensor]] = []
-            proxy = None
+            proxy: _Proxy | None = None
             for it in tqdm(
                 range(st["n_iters"]), disable=progress_disabled(show_progress), desc="GCD"
             ):
