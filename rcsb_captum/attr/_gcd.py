@@ -164,7 +164,7 @@ class CounterfactualDirections:
         the direction does not matter). The range is in the latent's own units: the shipped
         DiffAE's latent is standardised per dimension and its class-mean codes lie 3-8 apart,
         so the official ``max_step=3`` is short for it (even the class-mean direction reaches
-        the paired class within it for 0.17-0.67 of images; within 6 for 0.63-0.97).
+        the paired class within it for 0.17-0.73 of images; within 6 for 0.70-0.97).
 
         Returns:
             dict of Tensor, one value per image: ``transferred`` (some step leaves the source
