@@ -588,6 +588,27 @@ class GCDConfig(Config):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below (GCD_PRESETS)
     _WHAT: ClassVar[str] = "GCD setting"
 
+    #: what settings written before these fields existed ran with (``from_json``)
+    _BEFORE: ClassVar[dict[str, Any]] = {
+        "noise_distribution": "normal",
+        "class_term": "source",
+        "proxy_data": "cumulative",
+    }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str) -> Self:
+        r"""As :meth:`Config.from_json`, except that settings written before
+        ``noise_distribution``, ``class_term`` and ``proxy_data`` existed (directions found
+        before them) read back as what they ran with: normal noise, ``log p(source)``, one
+        cumulative proxy."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        if isinstance(data, dict):
+            missing = {f.name for f in fields(cls)} - set(data)
+            if missing and missing <= set(cls._BEFORE):  # a whole record of the time
+                data = {**{k: cls._BEFORE[k] for k in missing}, **data}
+        return super().from_json(data)
+
 
 #: GCD's named settings, as overrides of the official ones (``paper``).
 GCD_PRESETS: dict[str, dict[str, Any]] = {

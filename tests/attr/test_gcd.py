@@ -340,6 +340,16 @@ def test_gcd_config_presets_round_trip_and_overrides():
     import json
 
     assert GCDConfig.from_json(json.loads(json.dumps(cpu.to_json()))) == cpu
+    # settings recorded before the loop's new fields read back as what they ran with
+    old = {k: v for k, v in cpu.to_json().items() if k not in GCDConfig._BEFORE}
+    back = GCDConfig.from_json(old)
+    assert (back.noise_distribution, back.class_term, back.proxy_data) == (
+        "normal",
+        "source",
+        "cumulative",
+    )
+    # a partial dict is not such a record: the other fields take today's defaults
+    assert GCDConfig.from_json({"n_iters": 2}).proxy_data == "per_iteration"
     assert cpu.diff(paper)["n_iters"] == (6, 52)
 
 
