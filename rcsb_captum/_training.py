@@ -29,7 +29,13 @@ from ._utils import derive_seed, progress_disabled
 from .bridge.checkpoints import read_checkpoint
 from .durable import atomic_write, torch_bytes
 
-__all__ = ["read_resume_state", "step_generator", "train_loop", "write_start_state"]
+__all__ = [
+    "read_resume_state",
+    "step_generator",
+    "train_loop",
+    "write_checkpoint",
+    "write_start_state",
+]
 
 
 def step_generator(seed: int, step: int, rank: int, micro: int) -> torch.Generator:
@@ -72,6 +78,27 @@ def read_resume_state(
     return state
 
 
+def write_checkpoint(
+    checkpoint_path: str | os.PathLike[str],
+    step: int,
+    identity: Mapping[str, Any],
+    network: nn.Module,
+    ema: AveragedModel,
+    optimizer: torch.optim.Optimizer,
+    running_loss: float | None,
+) -> None:
+    r"""The checkpoint :func:`train_loop` writes and :func:`read_resume_state` reads, durably."""
+    payload = {
+        "step": step,
+        **identity,
+        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "running_loss": running_loss,
+    }
+    atomic_write(checkpoint_path, torch_bytes(payload))
+
+
 def write_start_state(
     checkpoint_path: str | os.PathLike[str],
     network: nn.Module,
@@ -79,21 +106,12 @@ def write_start_state(
     identity: Mapping[str, Any],
     step: int,
 ) -> None:
-    r"""A checkpoint in :func:`train_loop`'s layout that resumes at ``step`` from ``network``'s
-    weights, as both the weights and their EMA, and ``optimizer``'s state (a fresh one: its
-    moments start at zero): for going on training finished weights, whose file holds no
-    optimiser or EMA."""
-    ema = {"module." + k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    ema["n_averaged"] = torch.tensor(step, dtype=torch.long)
-    payload = {
-        "step": step,
-        **identity,
-        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-        "ema": ema,
-        "optimizer": optimizer.state_dict(),
-        "running_loss": None,
-    }
-    atomic_write(checkpoint_path, torch_bytes(payload))
+    r"""A checkpoint that resumes at ``step`` from ``network``'s weights, as both the weights
+    and their EMA, and ``optimizer``'s state (a fresh one: its moments start at zero): for
+    going on training finished weights, whose file holds no optimiser or EMA."""
+    ema = AveragedModel(network, use_buffers=True)  # a copy of the weights
+    ema.n_averaged.fill_(step)  # the EMA goes on averaging, not copying, at the next update
+    write_checkpoint(checkpoint_path, step, identity, network, ema, optimizer, None)
 
 
 def train_loop(
@@ -138,15 +156,7 @@ def train_loop(
     def save(step: int) -> None:
         if checkpoint_path is None or rank != 0:
             return
-        payload = {
-            "step": step,
-            **identity,
-            "network": {k: v.cpu() for k, v in network.state_dict().items()},
-            "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "running_loss": running,
-        }
-        atomic_write(checkpoint_path, torch_bytes(payload))
+        write_checkpoint(checkpoint_path, step, identity, network, ema, optimizer, running)
 
     model.train()
     bar = tqdm(

@@ -556,7 +556,6 @@ def warm_start_diffae(
     step = check_int(step, "step", 0)
     config = dict(autoencoder.config)
     model = built_without_drawing(lambda: DiffusionAutoencoder(config))
-    model.alphas_cumprod = autoencoder.alphas_cumprod.clone()
     model.load_state_dict({k: v.float() for k, v in autoencoder.state_dict().items()})
     network = _TrainingPass(model)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0)
