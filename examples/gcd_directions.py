@@ -82,6 +82,15 @@ def transfer_figure(dirs, ae, model, x, src: int, dst: int, path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
+def draw_figures(out: Path, ae, model, images, labels, correct) -> None:
+    r"""Each pair's saved directions on its first 8 transfer images (``transfer_<a>_to_<b>.png``)."""
+    for src, dst in PAIRED_CLASSES.items():
+        pool = ((labels == src) & correct).nonzero()[:, 0]
+        dirs = CounterfactualDirections.load(out / f"directions_{src}_to_{dst}.pt")
+        x8 = images[pool[pool < 9000][:8]]
+        transfer_figure(dirs, ae, model, x8, src, dst, out / f"transfer_{src}_to_{dst}.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="examples/results/gcd")
@@ -107,11 +116,7 @@ def main() -> None:
         pred = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
     correct = pred == labels
     if a.figures_only:
-        for src, dst in PAIRED_CLASSES.items():
-            pool = ((labels == src) & correct).nonzero()[:, 0]
-            dirs = CounterfactualDirections.load(out / f"directions_{src}_to_{dst}.pt")
-            x8 = images[pool[pool < 9000][:8]]
-            transfer_figure(dirs, ae, model, x8, src, dst, out / f"transfer_{src}_to_{dst}.png")
+        draw_figures(out, ae, model, images, labels, correct)
         return
     rows, lig_rows, recon = [], [], {}
     for src, dst in PAIRED_CLASSES.items():
@@ -226,12 +231,7 @@ def main() -> None:
     except ImportError:
         quantus_scores = {"skipped": "quantus not installed"}
     completeness = [e for r in lig_rows for e in r["completeness error"]]
-    # the figures: each pair's best direction on its first 8 transfer images
-    for src, dst in PAIRED_CLASSES.items():
-        pool = ((labels == src) & correct).nonzero()[:, 0]
-        dirs = CounterfactualDirections.load(out / f"directions_{src}_to_{dst}.pt")
-        x8 = images[pool[pool < 9000][:8]]
-        transfer_figure(dirs, ae, model, x8, src, dst, out / f"transfer_{src}_to_{dst}.png")
+    draw_figures(out, ae, model, images, labels, correct)
     summary = {
         "settings": {
             "preset": "cpu",
