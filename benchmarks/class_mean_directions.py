@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_mnist import class_mean_direction, load_fashion_mnist  # noqa: E402
 
 from rcsb_captum import CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
@@ -50,7 +50,7 @@ def main() -> None:
     print("| from | to | norm | " + " | ".join(cols) + " |")
     print("|---|---|---|" + "---|" * len(cols))
     for a, b in PAIRED_CLASSES.items():
-        d = ae.encode(xtr[ytr == b][:200]).mean(0) - ae.encode(xtr[ytr == a][:200]).mean(0)
+        d = class_mean_direction(ae, xtr, ytr, a, b)
         x = xte[(yte[:9000] == a).nonzero()[:, 0][:200]]
         x = x[model(x).argmax(1) == a][: args.n_images]
         cells = []

@@ -53,6 +53,8 @@ RECIPES: dict[str, dict] = {
     "v-p2-flat": {**LIBRARY_RECIPES["v-patch2"], "encoder_pool": "flatten"},
     "v-p2-x0w": {**LIBRARY_RECIPES["v-patch2"], "p2_gamma": 1.0},
     "v-p2-flat-x0w": {**LIBRARY_RECIPES["v-patch2"], "encoder_pool": "flatten", "p2_gamma": 1.0},
+    # a wider semantic code (DiffAE's is 512-d): does the 64-d code limit the linear probe?
+    "v-p2-flat-z128": {**LIBRARY_RECIPES["v-patch2-flat"], "z_dim": 128},
     # labelled comparison, never a default: a linear classifier on z_sem trained with it
     "v-p2-flat-supervised": {
         **LIBRARY_RECIPES["v-patch2-flat"],
@@ -124,6 +126,12 @@ def main() -> None:
     p.add_argument("--random-baseline", action="store_true", help="also probe random encoders")
     p.add_argument("--probe-file", nargs="+", default=None, help="only probe these DiffAE files")
     p.add_argument("--note", default="", help="a note for the --probe-file rows")
+    p.add_argument(
+        "--export",
+        default=None,
+        help="also save each trained recipe as a float16 DiffAE file in this folder "
+        "(<recipe>_<steps>.pt; loads with DiffusionAutoencoder.load)",
+    )
     a = p.parse_args()
     torch.set_flush_denormal(True)
     torch.set_num_threads(a.threads)
@@ -170,6 +178,9 @@ def main() -> None:
                 show_progress=False,
             )
         train_s = time.perf_counter() - start
+        if a.export:
+            Path(a.export).mkdir(parents=True, exist_ok=True)
+            ae.save(Path(a.export) / f"{name}_{a.steps}.pt", dtype=torch.float16)
         row = {
             "recipe": name,
             "steps": a.steps,

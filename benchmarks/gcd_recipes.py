@@ -2,7 +2,8 @@
 one image point, and do they transfer?
 
 For each pair (a -> b) the source is the first test image of class a (indices 9500..9999) that
-the classifier gets right, as in examples/gcd_directions.py. Each variant (GCD's CPU preset with
+the classifier gets right, as in examples/gcd_directions.py (the ``sources-N`` variants: the
+first N such images, searched together). Each variant (GCD's CPU preset with
 the overrides named below) finds its directions there; the best one (the flipping direction
 with the smallest step on the source, ``CounterfactualDirections.best``) is then measured:
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_mnist import class_mean_direction, load_fashion_mnist  # noqa: E402
 
 from rcsb_captum import GCD, DiffusionAutoencoder  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
@@ -37,6 +38,7 @@ from rcsb_captum.demo import load_demo_classifier  # noqa: E402
 
 #: name -> overrides of GCD's CPU preset
 VARIANTS = {
+    "cpu": {},  # the CPU preset as it is
     "old": {"class_term": "source", "proxy_data": "cumulative"},
     "log-odds": {"proxy_data": "cumulative"},
     "per-iteration": {"class_term": "source"},
@@ -51,6 +53,12 @@ VARIANTS = {
         "max_step": 6.0,
         "line_steps": 24,
     },
+    # several source images (GCD.find with N images: one shared direction; the line search's
+    # step is where half of them flip), at the same query budget, and with 4x the queries
+    "sources-4": {"_sources": 4},
+    "sources-8": {"_sources": 8},
+    "queries-4x": {"n_batches": 8},
+    "sources-4+queries-4x": {"_sources": 4, "n_batches": 8},
 }
 
 
@@ -84,17 +92,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|" + "---|---|" * len(a.max_step) + "---|")
     for pair in a.pairs:
         src, dst = (int(v) for v in pair.split(":"))
-        with torch.no_grad():
-            mean_dir = ae.encode(xtr[ytr == dst][:200]).mean(0) - ae.encode(
-                xtr[ytr == src][:200]
-            ).mean(0)
+        mean_dir = class_mean_direction(ae, xtr, ytr, src, dst)
         unit = mean_dir / mean_dir.norm()
         pool = ((labels == src) & correct).nonzero()[:, 0]
-        x_src = images[int(pool[pool >= 9500][0])][None]
+        sources = images[pool[pool >= 9500]]
         x = images[pool[pool < 9000][: a.n_images]]
         for name in a.variants:
             t0 = time.perf_counter()
             overrides = dict(VARIANTS[name])
+            x_src = sources[: overrides.pop("_sources", 1)]
             if "noise_stds" in overrides:
                 overrides.setdefault("noise_distribution", "normal")
             dirs = GCD(model, ae, **overrides).find(

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["load_fashion_mnist", "read_idx"]
+__all__ = ["class_mean_direction", "load_fashion_mnist", "read_idx"]
 
 # Debian's dataset-fashion-mnist package (MIT licence, Zalando Research).
 DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -69,3 +69,14 @@ def load_fashion_mnist(
             raise ValueError(f"pad_to must be at least {images.shape[-1]}, got {pad_to}")
         images = F.pad(images, (total // 2, total - total // 2, total // 2, total - total // 2))
     return images, labels
+
+
+@torch.no_grad()
+def class_mean_direction(
+    autoencoder, images: Tensor, labels: Tensor, source: int, target: int, n: int = 200
+) -> Tensor:
+    r"""The class-mean direction of an autoencoder's latent (not normalised): the mean code of
+    the first ``n`` images of ``target`` minus that of ``source`` (a labelled diagnostic the
+    GCD benchmarks compare GCD's directions with)."""
+    mean = [autoencoder.encode(images[labels == k][:n]).mean(0) for k in (target, source)]
+    return mean[0] - mean[1]

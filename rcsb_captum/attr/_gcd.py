@@ -2,9 +2,10 @@ r"""GCD and BB-LIG (Sobieski & Biecek, "Global Counterfactual Directions", ECCV 
 arXiv 2404.12488; code ``sobieskibj/gcd``, ``bblig``), re-stated for any
 :class:`~rcsb_captum.autoencoder.LatentAutoencoder`.
 
-GCD finds, from ONE image and with query-only access to the classifier, directions ``d`` in the
-autoencoder's semantic latent space such that ``decode(z + alpha d)`` changes the classifier's
-decision, not only for that image but for others (direction transfer). The classifier is only
+GCD finds, from ONE image (here also from several of one class) and with query-only access to
+the classifier, directions ``d`` in the autoencoder's semantic latent space such that
+``decode(z + alpha d)`` changes the classifier's decision, not only for that image but for
+others (direction transfer). The classifier is only
 queried under ``torch.no_grad``; the gradients come from a small MLP proxy fitted to the
 queries. BB-LIG integrates the classifier's gradient along the rendered latent path to turn a
 direction into a pixel attribution.
@@ -16,6 +17,10 @@ Differences from the official code, each for a stated reason:
   pair; modelling ``log p(source)`` alone (``class_term="source"``) sends the directions to
   whichever class is nearest (on the shipped models: cosine -0.11 with the class-mean direction
   instead of +0.59, benchmarks/results/gcd_recipes.md).
+- ``find`` also takes several images of the source class: each perturbation is rendered on one
+  of them in turn and the proxy models the change it causes (each answer relative to that
+  image's unperturbed render), so that the direction is fitted to move all of them at the
+  query budget of one image; the official code searches one image.
 - The proxy's second output is a distance to the source image given by the caller
   (default: mean squared pixel difference), as LPIPS needs downloaded weights; pass an LPIPS
   network as ``distance`` to get the paper's objective.
@@ -63,7 +68,8 @@ FORMAT = "rcsb_captum.gcd_directions/1"
 
 @dataclass
 class CounterfactualDirections:
-    r"""Directions found by :class:`GCD` from one image, ready to transfer to others.
+    r"""Directions found by :class:`GCD` from one image (or several of one class), ready to
+    transfer to others.
 
     Attributes:
         directions (Tensor): ``K x D`` unit vectors in the latent space; moving ``z`` along
@@ -71,8 +77,15 @@ class CounterfactualDirections:
         kinds (list of str): ``"g(w_cls,w_dist)"`` or ``"h<i>"`` per direction, followed by
             ``"@<iteration>"`` when each iteration adds its own (``proxy_data="per_iteration"``).
         steps (Tensor): ``K`` step sizes: the first on the line search at which the source
-            image's decision changed (the largest step tried when it never did).
-        flipped (Tensor): ``K`` bools: the decision changed on the source image.
+            image's decision changed (for several source images: that of at least half of
+            them; the largest step tried when it never did).
+        flipped (Tensor): ``K`` bools: the decision changed on the source image (on half of
+            the source images).
+        meta (dict): ``settings`` (the :class:`~rcsb_captum.config.GCDConfig` searched with)
+            and ``n_source_images`` (absent from files written before it).
+        share (Tensor, optional): ``K`` shares of the source images whose decision changed
+            at some step of the line search (one image: 0 or 1, as ``flipped``); None in
+            files written before it.
         source_class (int), target_class (int or None): the classes of the search.
     """
 
@@ -83,19 +96,23 @@ class CounterfactualDirections:
     source_class: int
     target_class: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    share: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.directions.shape[0])
 
     def best(self, kind: str | None = None) -> int:
-        r"""Index of the flipping direction with the smallest step (of ``kind`` ``"g"`` or
-        ``"h"`` when given); the smallest step overall when none flipped."""
+        r"""Index of the direction (of ``kind`` ``"g"`` or ``"h"`` when given) that changed the
+        decision of the largest share of the source images on the line search, the smallest
+        step among equals; for one source image: the flipping direction with the smallest
+        step, or the smallest step overall when none flipped."""
         idx = [i for i, k in enumerate(self.kinds) if kind is None or k.startswith(kind)]
         if not idx:
             raise ValueError(f"no direction of kind {kind!r}")
-        flipped = [i for i in idx if bool(self.flipped[i])]
-        pool = flipped or idx
-        return min(pool, key=lambda i: float(self.steps[i]))
+        # a direction that moves more of the sources transfers better than one that moves
+        # half of them sooner (several sources: benchmarks/results/gcd_recipes.md)
+        share = self.flipped.float() if self.share is None else self.share.float()
+        return min(idx, key=lambda i: (-float(share[i]), float(self.steps[i])))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         torch.save(
@@ -108,6 +125,7 @@ class CounterfactualDirections:
                 "source_class": self.source_class,
                 "target_class": self.target_class,
                 "meta": self.meta,
+                **({} if self.share is None else {"share": self.share.detach().cpu()}),
             },
             os.fspath(path),
         )
@@ -246,7 +264,8 @@ def _mse_distance(images: Tensor, reference: Tensor) -> Tensor:
 
 class GCD:
     r"""Global Counterfactual Directions: black-box directions in an autoencoder's latent
-    space, found from one image (Sobieski & Biecek, ECCV 2024).
+    space, found from one image (Sobieski & Biecek, ECCV 2024) or from several images of one
+    class searched together (:meth:`find`).
 
     The classifier is only queried (no gradient is taken through it): perturbed latent codes
     ``z + delta`` are rendered and classified, an MLP proxy ``delta -> (class score, distance
@@ -256,7 +275,8 @@ class GCD:
     g-directions are its normalised gradient at ``delta = 0`` for each weighting of class and
     distance, h-directions the top eigenvectors (by ``|eigenvalue|``) of its Hessian of the
     class term, signed to lower the source class. A line search on the step size keeps, for
-    each direction, the first step at which the decision changes.
+    each direction, the first step at which the decision changes (for several source images:
+    for at least half of them).
 
     Args:
         forward_func (callable): The classifier, images in ``[0, 1]`` -> logits.
@@ -329,11 +349,22 @@ class GCD:
         seed: SeedLike = None,
         show_progress: bool = False,
     ) -> CounterfactualDirections:
-        r"""Directions from one image (``1 x C x H x W`` or ``C x H x W`` in ``[0, 1]``).
+        r"""Directions from one image (``1 x C x H x W`` or ``C x H x W`` in ``[0, 1]``), as
+        GCD, or from several images of the source class (``N x C x H x W``): one direction
+        shared by all of them.
+
+        With several images each perturbation ``delta`` is rendered on one of them in turn
+        (``z_i + delta`` with its own stochastic code) and the proxy models the change of the
+        class score and of the distance that ``delta`` causes, each image's answer taken
+        relative to its own unperturbed one; the line search keeps the first step at which the
+        decision changes for at least half of the images. The query budget is the same as for
+        one image. (An extension of the official code, which searches one image: a direction
+        that moves several images is what transfer measures.)
 
         Args:
-            image (Tensor): The source image.
-            target (int, optional): Its class (default: the classifier's prediction).
+            image (Tensor): The source image, or ``N`` images of the source class.
+            target (int, optional): Their class (default: the classifier's most common
+                prediction on them).
             counterfactual_target (int, optional): The class to reach; the line search then
                 stops where the decision becomes that class (default: any other class).
             seed (int or torch.Generator, optional): Fixes the perturbations.
@@ -341,18 +372,16 @@ class GCD:
         """
         if isinstance(image, Tensor) and image.ndim == 3:
             image = image[None]
-        image = format_images(image, "image")
-        if image.shape[0] != 1:
-            raise ValueError(f"image must be one image, got a batch of {image.shape[0]}")
+        x = format_images(image, "image").float()
         st = self.settings
         ae = self.autoencoder
-        x = image.float()
+        n_src = x.shape[0]
         gen = as_generator(seed)
         with model_left_as_given(self.forward_func, ae):
-            logp0 = self._query(x)[0]
-            k = logp0.shape[0]
+            logp0 = self._query(x)
+            k = logp0.shape[1]
             source = (
-                int(logp0.argmax())
+                int(logp0.argmax(1).mode().values)
                 if target is None
                 else int(format_classes(target, 1, k, "target")[0])
             )
@@ -366,10 +395,17 @@ class GCD:
             z = ae.encode(x)
             noise = ae.encode_stochastic(x, z)
             dim = z.shape[1]
+            # each image's answers relative to its unperturbed render, so that the proxy sees
+            # what delta changes and not which image was queried (one image: a constant, which
+            # the proxy's standardisation of the answers removes anyway)
+            offset = torch.zeros(n_src, 2, device=z.device)
+            if n_src > 1:
+                offset = self._answers(ae.decode(z, noise), x, source, cf)
             deltas: list[Tensor] = []
             answers: list[Tensor] = []
-            found: list[tuple[Tensor, list[str], Tensor, Tensor]] = []
+            found: list[tuple[Tensor, list[str], Tensor, Tensor, Tensor]] = []
             proxy: _Proxy | None = None
+            queried = 0
             for it in tqdm(
                 range(st["n_iters"]), disable=progress_disabled(show_progress), desc="GCD"
             ):
@@ -382,11 +418,11 @@ class GCD:
                 for _ in range(st["n_batches"]):
                     b = st["batch_size"]
                     delta = self._perturbations(b, dim, gen).to(z.device)
-                    rendered = ae.decode(z + delta, self._expand(noise, b))
-                    score = self._class_score(self._query(rendered), source, cf)
-                    dist = self.distance(rendered, x.expand_as(rendered)).float()
+                    which = (torch.arange(b, device=z.device) + queried) % n_src
+                    queried += b
+                    rendered = ae.decode(z[which] + delta, self._rows(noise, which))
                     deltas.append(delta)
-                    answers.append(torch.stack([score, dist], 1))
+                    answers.append(self._answers(rendered, x[which], source, cf) - offset[which])
                 if proxy is None:
                     # initialised from the call's generator, not torch's global one
                     init_seed = int(torch.randint(2**62, (1,), generator=gen))
@@ -399,21 +435,30 @@ class GCD:
                     dirs, kinds = self._directions(proxy, mean, std, dim, z.device)
                     if st["proxy_data"] == "per_iteration":
                         kinds = [f"{k}@{it}" for k in kinds]
-                    steps, flipped = self._line_search(z, noise, dirs, source, cf)
-                    found.append((dirs, kinds, steps, flipped))
+                    steps, flipped, share = self._line_search(z, noise, dirs, source, cf)
+                    found.append((dirs, kinds, steps, flipped, share))
             directions = torch.cat([f[0] for f in found])
             kinds = [k for f in found for k in f[1]]
             steps = torch.cat([f[2] for f in found])
             flipped = torch.cat([f[3] for f in found])
+            share = torch.cat([f[4] for f in found])
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()}
         return CounterfactualDirections(
             directions=directions.detach().cpu(),
             kinds=kinds,
             steps=steps.cpu(),
             flipped=flipped.cpu(),
+            share=share.cpu(),
             source_class=source,
             target_class=cf,
-            meta={"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()}},
+            meta={"settings": settings, "n_source_images": n_src},
         )
+
+    def _answers(self, rendered: Tensor, sources: Tensor, source: int, cf: int | None) -> Tensor:
+        # what the proxy is fitted to: (class score, distance to the image it was rendered from)
+        score = self._class_score(self._query(rendered), source, cf)
+        dist = self.distance(rendered, sources).float()
+        return torch.stack([score, dist], 1)
 
     def _perturbations(self, n: int, dim: int, gen: torch.Generator) -> Tensor:
         # the official ``make_batch_latent_sem`` (sobieskibj/gcd, dae/default/dae.py):
@@ -440,8 +485,9 @@ class GCD:
         return logp[:, source] - logp[:, cf]
 
     @staticmethod
-    def _expand(noise: Tensor | None, n: int) -> Tensor | None:
-        return None if noise is None else noise.expand(n, *noise.shape[1:]).contiguous()
+    def _rows(noise: Tensor | None, which: Tensor) -> Tensor | None:
+        # the stochastic codes of the images ``which`` (one row per render)
+        return None if noise is None else noise[which].contiguous()
 
     def _fit(
         self, proxy: _Proxy, delta: Tensor, answers: Tensor, gen: torch.Generator
@@ -504,20 +550,31 @@ class GCD:
         directions: Tensor,
         source: int,
         cf: int | None,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        # the first step at which the decision changes for at least half of the N source
+        # images (for one image: at which it changes), and the share that changes at some step
         st = self.settings
         n = int(st["line_steps"])
+        n_src = z.shape[0]
         alphas = torch.linspace(float(st["max_step"]) / n, float(st["max_step"]), n)
-        steps, flipped = [], []
+        which = torch.arange(n_src, device=z.device).repeat_interleave(n)
+        a = alphas.to(z.device).repeat(n_src)[:, None]
+        steps, flipped, share = [], [], []
         for d in directions:
-            codes = z + alphas[:, None].to(z.device) * d[None].to(z.device)
-            rendered = self.autoencoder.decode(codes, self._expand(noise, n))
-            pred = self._query(rendered).argmax(1).cpu()
-            hit = pred == cf if cf is not None else pred != source
-            first = int(hit.float().argmax()) if bool(hit.any()) else n - 1
+            codes = z[which] + a * d[None].to(z.device)
+            pred = []
+            for s in range(0, len(codes), 256):  # bounded batches for many source images
+                rows = which[s : s + 256]
+                rendered = self.autoencoder.decode(codes[s : s + 256], self._rows(noise, rows))
+                pred.append(self._query(rendered).argmax(1).cpu())
+            pred_t = torch.cat(pred)
+            hit = (pred_t == cf if cf is not None else pred_t != source).view(n_src, n)
+            enough = hit.float().mean(0) >= 0.5
+            first = int(enough.float().argmax()) if bool(enough.any()) else n - 1
             steps.append(alphas[first])
-            flipped.append(bool(hit.any()))
-        return torch.stack(steps), torch.tensor(flipped)
+            flipped.append(bool(enough.any()))
+            share.append(hit.any(1).float().mean())
+        return torch.stack(steps), torch.tensor(flipped), torch.stack(share)
 
 
 class BBLIG(Attribution):

@@ -124,6 +124,13 @@ def test_directions_save_load_round_trip(toy, tmp_path):
     back = CounterfactualDirections.load(tmp_path / "d.pt")
     assert torch.equal(back.directions, dirs.directions) and back.kinds == dirs.kinds
     assert torch.equal(back.steps, dirs.steps) and back.source_class == dirs.source_class
+    assert torch.equal(back.share, dirs.share) and back.meta["n_source_images"] == 1
+    # a file written before the share existed reads back without it, best() as then
+    old = torch.load(tmp_path / "d.pt", weights_only=True)
+    del old["share"]
+    torch.save(old, tmp_path / "old.pt")
+    assert CounterfactualDirections.load(tmp_path / "old.pt").share is None
+    assert CounterfactualDirections.load(tmp_path / "old.pt").best() == dirs.best()
     torch.save({"format": "other"}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="CounterfactualDirections.save"):
         CounterfactualDirections.load(tmp_path / "x.pt")
@@ -227,7 +234,7 @@ def test_bblig_as_rcsb_region_source(toy):
         (lambda ae, m: GCD(m, ae, class_term="target"), ValueError, "class_term"),
         (lambda ae, m: GCD(m, ae, g_weights=((1.0,),)), ValueError, "2 entries"),
         (lambda ae, m: GCD(m, ae, proxy_hidden=()), TypeError, "non-empty"),
-        (lambda ae, m: GCD(m, ae).find(_images(2)), ValueError, "one image"),
+        (lambda ae, m: GCD(m, ae).find(_images(1)[:0]), ValueError, "image"),
         (lambda ae, m: GCD(m, ae).find(_images(1) + 1), ValueError, r"\[0, 1\]"),
         (
             lambda ae, m: GCD(m, ae).find(_images(1), target=0, counterfactual_target=0),
@@ -377,3 +384,61 @@ def test_bblig_takes_captum_tuples_noise_tunnel_and_clamps_noisy_inputs():
     assert sens.shape == (2,) and torch.isfinite(sens).all()
     with pytest.raises(ValueError, match="input_range must be one of"):
         BBLIG(model, ae, input_range="wrap")
+
+
+def test_several_source_images_share_one_direction_and_the_median_step():
+    ae = LinearAE()
+    model = OneCoordinate(ae)
+    x = _images(3, seed=4)
+    gap = 1.0 - ae.encode(x)[:, 0]  # how far each image is from the boundary along w[0]
+    assert bool((gap > 0).all()) and len(set(gap.tolist())) == 3
+    kw = dict(n_iters=2, n_batches=2, batch_size=64, proxy_epochs=150, max_step=3.0)
+    kw.update(line_steps=30, noise_distribution="normal", noise_stds=(0.2, 0.5), n_hessian=0)
+    dirs = GCD(model, ae, **kw).find(x, seed=0)
+    assert dirs.source_class == 0 and dirs.meta["n_source_images"] == 3
+    i = dirs.best("g")
+    d = dirs.directions[i]
+    assert d[0] > 0.85 and bool(dirs.flipped[i])
+    # the line search stops where half of the images (two of three) have crossed
+    median = float(gap.sort().values[1]) / float(d[0])
+    assert median - 1e-6 <= float(dirs.steps[i]) <= median + 0.1 + 1e-6
+    assert dirs.share.shape == (len(dirs),) and float(dirs.share[i]) == 1.0
+    # each image's decision changes along the shared direction
+    with torch.no_grad():
+        moved = model(dirs.apply(ae, x, step=float(gap.max()) / float(d[0]) + 0.1)).argmax(1)
+    assert moved.tolist() == [1, 1, 1]
+
+
+def test_best_prefers_the_direction_that_moves_more_source_images():
+    d = torch.eye(3)
+    flipped = torch.tensor([True, True, False])
+    dirs = CounterfactualDirections(
+        d,
+        ["g(1,0)", "h0", "h1"],
+        torch.tensor([1.0, 5.0, 0.5]),
+        flipped,
+        0,
+        1,
+        share=torch.tensor([0.5, 1.0, 0.25]),
+    )
+    assert dirs.best() == 1 and dirs.best("g") == 0
+    # one source image (share = flipped): the flipping direction with the smallest step
+    one = CounterfactualDirections(
+        d,
+        ["g(1,0)", "h0", "h1"],
+        torch.tensor([1.0, 5.0, 0.5]),
+        flipped,
+        0,
+        1,
+        share=flipped.float(),
+    )
+    assert one.best() == 0
+    none = CounterfactualDirections(
+        d,
+        ["g(1,0)", "h0", "h1"],
+        torch.tensor([1.0, 5.0, 0.5]),
+        torch.zeros(3, dtype=torch.bool),
+        0,
+        1,
+    )
+    assert none.best() == 2  # none flipped: the smallest step

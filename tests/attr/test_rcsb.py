@@ -534,7 +534,11 @@ def test_escalation_redraws_only_the_inputs_that_did_not_flip(
     )
     moved = esc.stage == 1
     assert bool(moved.any())
-    assert torch.equal(esc.counterfactuals[moved], direct.counterfactuals[moved])
+    # the stage runs on the failed inputs only, the direct call on all four: another batch
+    # size can take other kernels (bits differ by CPU and thread count), so a tolerance
+    torch.testing.assert_close(
+        esc.counterfactuals[moved], direct.counterfactuals[moved], atol=1e-5, rtol=0
+    )
     assert bool(esc.success.float().mean() >= plain.success.float().mean())
     # an input's result does not depend on the others in the batch
     alone = rcsb.generate(
