@@ -1,7 +1,7 @@
 """GCD and BB-LIG on the shipped Fashion-MNIST models: do directions found on a few images (or
 ONE, as the paper) flip the classifier for hundreds of others?
 
-    python examples/gcd_directions.py --out examples/results/gcd      # ~30 min on 2 CPU cores
+    python examples/gcd_directions.py --out examples/results/gcd      # ~20 min on 2 CPU cores
 
 For each paired class (shirt <-> T-shirt/top, pullover <-> coat, sneaker <-> ankle boot):
 - the sources: the first ``--n-sources`` (8) test images of the class (indices 9500..9999,
