@@ -4,8 +4,10 @@ one image point, and do they transfer?
 For each pair (a -> b) the source is the first test image of class a (indices 9500..9999) that
 the classifier gets right, as in examples/gcd_directions.py (the ``sources-N`` variants: the
 first N such images, searched together). Each variant (GCD's CPU preset with
-the overrides named below) finds its directions there; the best one (the flipping direction
-with the smallest step on the source, ``CounterfactualDirections.best``) is then measured:
+the overrides named below) finds its directions there; the best one
+(``CounterfactualDirections.best``: the direction that moved the largest share of the sources on
+the line search, then the smallest step; for one source, the flipping direction with the
+smallest step) is then measured:
 
 - ``cos``: its cosine with the class-mean direction (mean code of 200 training images of b minus
   that of a; a diagnostic that uses labels, which GCD does not), and the largest cosine over

@@ -410,35 +410,15 @@ def test_several_source_images_share_one_direction_and_the_median_step():
 
 
 def test_best_prefers_the_direction_that_moves_more_source_images():
-    d = torch.eye(3)
+    def found(flipped, share=None):
+        steps = torch.tensor([1.0, 5.0, 0.5])
+        kinds = ["g(1,0)", "h0", "h1"]
+        return CounterfactualDirections(torch.eye(3), kinds, steps, flipped, 0, 1, share=share)
+
     flipped = torch.tensor([True, True, False])
-    dirs = CounterfactualDirections(
-        d,
-        ["g(1,0)", "h0", "h1"],
-        torch.tensor([1.0, 5.0, 0.5]),
-        flipped,
-        0,
-        1,
-        share=torch.tensor([0.5, 1.0, 0.25]),
-    )
+    dirs = found(flipped, share=torch.tensor([0.5, 1.0, 0.25]))
     assert dirs.best() == 1 and dirs.best("g") == 0
     # one source image (share = flipped): the flipping direction with the smallest step
-    one = CounterfactualDirections(
-        d,
-        ["g(1,0)", "h0", "h1"],
-        torch.tensor([1.0, 5.0, 0.5]),
-        flipped,
-        0,
-        1,
-        share=flipped.float(),
-    )
-    assert one.best() == 0
-    none = CounterfactualDirections(
-        d,
-        ["g(1,0)", "h0", "h1"],
-        torch.tensor([1.0, 5.0, 0.5]),
-        torch.zeros(3, dtype=torch.bool),
-        0,
-        1,
-    )
-    assert none.best() == 2  # none flipped: the smallest step
+    assert found(flipped, share=flipped.float()).best() == 0
+    # none flipped: the smallest step
+    assert found(torch.zeros(3, dtype=torch.bool)).best() == 2
