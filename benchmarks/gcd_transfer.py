@@ -3,10 +3,11 @@
 For the given pairs, the best g- and h-direction of
 ``examples/results/gcd/directions_<a>_to_<b>.pt`` (found by GCD's CPU preset on the example's
 source images) is swept over ``--n-steps`` step sizes in [-3, 3] on N held-out Fashion-MNIST
-test images of class ``a`` that the classifier gets right, each keeping its own stochastic code (``CounterfactualDirections.transfer``): the share that leaves class
-``a`` at some step (the official "transfer"), that reaches class ``b``, and that first leaves
-for a third class; and the last two along the direction's own sense alone (positive steps).
-``--max-step`` sets the range (the official 3).
+test images of class ``a`` that the classifier gets right, each keeping its own stochastic code
+(``CounterfactualDirections.transfer``): the share that leaves class ``a`` at some step (the
+official "transfer"), that reaches class ``b``, and that first leaves for a third class; and the
+last two along the direction's own sense alone (positive steps). ``--max-step`` sets the range
+(the official 3).
 
     python benchmarks/gcd_transfer.py --pairs 6:0 4:2 --n-images 20 --n-steps 16 --steps 25
 
