@@ -31,6 +31,7 @@ from rcsb_captum.autoencoder import (
     recipe_config,
     train_diffae,
     warm_start_diffae,
+    widen_code,
 )
 
 parser = argparse.ArgumentParser()
@@ -51,7 +52,18 @@ parser.add_argument(
     "fresh optimiser (the file holds no Adam moments)",
 )
 parser.add_argument("--warm-start-step", type=int, default=0)
+parser.add_argument(
+    "--z-dim",
+    type=int,
+    default=None,
+    help="the semantic code's size (default: the recipe's, 64); with --warm-start from a "
+    "file with a smaller code, the file is widened first (rcsb_captum.autoencoder.widen_code: "
+    "same function, new dimensions unused until trained)",
+)
 args = parser.parse_args()
+config = recipe_config(args.recipe, 32, 1)
+if args.z_dim is not None:
+    config["z_dim"] = args.z_dim
 torch.set_flush_denormal(True)
 if args.data:
     raw = torch.from_numpy(np.load(args.data)["images"]).float().div(255)[:, None]
@@ -61,7 +73,10 @@ else:
 start, done = time.time(), 0
 if args.warm_start and not os.path.exists(args.checkpoint):
     source = DiffusionAutoencoder.load(args.warm_start)
-    if source.config != recipe_config(args.recipe, 32, 1):
+    if source.z_dim < config["z_dim"]:
+        print(f"widening the code from {source.z_dim} to {config['z_dim']}", flush=True)
+        source = widen_code(source, config["z_dim"], seed=args.seed)
+    if source.config != config:
         raise SystemExit(f"--warm-start {args.warm_start!r} was trained with another recipe")
     warm_start_diffae(source, args.checkpoint, args.warm_start_step)
     print(f"warm start: {args.warm_start} at step {args.warm_start_step}", flush=True)
@@ -72,7 +87,7 @@ while done < args.steps:
     done = min(args.steps, done + 500)
     ae = train_diffae(
         images,
-        config=recipe_config(args.recipe, 32, 1),
+        config=config,
         steps=done,
         batch_size=args.batch_size,
         lr=2e-4,
@@ -89,7 +104,7 @@ while done < args.steps:
 if ae is None:  # nothing left to train: export the checkpoint
     ae = train_diffae(
         images,
-        config=recipe_config(args.recipe, 32, 1),
+        config=config,
         steps=done,
         batch_size=args.batch_size,
         checkpoint_path=args.checkpoint,

@@ -9,6 +9,7 @@ from .diffae import (
     recipe_config,
     train_diffae,
     warm_start_diffae,
+    widen_code,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "recipe_config",
     "train_diffae",
     "warm_start_diffae",
+    "widen_code",
 ]

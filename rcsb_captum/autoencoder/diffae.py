@@ -47,6 +47,7 @@ __all__ = [
     "recipe_config",
     "train_diffae",
     "warm_start_diffae",
+    "widen_code",
 ]
 
 FORMAT = "rcsb_captum.diffae/1"
@@ -560,6 +561,58 @@ def warm_start_diffae(
     network = _TrainingPass(model)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0)
     write_start_state(checkpoint_path, network, optimizer, {"config": config}, step)
+
+
+def widen_code(
+    autoencoder: DiffusionAutoencoder, z_dim: int, seed: int = 0
+) -> DiffusionAutoencoder:
+    r"""A copy of ``autoencoder`` with a ``z_dim``-dimensional semantic code that computes the
+    same function: the first dimensions are the old code; the new ones come from new rows of
+    the encoder's linear head (PyTorch's default initialisation, drawn from ``seed``) and reach
+    the decoder through zero columns of its conditioning layer, so they start unused and
+    further training (:func:`warm_start_diffae`, then :func:`train_diffae`) makes them carry
+    what the old code could not (function-preserving widening as in Net2Net, Chen et al.,
+    ICLR 2016). The new dimensions' standardisation is the identity until
+    :meth:`~DiffusionAutoencoder.fit_latent_stats` (which :func:`train_diffae` calls).
+
+    Args:
+        autoencoder (DiffusionAutoencoder): The model to widen (left as it is).
+        z_dim (int): The new code size, at least the old one.
+        seed (int): Seed of the new rows' initial weights.
+
+    Returns:
+        DiffusionAutoencoder: the widened copy, float32, in eval mode, on the CPU.
+
+    Examples::
+
+        >>> ae = DiffusionAutoencoder.pretrained("fashion-mnist")
+        >>> wide = widen_code(ae, 128)
+        >>> warm_start_diffae(wide, "wide.ckpt", step=18_000)
+    """
+    if not isinstance(autoencoder, DiffusionAutoencoder):
+        raise TypeError(
+            f"autoencoder must be a DiffusionAutoencoder, got {type(autoencoder).__name__}"
+        )
+    old = autoencoder.z_dim
+    z_dim = check_int(z_dim, "z_dim", old)
+    config = {**autoencoder.config, "z_dim": z_dim}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        wide = DiffusionAutoencoder(
+            config, autoencoder.encode_steps, autoencoder.decode_steps
+        ).float()
+    state = wide.state_dict()
+    for key, value in autoencoder.state_dict().items():
+        value = value.detach().float().cpu()
+        if key in ("encoder.head.weight", "encoder.head.bias", "z_mean", "z_std"):
+            state[key][:old] = value  # the old code's rows; the new rows keep their draw
+        elif key in ("unet.cond_embed.0.weight", "code_head.weight"):
+            state[key].zero_()  # the layers that read the code: the new columns start at zero
+            state[key][:, :old] = value
+        else:
+            state[key] = value
+    wide.load_state_dict(state)
+    return wide.eval().requires_grad_(False)
 
 
 class _TrainingPass(nn.Module):

@@ -142,6 +142,45 @@ def test_warm_start_goes_on_from_a_finished_file(tmp_path):
         warm_start_diffae(finished, tmp_path / "x.ckpt", step=-1)
 
 
+def test_widen_code_keeps_the_function_and_the_new_dimensions_train(tmp_path):
+    from rcsb_captum.autoencoder import warm_start_diffae, widen_code
+
+    data = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    config = {**V_PATCHED, "encoder_pool": "flatten"}
+    narrow = train_diffae(data, config=config, steps=3, batch_size=4, show_progress=False)
+    wide = widen_code(narrow, 12, seed=1)
+    assert wide.z_dim == 12 and wide.config == {**config, "z_dim": 12}
+    assert narrow.z_dim == 8  # left as it was
+    x = data[:3]
+    z, zw = narrow.encode(x), wide.encode(x)
+    assert torch.equal(zw[:, :8], z)
+    assert zw[:, 8:].abs().sum() > 0  # the new rows are drawn, not zero
+    # the decoder reads only the old dimensions until trained: the same renders, whatever
+    # the new dimensions hold
+    noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    zw[:, 8:] = 5.0
+    assert torch.equal(wide.decode(zw, noise, steps=4), narrow.decode(z, noise, steps=4))
+    assert torch.equal(
+        widen_code(narrow, 12, seed=1).state_dict()["encoder.head.weight"],
+        wide.state_dict()["encoder.head.weight"],
+    )  # repeats with the seed
+    # trained on, the new dimensions reach the decoder
+    warm_start_diffae(wide, tmp_path / "wide.ckpt", step=3)
+    more = train_diffae(
+        data,
+        config=wide.config,
+        steps=5,
+        batch_size=4,
+        show_progress=False,
+        checkpoint_path=tmp_path / "wide.ckpt",
+    )
+    assert more.state_dict()["unet.cond_embed.0.weight"][:, 8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="z_dim"):
+        widen_code(narrow, 4)
+    with pytest.raises(TypeError, match="DiffusionAutoencoder"):
+        widen_code(object(), 12)
+
+
 def test_bad_arguments():
     ae = DiffusionAutoencoder(CONFIG)
     with pytest.raises(ValueError, match="z must be N x 8"):
