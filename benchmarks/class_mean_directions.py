@@ -65,10 +65,15 @@ def main() -> None:
     p.add_argument("--transfer", type=float, nargs="+", default=None)
     p.add_argument("--n-steps", type=int, default=32)
     p.add_argument("--direction", choices=("class-mean", "discriminant"), default="class-mean")
+    p.add_argument("--autoencoder", default=None, help="a DiffAE file (default: the shipped)")
     args = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    ae = DiffusionAutoencoder.pretrained(encode_steps=25, decode_steps=25)
+    steps = {"encode_steps": 25, "decode_steps": 25}
+    if args.autoencoder:
+        ae = DiffusionAutoencoder.load(args.autoencoder, **steps)
+    else:
+        ae = DiffusionAutoencoder.pretrained(**steps)
     xtr, ytr = load_fashion_mnist("train")
     xte, yte = load_fashion_mnist("test")
     cols = (
