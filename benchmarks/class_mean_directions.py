@@ -66,10 +66,18 @@ def main() -> None:
     p.add_argument("--n-steps", type=int, default=32)
     p.add_argument("--direction", choices=("class-mean", "discriminant"), default="class-mean")
     p.add_argument("--autoencoder", default=None, help="a DiffAE file (default: the shipped)")
+    p.add_argument(
+        "--ddim",
+        type=int,
+        nargs=2,
+        default=(25, 25),
+        metavar=("ENCODE", "RENDER"),
+        help="DDIM steps of the inversion and of a render (the DiffAE paper and GCD: 250 100)",
+    )
     args = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    steps = {"encode_steps": 25, "decode_steps": 25}
+    steps = {"encode_steps": args.ddim[0], "decode_steps": args.ddim[1]}
     if args.autoencoder:
         ae = DiffusionAutoencoder.load(args.autoencoder, **steps)
     else:
