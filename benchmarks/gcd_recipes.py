@@ -61,6 +61,7 @@ VARIANTS = {
     "sources-8": {"_sources": 8},
     "queries-4x": {"n_batches": 8},
     "sources-4+queries-4x": {"_sources": 4, "n_batches": 8},
+    "sources-8+queries-4x": {"_sources": 8, "n_batches": 8},
 }
 
 
