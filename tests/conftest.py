@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,14 @@ from rcsb_captum import Bridge
 from rcsb_captum.bridge.checkpoints import strip_prefix
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config):
+    # pytest-xdist runs each worker as a process of its own: one torch thread each, or the
+    # workers' thread pools oversubscribe the cores (on a loaded 2-core machine torch's default
+    # threads ran several times slower than one)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
