@@ -62,6 +62,10 @@ VARIANTS = {
     "queries-4x": {"n_batches": 8},
     "sources-4+queries-4x": {"_sources": 4, "n_batches": 8},
     "sources-8+queries-4x": {"_sources": 8, "n_batches": 8},
+    # one proxy fitted to all the queries (the directions of its last fit only) instead of a
+    # fresh proxy on each iteration's 128: fewer, better-founded directions
+    "sources-8+cumulative": {"_sources": 8, "proxy_data": "cumulative"},
+    "sources-8+cumulative+queries-4x": {"_sources": 8, "proxy_data": "cumulative", "n_batches": 8},
 }
 
 
@@ -76,6 +80,7 @@ def main() -> None:
     p.add_argument("--autoencoder", default=None, help="a DiffAE file (default: the shipped)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jsonl", default=None, help="append one JSON row per result here")
+    p.add_argument("--save-dir", default=None, help="write each search's directions here")
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
@@ -110,6 +115,9 @@ def main() -> None:
                 x_src, target=src, counterfactual_target=dst, seed=a.seed
             )
             i = dirs.best()
+            if a.save_dir:
+                Path(a.save_dir).mkdir(parents=True, exist_ok=True)
+                dirs.save(Path(a.save_dir) / f"{src}to{dst}_{name}.pt")
             cos = dirs.directions @ unit
             cells, row = [], {}
             for m in a.max_step:
