@@ -66,6 +66,9 @@ VARIANTS = {
     # fresh proxy on each iteration's 128: fewer, better-founded directions
     "sources-8+cumulative": {"_sources": 8, "proxy_data": "cumulative"},
     "sources-8+cumulative+queries-4x": {"_sources": 8, "proxy_data": "cumulative", "n_batches": 8},
+    # the best direction refined at its endpoint (GCDConfig.refine_*): 12 rounds of 32
+    # antithetic pairs (768 more renders)
+    "sources-8+refine-12": {"_sources": 8, "refine_rounds": 12},
 }
 
 

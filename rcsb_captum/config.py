@@ -584,6 +584,26 @@ class GCDConfig(Config):
         3.0, "largest step of the line search along a unit direction", 0, low_open=True
     )
     line_steps: int = _f(128, "step sizes tried by the line search, up to max_step", 1)
+    refine_rounds: int = _f(
+        0,
+        "endpoint refinement, an extension (0: the official search): rounds of black-box "
+        "queries that turn the best direction towards what moves the source images at "
+        "refine_radius; the result is one more direction, kind 'e'",
+        0,
+    )
+    refine_pairs: int = _f(32, "antithetic pairs of perturbed directions per refinement round", 1)
+    refine_radius: float = _f(
+        3.0, "the step at which the refinement measures a direction", 0, low_open=True
+    )
+    refine_spread: float = _f(
+        0.3, "size of the refinement's tangent perturbations of the direction", 0, low_open=True
+    )
+    refine_rate: float = _f(
+        0.3,
+        "the refinement's first turn of the direction (radians; decays linearly)",
+        0,
+        low_open=True,
+    )
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below (GCD_PRESETS)
     _WHAT: ClassVar[str] = "GCD setting"
@@ -594,6 +614,10 @@ class GCDConfig(Config):
         "class_term": "source",
         "proxy_data": "cumulative",
     }
+    #: fields added after those, whose defaults are what earlier records ran with
+    _ADDED_OFF: ClassVar[frozenset[str]] = frozenset(
+        {"refine_rounds", "refine_pairs", "refine_radius", "refine_spread", "refine_rate"}
+    )
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | str) -> Self:
@@ -604,7 +628,7 @@ class GCDConfig(Config):
         if isinstance(data, str):
             data = json.loads(data)
         if isinstance(data, dict):
-            missing = {f.name for f in fields(cls)} - set(data)
+            missing = {f.name for f in fields(cls)} - set(data) - cls._ADDED_OFF
             if missing and missing <= set(cls._BEFORE):  # a whole record of the time
                 data = {**{k: cls._BEFORE[k] for k in missing}, **data}
         return super().from_json(data)

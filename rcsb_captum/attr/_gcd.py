@@ -75,7 +75,8 @@ class CounterfactualDirections:
         directions (Tensor): ``K x D`` unit vectors in the latent space; moving ``z`` along
             ``+d`` lowers the probability of ``source_class``.
         kinds (list of str): ``"g(w_cls,w_dist)"`` or ``"h<i>"`` per direction, followed by
-            ``"@<iteration>"`` when each iteration adds its own (``proxy_data="per_iteration"``).
+            ``"@<iteration>"`` when each iteration adds its own (``proxy_data="per_iteration"``);
+            ``"e"`` for the endpoint-refined one (``refine_rounds`` > 0), last.
         steps (Tensor): ``K`` step sizes: the first on the line search at which the source
             image's decision changed (for several source images: that of at least half of
             them; the largest step tried when it never did).
@@ -102,7 +103,7 @@ class CounterfactualDirections:
         return int(self.directions.shape[0])
 
     def best(self, kind: str | None = None) -> int:
-        r"""Index of the direction (of ``kind`` ``"g"`` or ``"h"`` when given) that changed the
+        r"""Index of the direction (of ``kind`` ``"g"``, ``"h"`` or ``"e"`` when given) that changed the
         decision of the largest share of the source images on the line search, the smallest
         step among equals; for one source image: the flipping direction with the smallest
         step, or the smallest step overall when none flipped."""
@@ -278,6 +279,11 @@ class GCD:
     each direction, the first step at which the decision changes (for several source images:
     for at least half of them).
 
+    An extension, off in the ``paper`` preset: ``refine_rounds`` > 0 turns the best direction
+    towards what moves the source images at ``refine_radius`` (antithetic black-box queries
+    of the cross-entropy towards ``counterfactual_target``) and adds it as direction ``"e"``.
+    The proxy's gradient at the source is a local direction; transfer is judged steps away.
+
     Args:
         forward_func (callable): The classifier, images in ``[0, 1]`` -> logits.
         autoencoder (LatentAutoencoder): e.g. ``DiffusionAutoencoder.pretrained("fashion-mnist")``.
@@ -437,6 +443,20 @@ class GCD:
                         kinds = [f"{k}@{it}" for k in kinds]
                     steps, flipped, share = self._line_search(z, noise, dirs, source, cf)
                     found.append((dirs, kinds, steps, flipped, share))
+            if st["refine_rounds"]:
+                # the extension: the direction best() would choose, turned towards what
+                # moves the source images at refine_radius, line-searched as the others
+                ranked = CounterfactualDirections(
+                    torch.cat([f[0] for f in found]),
+                    [k for f in found for k in f[1]],
+                    torch.cat([f[2] for f in found]),
+                    torch.cat([f[3] for f in found]),
+                    source,
+                    cf,
+                    share=torch.cat([f[4] for f in found]),
+                )
+                v = self._refine(z, noise, ranked.directions[ranked.best()], source, cf, gen)
+                found.append((v[None], ["e"], *self._line_search(z, noise, v[None], source, cf)))
             directions = torch.cat([f[0] for f in found])
             kinds = [k for f in found for k in f[1]]
             steps = torch.cat([f[2] for f in found])
@@ -542,6 +562,57 @@ class GCD:
                     directions.append(-v if float(up) > 0 else v)
                     kinds.append(f"h{i}")
         return torch.stack(directions), kinds
+
+    @torch.no_grad()
+    def _refine(
+        self,
+        z: Tensor,
+        noise: Tensor | None,
+        direction: Tensor,
+        source: int,
+        cf: int | None,
+        gen: torch.Generator,
+    ) -> Tensor:
+        # Endpoint refinement, an extension of the official search. The proxy's directions
+        # are its gradient (or curvature) at delta = 0, but a direction is judged by where a
+        # step of up to max_step takes other images (the transfer measure), and on the shipped
+        # DiffAE what moves images three units away is not the local gradient: a direction
+        # optimised through the render at step 3 reaches the paired class for far more
+        # held-out images than GCD's (benchmarks/results/class_mean_directions.md). Each round
+        # renders antithetic pairs (the direction turned by +-refine_spread along a random
+        # tangent) at refine_radius, on the source images in turn; the difference of a pair's
+        # scores (the same image and x_T, so the image's own offset cancels) estimates
+        # the score's gradient on the sphere (antithetic evolution strategies, Salimans et al.
+        # 2017, arXiv 1703.03864), and the direction rotates against it by an angle that
+        # decays linearly from refine_rate. Queries only, as the rest of GCD.
+        st = self.settings
+        n_pairs, radius = int(st["refine_pairs"]), float(st["refine_radius"])
+        spread, rate = float(st["refine_spread"]), float(st["refine_rate"])
+        rounds = int(st["refine_rounds"])
+        v = direction.to(z.device, z.dtype)
+        v = v / v.norm().clamp_min(1e-12)
+        n_src = z.shape[0]
+        for r in range(rounds):
+            eps = torch.randn(n_pairs, v.shape[0], generator=gen).to(z.device, z.dtype)
+            eps = eps - (eps @ v)[:, None] * v[None]  # tangent to the sphere at v
+            eps = eps / eps.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            turned = torch.cat([v + spread * eps, v - spread * eps])
+            turned = turned / turned.norm(dim=1, keepdim=True)
+            rows = (torch.arange(n_pairs, device=z.device) + r * n_pairs) % n_src
+            rows = torch.cat([rows, rows])
+            rendered = self.autoencoder.decode(z[rows] + radius * turned, self._rows(noise, rows))
+            logp = self._query(rendered)
+            # the score it lowers: with a named target the cross-entropy towards it, so that
+            # a third class costs as much as staying (the proxy's log-odds does not see a
+            # third class, and on the shipped models led there: benchmarks/results/
+            # gcd_recipes.md); log p(source) without one
+            score = logp[:, source] if cf is None else -logp[:, cf]
+            grad = ((score[:n_pairs] - score[n_pairs:])[:, None] * eps).sum(0)
+            if float(grad.norm()) == 0.0:
+                continue  # no pair told a difference: nothing to turn by
+            angle = torch.tensor(rate * (1 - r / rounds))
+            v = v * angle.cos() - (grad / grad.norm()) * angle.sin()
+        return v / v.norm()
 
     def _line_search(
         self,

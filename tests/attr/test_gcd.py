@@ -355,6 +355,9 @@ def test_gcd_config_presets_round_trip_and_overrides():
         "source",
         "cumulative",
     )
+    # ... also when they lack the fields added since (refinement, off before it existed)
+    older = {k: v for k, v in old.items() if k not in GCDConfig._ADDED_OFF}
+    assert GCDConfig.from_json(older) == back and back.refine_rounds == 0
     # a partial dict is not such a record: the other fields take today's defaults
     assert GCDConfig.from_json({"n_iters": 2}).proxy_data == "per_iteration"
     assert cpu.diff(paper)["n_iters"] == (6, 52)
@@ -422,3 +425,40 @@ def test_best_prefers_the_direction_that_moves_more_source_images():
     assert found(flipped, share=flipped.float()).best() == 0
     # none flipped: the smallest step
     assert found(torch.zeros(3, dtype=torch.bool)).best() == 2
+
+
+def test_endpoint_refinement_turns_a_poor_direction_to_the_decisive_one():
+    # the class changes along latent coordinate 0 only; started from a direction mostly
+    # along coordinate 1, the black-box refinement at radius 3 turns it to coordinate 0
+    ae = LinearAE()
+    model = OneCoordinate(ae)
+    x = _images(3, seed=4)
+    gcd = GCD(model, ae, refine_rounds=8, refine_pairs=16, refine_rate=0.4)
+    z = ae.encode(x)
+    start = torch.tensor([0.3, 1.0, 0.0, 0.0])
+    gen = torch.Generator().manual_seed(0)
+    v = gcd._refine(z, ae.encode_stochastic(x, z), start, 0, 1, gen)
+    assert abs(float(v.norm()) - 1) < 1e-5
+    assert float(v[0]) > 0.95 > float(start[0] / start.norm())
+    # a direction that cannot be improved stays where it is (within the last rounds' turn)
+    v = gcd._refine(z, ae.encode_stochastic(x, z), torch.tensor([1.0, 0, 0, 0]), 0, 1, gen)
+    assert float(v[0]) > 0.95
+
+
+def test_find_with_refinement_adds_one_line_searched_direction_and_repeats():
+    ae = LinearAE()
+    model = OneCoordinate(ae)
+    x = _images(3, seed=4)
+    kw = dict(n_iters=1, n_batches=1, batch_size=32, proxy_epochs=50, max_step=3.0)
+    kw.update(line_steps=12, noise_distribution="normal", noise_stds=(0.2, 0.5), n_hessian=1)
+    plain = GCD(model, ae, **kw).find(x, seed=0)
+    refined = GCD(model, ae, refine_rounds=3, refine_pairs=8, **kw).find(x, seed=0)
+    again = GCD(model, ae, refine_rounds=3, refine_pairs=8, **kw).find(x, seed=0)
+    assert refined.kinds == [*plain.kinds, "e"]
+    # the search before the refinement is unchanged by it
+    assert torch.equal(refined.directions[:-1], plain.directions)
+    assert torch.equal(refined.directions, again.directions)
+    e = refined.directions[-1]
+    assert abs(float(e.norm()) - 1) < 1e-5 and float(e[0]) > 0.8
+    assert bool(refined.flipped[-1]) and float(refined.share[-1]) == 1.0
+    assert refined.meta["settings"]["refine_rounds"] == 3
