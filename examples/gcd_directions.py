@@ -147,7 +147,8 @@ def main() -> None:
             "mse": float((rec - x_t).square().mean()),
             "ssim": float(ssim(rec, x_t).mean()),
         }
-        for kind in ("g", "h"):
+        # "e": the endpoint-refined direction, when the preset refines (GCDConfig.refine_*)
+        for kind in ("g", "h", *(["e"] if "e" in dirs.kinds else [])):
             i = dirs.best(kind)
             d = dirs.directions[i]
             alpha = float(dirs.steps[i])
