@@ -280,10 +280,11 @@ class GCD:
     each direction, the first step at which the decision changes (for several source images:
     for at least half of them).
 
-    An extension, off in the ``paper`` preset: ``refine_rounds`` > 0 turns the best direction
+    An extension, off in both presets: ``refine_rounds`` > 0 turns the best direction
     towards what moves the source images at ``refine_radius`` (antithetic black-box queries
     of the cross-entropy towards ``counterfactual_target``) and adds it as direction ``"e"``.
     The proxy's gradient at the source is a local direction; transfer is judged steps away.
+    :meth:`refine` does the same to given directions on other images, without a new search.
 
     Args:
         forward_func (callable): The classifier, images in ``[0, 1]`` -> logits.
@@ -473,6 +474,103 @@ class GCD:
             source_class=source,
             target_class=cf,
             meta={"settings": settings, "n_source_images": n_src},
+        )
+
+    def refine(
+        self,
+        images: Tensor,
+        direction: Tensor | CounterfactualDirections,
+        target: ClassesLike = None,
+        counterfactual_target: int | None = None,
+        seed: SeedLike = None,
+    ) -> CounterfactualDirections:
+        r"""The endpoint refinement of :meth:`find` (``refine_rounds`` rounds, an extension)
+        applied to a given direction on the given images of the source class, without a new
+        search: e.g. a direction found on eight images, refined on more of them. The search
+        costs a line search over every source image and direction; this costs
+        ``2 * refine_pairs`` renders a round and one line search.
+
+        Args:
+            images (Tensor): ``N x C x H x W`` images of the source class in ``[0, 1]`` (the
+                rounds' pairs are rendered on them in turn).
+            direction (Tensor or CounterfactualDirections): A latent direction (``D``), or
+                found directions, whose :meth:`~CounterfactualDirections.best` is refined
+                and whose classes are the defaults of the next two arguments.
+            target (int, optional): The source class (default: the directions' source
+                class, else the classifier's most common prediction on ``images``).
+            counterfactual_target (int, optional): The class to reach (default: the
+                directions' target class, else any other class).
+            seed (int or torch.Generator, optional): Fixes the perturbations.
+
+        Returns:
+            CounterfactualDirections: the refined unit direction (kind ``"e"``), with the
+            step, flip and share of its line search on ``images``.
+
+        Examples::
+
+            >>> dirs = GCD(model, ae, refine_rounds=24).find(eight_shirts, 6, 0, seed=0)
+            >>> more = GCD(model, ae, refine_rounds=24).refine(thirty_two_shirts, dirs, seed=0)
+        """
+        st = self.settings
+        if int(st["refine_rounds"]) < 1:
+            raise ValueError(
+                "refine needs refine_rounds >= 1; pass e.g. GCD(model, ae, refine_rounds=24)"
+            )
+        if isinstance(images, Tensor) and images.ndim == 3:
+            images = images[None]
+        x = format_images(images, "images").float()
+        ae = self.autoencoder
+        if isinstance(direction, CounterfactualDirections):
+            found = direction
+            d = found.directions[found.best()]
+            target = found.source_class if target is None else target
+            if counterfactual_target is None:
+                counterfactual_target = found.target_class
+        elif isinstance(direction, Tensor):
+            d = direction
+        else:
+            raise TypeError(
+                "direction must be a Tensor or CounterfactualDirections, got "
+                f"{type(direction).__name__}"
+            )
+        gen = as_generator(seed)
+        with model_left_as_given(self.forward_func, ae):
+            logp0 = self._query(x)
+            k = logp0.shape[1]
+            source = (
+                int(logp0.argmax(1).mode().values)
+                if target is None
+                else int(format_classes(target, 1, k, "target")[0])
+            )
+            cf = (
+                None
+                if counterfactual_target is None
+                else int(format_classes(counterfactual_target, 1, k, "counterfactual_target")[0])
+            )
+            if cf == source:
+                raise ValueError("counterfactual_target must differ from target")
+            z = ae.encode(x)
+            d = d.detach().to(z.device, z.dtype)
+            if d.shape != z.shape[1:]:
+                raise ValueError(
+                    f"direction must have the latent's shape {tuple(z.shape[1:])}, got "
+                    f"{tuple(d.shape)}"
+                )
+            if not bool(torch.isfinite(d).all()) or float(d.norm()) == 0.0:
+                raise ValueError("direction must be finite and non-zero")
+            noise = ae.encode_stochastic(x, z)
+            v = self._refine(z, noise, d, source, cf, gen)
+            steps, flipped, share = self._line_search(z, noise, v[None], source, cf)
+        settings = {key: list(val) if isinstance(val, tuple) else val for key, val in st.items()}
+        return CounterfactualDirections(
+            directions=v[None].detach().cpu(),
+            kinds=["e"],
+            steps=steps.cpu(),
+            flipped=flipped.cpu(),
+            share=share.cpu(),
+            source_class=source,
+            target_class=cf,
+            meta={"settings": settings, "n_source_images": x.shape[0]},
         )
 
     def _answers(self, rendered: Tensor, sources: Tensor, source: int, cf: int | None) -> Tensor:

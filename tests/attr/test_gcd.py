@@ -462,3 +462,33 @@ def test_find_with_refinement_adds_one_line_searched_direction_and_repeats():
     assert abs(float(e.norm()) - 1) < 1e-5 and float(e[0]) > 0.8
     assert bool(refined.flipped[-1]) and float(refined.share[-1]) == 1.0
     assert refined.meta["settings"]["refine_rounds"] == 3
+
+
+def test_refine_turns_a_given_direction_on_other_images_and_checks_its_arguments():
+    ae = LinearAE()
+    model = OneCoordinate(ae)
+    x = _images(4, seed=5)
+    gcd = GCD(model, ae, refine_rounds=8, refine_pairs=16, refine_rate=0.4, line_steps=12)
+    start = torch.tensor([0.3, 1.0, 0.0, 0.0])
+    out = gcd.refine(x, start, target=0, counterfactual_target=1, seed=0)
+    assert out.kinds == ["e"] and out.meta["n_source_images"] == 4
+    e = out.directions[0]
+    assert abs(float(e.norm()) - 1) < 1e-5 and float(e[0]) > 0.95
+    assert bool(out.flipped[0]) and (out.source_class, out.target_class) == (0, 1)
+    assert torch.equal(gcd.refine(x, start, 0, 1, seed=0).directions, out.directions)
+    # found directions: their best() is refined, their classes are the defaults
+    found = CounterfactualDirections(
+        start[None] / start.norm(), ["g(1,0)"], torch.ones(1), torch.ones(1, dtype=torch.bool), 0, 1
+    )
+    again = gcd.refine(x, found, seed=0)
+    assert (again.source_class, again.target_class) == (0, 1)
+    assert torch.allclose(again.directions, out.directions, atol=1e-4)  # start renormalised
+    for call, err, match in [
+        (lambda: GCD(model, ae).refine(x, start), ValueError, "refine_rounds"),
+        (lambda: gcd.refine(x, torch.ones(3)), ValueError, "latent's shape"),
+        (lambda: gcd.refine(x, torch.zeros(4)), ValueError, "non-zero"),
+        (lambda: gcd.refine(x, [1.0, 0, 0, 0]), TypeError, "direction"),
+        (lambda: gcd.refine(x, start, target=0, counterfactual_target=0), ValueError, "differ"),
+    ]:
+        with pytest.raises(err, match=match):
+            call()
