@@ -6,7 +6,8 @@ CPU preset on eight source images) is refined with ``GCD.refine`` (``--rounds`` 
 gets right, for each N of ``--n-sources``, and measured as in ``gcd_recipes.py`` (any of
 ``--n-steps`` steps in [-3, 3] reaches class b; a third class first) on ``--n-images`` held-out
 test images of a taken from ``--offset`` on (default 50: disjoint from the first 50 that
-``gcd_transfer.py`` and ``gcd_recipes.py`` report).
+``gcd_transfer.py`` and ``gcd_recipes.py`` report). ``--n-images 0 --save-dir D`` only refines
+and saves, for ``gcd_transfer.py --dirs D/<N> --kinds e``.
 
     python benchmarks/gcd_refine_sources.py --pairs 0:6 9:7 --n-sources 8 32 --n-images 60
 
@@ -42,6 +43,12 @@ def main() -> None:
     p.add_argument("--n-steps", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jsonl", default=None, help="append one JSON row per result here")
+    p.add_argument(
+        "--save-dir",
+        default=None,
+        help="write each refined direction as <dir>/<N>/directions_<a>_to_<b>.pt "
+        "(gcd_transfer.py --dirs <dir>/<N> --kinds e measures them)",
+    )
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
@@ -65,6 +72,11 @@ def main() -> None:
             if n > len(sources):
                 raise SystemExit(f"{NAMES[src]} has {len(sources)} source images, not {n}")
             out = gcd.refine(sources[:n], found, seed=a.seed)
+            if a.save_dir:
+                (Path(a.save_dir) / str(n)).mkdir(parents=True, exist_ok=True)
+                out.save(Path(a.save_dir) / str(n) / f"directions_{src}_to_{dst}.pt")
+            if not a.n_images:
+                continue  # refine and save only
             r = out.transfer(model, ae, held, index=0, n_steps=a.n_steps, max_step=3.0)
             row = {
                 "pair": pair,
