@@ -386,20 +386,7 @@ class GCD:
         n_src = x.shape[0]
         gen = as_generator(seed)
         with model_left_as_given(self.forward_func, ae):
-            logp0 = self._query(x)
-            k = logp0.shape[1]
-            source = (
-                int(logp0.argmax(1).mode().values)
-                if target is None
-                else int(format_classes(target, 1, k, "target")[0])
-            )
-            cf = (
-                None
-                if counterfactual_target is None
-                else int(format_classes(counterfactual_target, 1, k, "counterfactual_target")[0])
-            )
-            if cf == source:
-                raise ValueError("counterfactual_target must differ from target")
+            source, cf = self._classes(x, target, counterfactual_target)
             z = ae.encode(x)
             noise = ae.encode_stochastic(x, z)
             dim = z.shape[1]
@@ -464,7 +451,6 @@ class GCD:
             steps = torch.cat([f[2] for f in found])
             flipped = torch.cat([f[3] for f in found])
             share = torch.cat([f[4] for f in found])
-        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()}
         return CounterfactualDirections(
             directions=directions.detach().cpu(),
             kinds=kinds,
@@ -473,7 +459,7 @@ class GCD:
             share=share.cpu(),
             source_class=source,
             target_class=cf,
-            meta={"settings": settings, "n_source_images": n_src},
+            meta={"settings": self._recorded_settings(), "n_source_images": n_src},
         )
 
     def refine(
@@ -511,8 +497,7 @@ class GCD:
             >>> dirs = GCD(model, ae, refine_rounds=24).find(eight_shirts, 6, 0, seed=0)
             >>> more = GCD(model, ae, refine_rounds=24).refine(thirty_two_shirts, dirs, seed=0)
         """
-        st = self.settings
-        if int(st["refine_rounds"]) < 1:
+        if self.config.refine_rounds < 1:
             raise ValueError(
                 "refine needs refine_rounds >= 1; pass e.g. GCD(model, ae, refine_rounds=24)"
             )
@@ -535,20 +520,7 @@ class GCD:
             )
         gen = as_generator(seed)
         with model_left_as_given(self.forward_func, ae):
-            logp0 = self._query(x)
-            k = logp0.shape[1]
-            source = (
-                int(logp0.argmax(1).mode().values)
-                if target is None
-                else int(format_classes(target, 1, k, "target")[0])
-            )
-            cf = (
-                None
-                if counterfactual_target is None
-                else int(format_classes(counterfactual_target, 1, k, "counterfactual_target")[0])
-            )
-            if cf == source:
-                raise ValueError("counterfactual_target must differ from target")
+            source, cf = self._classes(x, target, counterfactual_target)
             z = ae.encode(x)
             d = d.detach().to(z.device, z.dtype)
             if d.shape != z.shape[1:]:
@@ -561,7 +533,6 @@ class GCD:
             noise = ae.encode_stochastic(x, z)
             v = self._refine(z, noise, d, source, cf, gen)
             steps, flipped, share = self._line_search(z, noise, v[None], source, cf)
-        settings = {key: list(val) if isinstance(val, tuple) else val for key, val in st.items()}
         return CounterfactualDirections(
             directions=v[None].detach().cpu(),
             kinds=["e"],
@@ -570,8 +541,33 @@ class GCD:
             share=share.cpu(),
             source_class=source,
             target_class=cf,
-            meta={"settings": settings, "n_source_images": x.shape[0]},
+            meta={"settings": self._recorded_settings(), "n_source_images": x.shape[0]},
         )
+
+    def _classes(
+        self, x: Tensor, target: ClassesLike, counterfactual_target: int | None
+    ) -> tuple[int, int | None]:
+        # the source class (given, or the classifier's most common prediction on x) and the
+        # class to reach (None: any other), checked against the classifier's number of classes
+        logp0 = self._query(x)
+        k = logp0.shape[1]
+        source = (
+            int(logp0.argmax(1).mode().values)
+            if target is None
+            else int(format_classes(target, 1, k, "target")[0])
+        )
+        cf = (
+            None
+            if counterfactual_target is None
+            else int(format_classes(counterfactual_target, 1, k, "counterfactual_target")[0])
+        )
+        if cf == source:
+            raise ValueError("counterfactual_target must differ from target")
+        return source, cf
+
+    def _recorded_settings(self) -> dict[str, Any]:
+        # the settings as CounterfactualDirections records them (JSON lists, not tuples)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}
 
     def _answers(self, rendered: Tensor, sources: Tensor, source: int, cf: int | None) -> Tensor:
         # what the proxy is fitted to: (class score, distance to the image it was rendered from)
