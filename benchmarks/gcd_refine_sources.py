@@ -7,7 +7,10 @@ gets right, for each N of ``--n-sources``, and measured as in ``gcd_recipes.py``
 ``--n-steps`` steps in [-3, 3] reaches class b; a third class first) on ``--n-images`` held-out
 test images of a taken from ``--offset`` on (default 50: disjoint from the first 50 that
 ``gcd_transfer.py`` and ``gcd_recipes.py`` report). ``--n-images 0 --save-dir D`` only refines
-and saves, for ``gcd_transfer.py --dirs D/<N> --kinds e``.
+and saves, for ``gcd_transfer.py --dirs D/<N> --kinds e``. ``--start search`` refines the
+search's best direction (g or h) instead of ``best()``, which is the refined one (kind e) since
+the CPU preset refines; the tables of ``benchmarks/results/gcd_refine_sources.md`` written
+before that are ``--start search``.
 
     python benchmarks/gcd_refine_sources.py --pairs 0:6 9:7 --n-sources 8 32 --n-images 60
 
@@ -44,6 +47,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jsonl", default=None, help="append one JSON row per result here")
     p.add_argument(
+        "--start",
+        choices=["best", "search"],
+        default="best",
+        help="refine the directions' best() (their refined one when they have it) or the "
+        "search's best (g or h directions only)",
+    )
+    p.add_argument(
         "--save-dir",
         default=None,
         help="write each refined direction as <dir>/<N>/directions_<a>_to_<b>.pt "
@@ -63,6 +73,18 @@ def main() -> None:
     for pair in a.pairs:
         src, dst = (int(v) for v in pair.split(":"))
         found = CounterfactualDirections.load(Path(a.dirs) / f"directions_{src}_to_{dst}.pt")
+        if a.start == "search":
+            keep = [i for i, k in enumerate(found.kinds) if not k.startswith("e")]
+            found = CounterfactualDirections(
+                found.directions[keep],
+                [found.kinds[i] for i in keep],
+                found.steps[keep],
+                found.flipped[keep],
+                found.source_class,
+                found.target_class,
+                meta=found.meta,
+                share=None if found.share is None else found.share[keep],
+            )
         start = found.directions[found.best()]
         pool = ((labels == src) & correct).nonzero()[:, 0]
         sources = images[pool[pool >= 9500]]

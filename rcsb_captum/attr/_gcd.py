@@ -104,16 +104,23 @@ class CounterfactualDirections:
 
     def best(self, kind: str | None = None) -> int:
         r"""Index of the direction (of ``kind`` ``"g"``, ``"h"`` or ``"e"`` when given) that changed the
-        decision of the largest share of the source images on the line search, the smallest
-        step among equals; for one source image: the flipping direction with the smallest
-        step, or the smallest step overall when none flipped."""
+        decision of the largest share of the source images on the line search; among equals
+        the endpoint-refined one (``"e"``), then the smallest step. For one source image: the
+        flipping direction with the smallest step, or the smallest step overall when none
+        flipped."""
         idx = [i for i, k in enumerate(self.kinds) if kind is None or k.startswith(kind)]
         if not idx:
             raise ValueError(f"no direction of kind {kind!r}")
         # a direction that moves more of the sources transfers better than one that moves
-        # half of them sooner (several sources: benchmarks/results/gcd_recipes.md)
+        # half of them sooner (several sources: benchmarks/results/gcd_recipes.md); the refined
+        # direction was turned from the search's best to move them at a fixed step, which
+        # transfers better than the step at which half of them first change (0.67 vs 0.42 of
+        # held-out images reach the paired class: benchmarks/results/gcd_transfer.md)
         share = self.flipped.float() if self.share is None else self.share.float()
-        return min(idx, key=lambda i: (-float(share[i]), float(self.steps[i])))
+        return min(
+            idx,
+            key=lambda i: (-float(share[i]), self.kinds[i] != "e", float(self.steps[i])),
+        )
 
     def save(self, path: str | os.PathLike[str]) -> None:
         torch.save(
@@ -280,10 +287,11 @@ class GCD:
     each direction, the first step at which the decision changes (for several source images:
     for at least half of them).
 
-    An extension, off in both presets: ``refine_rounds`` > 0 turns the best direction
-    towards what moves the source images at ``refine_radius`` (antithetic black-box queries
-    of the cross-entropy towards ``counterfactual_target``) and adds it as direction ``"e"``.
-    The proxy's gradient at the source is a local direction; transfer is judged steps away.
+    An extension, on in the ``cpu`` preset (``paper`` has none): ``refine_rounds`` > 0 turns
+    the best direction towards what moves the source images at ``refine_radius`` (antithetic
+    black-box queries of the cross-entropy towards ``counterfactual_target``) and adds it as
+    direction ``"e"``, which :meth:`CounterfactualDirections.best` prefers among equals. The
+    proxy's gradient at the source is a local direction; transfer is judged steps away.
     :meth:`refine` does the same to given directions on other images, without a new search.
 
     Args:
@@ -293,7 +301,8 @@ class GCD:
             squared pixel difference; an LPIPS network gives the paper's objective).
         config (GCDConfig or str): Every setting in one frozen object
             (:class:`~rcsb_captum.config.GCDConfig`), or a preset's name: ``"cpu"`` (default:
-            about a minute on 2 CPU cores with the shipped 32 px DiffAE) or ``"paper"`` (the
+            about three minutes for eight source images on 2 CPU cores with the shipped 32 px
+            DiffAE, a fifth of it the endpoint refinement) or ``"paper"`` (the
             official budget; hours on a GPU).
         **overrides: Fields of :class:`~rcsb_captum.config.GCDConfig` replacing the config's.
 
@@ -494,8 +503,9 @@ class GCD:
 
         Examples::
 
-            >>> dirs = GCD(model, ae, refine_rounds=24).find(eight_shirts, 6, 0, seed=0)
-            >>> more = GCD(model, ae, refine_rounds=24).refine(thirty_two_shirts, dirs, seed=0)
+            >>> gcd = GCD(model, ae)                    # the cpu preset: 24 rounds
+            >>> dirs = gcd.find(eight_shirts, 6, 0, seed=0)  # best() is its refined direction
+            >>> more = gcd.refine(thirty_two_shirts, dirs, seed=0)
         """
         if self.config.refine_rounds < 1:
             raise ValueError(

@@ -62,6 +62,7 @@ def toy():
         line_steps=16,
         noise_distribution="normal",
         noise_stds=(0.2, 0.5, 1.0),
+        refine_rounds=0,  # the official search (the refinement has tests of its own)
     )
     dirs = gcd.find(x, seed=0)
     return ae, model, dirs
@@ -144,10 +145,11 @@ def test_gcd_only_queries_the_classifier(toy):
             assert not torch.is_grad_enabled(), "GCD took a gradient through the classifier"
             return model(x)
 
+    # the cpu preset's endpoint refinement included: it too only queries
     dirs = GCD(NoGrad(), ae, n_iters=1, n_batches=1, batch_size=16, proxy_epochs=5).find(
         _images(1), seed=0
     )
-    assert len(dirs) == 6
+    assert len(dirs) == 7 and dirs.kinds[-1] == "e"
 
 
 @pytest.mark.parametrize("approx", [True, False])
@@ -299,18 +301,19 @@ def test_named_pair_directions_head_for_the_target_not_the_nearest_class():
 def test_find_repeats_with_its_seed_and_leaves_the_global_generator_alone(toy):
     ae, model, _ = toy
     kw = dict(n_iters=2, n_batches=1, batch_size=16, proxy_epochs=5, line_steps=4)
+    kw.update(refine_rounds=2, refine_pairs=4)
     state = torch.random.get_rng_state()
     a = GCD(model, ae, **kw).find(_images(1), seed=3)
     torch.manual_seed(123)  # the proxies' initial weights come from the call's seed
     b = GCD(model, ae, **kw).find(_images(1), seed=3)
     assert torch.equal(a.directions, b.directions) and a.kinds == b.kinds
-    assert a.kinds[0] == "g(1,0)@0" and a.kinds[-1] == "h3@1"
+    assert a.kinds[0] == "g(1,0)@0" and a.kinds[-2:] == ["h3@1", "e"]
     torch.random.set_rng_state(state)
     GCD(model, ae, **kw).find(_images(1), seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)
     # one proxy refitted on every query: the directions of its last fit only
     once = GCD(model, ae, proxy_data="cumulative", **kw).find(_images(1), seed=3)
-    assert once.kinds == ["g(1,0)", "g(0.05,1)", "h0", "h1", "h2", "h3"]
+    assert once.kinds == ["g(1,0)", "g(0.05,1)", "h0", "h1", "h2", "h3", "e"]
 
 
 def test_uniform_norm_perturbations_are_spread_up_to_max_norm():
@@ -343,6 +346,7 @@ def test_gcd_config_presets_round_trip_and_overrides():
     assert paper == GCDConfig() and paper.n_iters == 52 and paper.line_steps == 128
     cpu = GCDConfig.preset("cpu", n_iters=6)
     assert cpu.n_iters == 6 and cpu.batch_size == 64
+    assert (cpu.refine_rounds, cpu.refine_rate) == (24, 0.2) and paper.refine_rounds == 0
     # JSON turns tuples into lists; reading them back gives the same frozen config
     import json
 
@@ -357,7 +361,9 @@ def test_gcd_config_presets_round_trip_and_overrides():
     )
     # ... also when they lack the fields added since (refinement, off before it existed)
     older = {k: v for k, v in old.items() if k not in GCDConfig._ADDED_OFF}
-    assert GCDConfig.from_json(older) == back and back.refine_rounds == 0
+    off = {k: getattr(paper, k) for k in GCDConfig._ADDED_OFF}
+    assert GCDConfig.from_json(older) == back.replace(**off)
+    assert GCDConfig.from_json(older).refine_rounds == 0
     # a partial dict is not such a record: the other fields take today's defaults
     assert GCDConfig.from_json({"n_iters": 2}).proxy_data == "per_iteration"
     assert cpu.diff(paper)["n_iters"] == (6, 52)
@@ -425,6 +431,19 @@ def test_best_prefers_the_direction_that_moves_more_source_images():
     assert found(flipped, share=flipped.float()).best() == 0
     # none flipped: the smallest step
     assert found(torch.zeros(3, dtype=torch.bool)).best() == 2
+    # the refined direction among equal shares, whatever its step; not over a larger share
+    refined = CounterfactualDirections(
+        torch.eye(3),
+        ["g(1,0)", "h0", "e"],
+        torch.tensor([1.0, 0.5, 2.0]),
+        torch.ones(3, dtype=torch.bool),
+        0,
+        1,
+        share=torch.tensor([1.0, 1.0, 1.0]),
+    )
+    assert refined.best() == 2 and refined.best("h") == 1
+    refined.share = torch.tensor([1.0, 1.0, 0.75])
+    assert refined.best() == 1
 
 
 def test_endpoint_refinement_turns_a_poor_direction_to_the_decisive_one():
@@ -451,7 +470,7 @@ def test_find_with_refinement_adds_one_line_searched_direction_and_repeats():
     x = _images(3, seed=4)
     kw = dict(n_iters=1, n_batches=1, batch_size=32, proxy_epochs=50, max_step=3.0)
     kw.update(line_steps=12, noise_distribution="normal", noise_stds=(0.2, 0.5), n_hessian=1)
-    plain = GCD(model, ae, **kw).find(x, seed=0)
+    plain = GCD(model, ae, refine_rounds=0, **kw).find(x, seed=0)
     refined = GCD(model, ae, refine_rounds=3, refine_pairs=8, **kw).find(x, seed=0)
     again = GCD(model, ae, refine_rounds=3, refine_pairs=8, **kw).find(x, seed=0)
     assert refined.kinds == [*plain.kinds, "e"]
@@ -484,7 +503,7 @@ def test_refine_turns_a_given_direction_on_other_images_and_checks_its_arguments
     assert (again.source_class, again.target_class) == (0, 1)
     assert torch.allclose(again.directions, out.directions, atol=1e-4)  # start renormalised
     for call, err, match in [
-        (lambda: GCD(model, ae).refine(x, start), ValueError, "refine_rounds"),
+        (lambda: GCD(model, ae, refine_rounds=0).refine(x, start), ValueError, "refine_rounds"),
         (lambda: gcd.refine(x, torch.ones(3)), ValueError, "latent's shape"),
         (lambda: gcd.refine(x, torch.zeros(4)), ValueError, "non-zero"),
         (lambda: gcd.refine(x, [1.0, 0, 0, 0]), TypeError, "direction"),
