@@ -105,9 +105,9 @@ class CounterfactualDirections:
     def best(self, kind: str | None = None) -> int:
         r"""Index of the direction (of ``kind`` ``"g"``, ``"h"`` or ``"e"`` when given) that changed the
         decision of the largest share of the source images on the line search; among equals
-        the endpoint-refined one (``"e"``), then the smallest step. For one source image: the
-        flipping direction with the smallest step, or the smallest step overall when none
-        flipped."""
+        the endpoint-refined one (``"e"``), then the smallest step. For one source image (a
+        share of 1 or 0): a flipping direction, the refined one first, else the one with the
+        smallest step; when none flipped, the refined one, else the smallest step."""
         idx = [i for i, k in enumerate(self.kinds) if kind is None or k.startswith(kind)]
         if not idx:
             raise ValueError(f"no direction of kind {kind!r}")
