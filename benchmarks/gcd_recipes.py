@@ -3,8 +3,10 @@ one image point, and do they transfer?
 
 For each pair (a -> b) the source is the first test image of class a (indices 9500..9999) that
 the classifier gets right, as in examples/gcd_directions.py (the ``sources-N`` variants: the
-first N such images, searched together). Each variant (GCD's CPU preset with
-the overrides named below) finds its directions there; the best one
+first N such images, searched together). Each variant (GCD's CPU preset without its endpoint
+refinement, i.e. the preset before session 19, with the overrides named below; the
+``refine-*`` variants refine, ``sources-8+refine-24`` being today's preset) finds its
+directions there; the best one
 (``CounterfactualDirections.best``: the direction that moved the largest share of the sources on
 the line search, then the smallest step; for one source, the flipping direction with the
 smallest step) is then measured:
@@ -113,7 +115,9 @@ def main() -> None:
         x = images[pool[pool < 9000][: a.n_images]]
         for name in a.variants:
             t0 = time.perf_counter()
-            overrides = dict(VARIANTS[name])
+            # the search alone unless the variant refines: the committed tables were run
+            # before the CPU preset refined (session 19)
+            overrides = {"refine_rounds": 0, **VARIANTS[name]}
             x_src = sources[: overrides.pop("_sources", 1)]
             if "noise_stds" in overrides:
                 overrides.setdefault("noise_distribution", "normal")
