@@ -3,9 +3,9 @@ one image point, and do they transfer?
 
 For each pair (a -> b) the source is the first test image of class a (indices 9500..9999) that
 the classifier gets right, as in examples/gcd_directions.py (the ``sources-N`` variants: the
-first N such images, searched together). Each variant (GCD's CPU preset without its endpoint
-refinement, i.e. the preset before session 19, with the overrides named below; the
-``refine-*`` variants refine, ``sources-8+refine-24`` being today's preset) finds its
+first N such images, searched together). Each variant (GCD's CPU preset as it was before
+session 19: no endpoint refinement, 24 line-search steps; with the overrides named below, the
+``refine-*`` variants refining; ``sources-8+refine-24+line-12`` is today's preset) finds its
 directions there; the best one
 (``CounterfactualDirections.best``: the direction that moved the largest share of the sources on
 the line search, then the smallest step; for one source, the flipping direction with the
@@ -74,6 +74,14 @@ VARIANTS = {
     # twice the rounds (1,536 more renders), each turn smaller: the same total turn as the
     # prototype that reached 0.70 for the shirt, with more averaging of the noisy estimates
     "sources-8+refine-24": {"_sources": 8, "refine_rounds": 24, "refine_rate": 0.2},
+    # today's preset with half the line search's step sizes (24 -> 12 up to 6): the line
+    # search is 65 % of a find's renders and, with the refinement on, mostly picks its start
+    "sources-8+refine-24+line-12": {
+        "_sources": 8,
+        "refine_rounds": 24,
+        "refine_rate": 0.2,
+        "line_steps": 12,
+    },
 }
 
 
@@ -115,9 +123,9 @@ def main() -> None:
         x = images[pool[pool < 9000][: a.n_images]]
         for name in a.variants:
             t0 = time.perf_counter()
-            # the search alone unless the variant refines: the committed tables were run
-            # before the CPU preset refined (session 19)
-            overrides = {"refine_rounds": 0, **VARIANTS[name]}
+            # the CPU preset as it was before session 19 (no refinement, 24 line-search steps)
+            # unless the variant says otherwise: the committed tables were run with it
+            overrides = {"refine_rounds": 0, "line_steps": 24, **VARIANTS[name]}
             x_src = sources[: overrides.pop("_sources", 1)]
             if "noise_stds" in overrides:
                 overrides.setdefault("noise_distribution", "normal")

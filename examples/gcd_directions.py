@@ -105,7 +105,13 @@ def main() -> None:
         type=int,
         default=None,
         help="endpoint refinement rounds (default: the CPU preset's, 24; 0: the search alone, "
-        "as the tables written before session 19)",
+        "as the tables written before session 19, with --line-steps 24)",
+    )
+    p.add_argument(
+        "--line-steps",
+        type=int,
+        default=None,
+        help="line-search step sizes up to 6 (default: the CPU preset's, 12)",
     )
     p.add_argument(
         "--figures-only",
@@ -128,6 +134,12 @@ def main() -> None:
         draw_figures(out, ae, model, images, labels, correct)
         return
     rows, lig_rows, recon = [], [], {}
+    # only the settings given, so that a default run's record reads as the preset's
+    overrides = {
+        k: v
+        for k, v in (("refine_rounds", a.refine_rounds), ("line_steps", a.line_steps))
+        if v is not None
+    }
     for src, dst in PAIRED_CLASSES.items():
         t0 = time.perf_counter()
         pool = ((labels == src) & correct).nonzero()[:, 0]
@@ -135,9 +147,7 @@ def main() -> None:
         transfer_idx = pool[pool < 9000][: a.n_transfer]
         real_dst = images[((labels == dst) & correct).nonzero()[:, 0][: a.n_transfer]]
         x_src, x_t = images[source_idx], images[transfer_idx]
-        gcd = GCD(
-            model, ae, **({} if a.refine_rounds is None else {"refine_rounds": a.refine_rounds})
-        )
+        gcd = GCD(model, ae, **overrides)
         dirs = gcd.find(x_src, target=src, counterfactual_target=dst, seed=a.seed)
         dirs.save(out / f"directions_{src}_to_{dst}.pt")
         t_find = time.perf_counter() - t0
@@ -251,8 +261,7 @@ def main() -> None:
             "n_transfer": a.n_transfer,
             "n_sources": a.n_sources,
             "seed": a.seed,
-            # only when overridden, so that a default run's record reads as the preset's
-            **({} if a.refine_rounds is None else {"refine_rounds": a.refine_rounds}),
+            **overrides,
         },
         "transfer": rows,
         "reconstruction": recon,

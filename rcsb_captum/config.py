@@ -651,11 +651,15 @@ GCD_PRESETS: dict[str, dict[str, Any]] = {
         "proxy_lr": 3e-3,
         "n_hessian": 4,
         "max_step": 6.0,
-        "line_steps": 24,
+        # steps of 0.5: the line search is most of a find's renders and, with the refinement
+        # on, mostly picks the refinement's start, which 24 steps of 0.25 picked alike in all
+        # six demo pairs (the refined directions equal to 6e-6; benchmarks/results/
+        # gcd_recipes.md, session 19): 3,752 renders a find on eight images instead of 5,576
+        "line_steps": 12,
         # endpoint refinement (an extension): on the official measure (50 held-out images,
         # 128 steps in [-3, 3]) the best direction reaches the paired class for 0.67 of them
-        # on average over the six demo pairs instead of 0.42, for 1,536 more renders beside
-        # the search's ~3,850 (benchmarks/results/gcd_transfer.md)
+        # on average over the six demo pairs instead of 0.42, for 1,536 more renders
+        # (benchmarks/results/gcd_transfer.md)
         "refine_rounds": 24,
         "refine_rate": 0.2,
     },
