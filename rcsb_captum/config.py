@@ -536,7 +536,7 @@ RCSBConfig.PRESETS = PRESETS
 class GCDConfig(Config):
     r"""Every setting of :class:`~rcsb_captum.GCD` (defaults: the official
     ``single_image_gmc_mlp_proxy_training`` of ``sobieskibj/gcd``; the ``cpu`` preset, GCD's
-    default, a smaller search plus the endpoint refinement, takes about three minutes for eight
+    default, a smaller search plus the endpoint refinement, takes about two minutes for eight
     source images on 2 CPU cores with the shipped 32 px DiffAE).
 
     Examples::

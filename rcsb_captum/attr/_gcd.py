@@ -301,8 +301,8 @@ class GCD:
             squared pixel difference; an LPIPS network gives the paper's objective).
         config (GCDConfig or str): Every setting in one frozen object
             (:class:`~rcsb_captum.config.GCDConfig`), or a preset's name: ``"cpu"`` (default:
-            about three minutes for eight source images on 2 CPU cores with the shipped 32 px
-            DiffAE, a fifth of it the endpoint refinement) or ``"paper"`` (the
+            about two minutes for eight source images on 2 CPU cores with the shipped 32 px
+            DiffAE, over a third of it the endpoint refinement) or ``"paper"`` (the
             official budget; hours on a GPU).
         **overrides: Fields of :class:`~rcsb_captum.config.GCDConfig` replacing the config's.
 
