@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import class_mean_direction, load_fashion_mnist  # noqa: E402
+from fashion_mnist import class_mean_direction, classified_right, load_fashion_mnist  # noqa: E402
 
 from rcsb_captum import GCD, DiffusionAutoencoder  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
@@ -108,9 +108,7 @@ def main() -> None:
     )
     xtr, ytr = load_fashion_mnist("train")
     images, labels = load_fashion_mnist("test")
-    with torch.no_grad():
-        pred = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
-    correct = pred == labels
+    correct = classified_right(model, images, labels)
     ranges = " | ".join(f"[-{m:g}, {m:g}]: reach / third | +d: reach / third" for m in a.max_step)
     print(f"| from | to | variant | best | flips source | cos | max cos | {ranges} | s |")
     print("|---|---|---|---|---|---|---|" + "---|---|" * len(a.max_step) + "---|")

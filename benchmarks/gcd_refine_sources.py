@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_mnist import classified_right, load_fashion_mnist  # noqa: E402
 
 from rcsb_captum import GCD, CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
@@ -64,28 +64,14 @@ def main() -> None:
     model = load_demo_classifier()
     ae = DiffusionAutoencoder.pretrained("fashion-mnist", encode_steps=25, decode_steps=25)
     images, labels = load_fashion_mnist("test")
-    with torch.no_grad():
-        pred = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
-    correct = pred == labels
+    correct = classified_right(model, images, labels)
     gcd = GCD(model, ae, refine_rounds=a.rounds, refine_rate=0.2)
     print("| from | to | sources | cos with start | [-3, 3]: reach / third | s |")
     print("|---|---|---|---|---|---|")
     for pair in a.pairs:
         src, dst = (int(v) for v in pair.split(":"))
         found = CounterfactualDirections.load(Path(a.dirs) / f"directions_{src}_to_{dst}.pt")
-        if a.start == "search":
-            keep = [i for i, k in enumerate(found.kinds) if not k.startswith("e")]
-            found = CounterfactualDirections(
-                found.directions[keep],
-                [found.kinds[i] for i in keep],
-                found.steps[keep],
-                found.flipped[keep],
-                found.source_class,
-                found.target_class,
-                meta=found.meta,
-                share=None if found.share is None else found.share[keep],
-            )
-        start = found.directions[found.best()]
+        start = found.directions[found.best(("g", "h") if a.start == "search" else None)]
         pool = ((labels == src) & correct).nonzero()[:, 0]
         sources = images[pool[pool >= 9500]]
         held = images[pool[pool < 9000][a.offset : a.offset + a.n_images]]
@@ -93,7 +79,9 @@ def main() -> None:
             t0 = time.perf_counter()
             if n > len(sources):
                 raise SystemExit(f"{NAMES[src]} has {len(sources)} source images, not {n}")
-            out = gcd.refine(sources[:n], found, seed=a.seed)
+            out = gcd.refine(
+                sources[:n], start, found.source_class, found.target_class, seed=a.seed
+            )
             if a.save_dir:
                 (Path(a.save_dir) / str(n)).mkdir(parents=True, exist_ok=True)
                 out.save(Path(a.save_dir) / str(n) / f"directions_{src}_to_{dst}.pt")

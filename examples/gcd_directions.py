@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_mnist import classified_right, load_fashion_mnist  # noqa: E402
 
 from rcsb_captum import BBLIG, GCD, CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
 from rcsb_captum import metrics as M  # noqa: E402
@@ -127,9 +127,7 @@ def main() -> None:
         "fashion-mnist", encode_steps=a.steps, decode_steps=a.steps
     )
     images, labels = load_fashion_mnist("test")
-    with torch.no_grad():
-        pred = torch.cat([model(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
-    correct = pred == labels
+    correct = classified_right(model, images, labels)
     if a.figures_only:
         draw_figures(out, ae, model, images, labels, correct)
         return

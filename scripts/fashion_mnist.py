@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["class_mean_direction", "load_fashion_mnist", "read_idx"]
+__all__ = ["class_mean_direction", "classified_right", "load_fashion_mnist", "read_idx"]
 
 # Debian's dataset-fashion-mnist package (MIT licence, Zalando Research).
 DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -80,3 +80,13 @@ def class_mean_direction(
     GCD benchmarks compare GCD's directions with)."""
     mean = [autoencoder.encode(images[labels == k][:n]).mean(0) for k in (target, source)]
     return mean[0] - mean[1]
+
+
+@torch.no_grad()
+def classified_right(model, images: Tensor, labels: Tensor, batch_size: int = 1000) -> Tensor:
+    r"""Which of ``images`` the classifier ``model`` puts in their ``labels`` (a bool per image,
+    in batches of ``batch_size``): the GCD benchmarks' selection of source and held-out images."""
+    pred = torch.cat(
+        [model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
+    )
+    return pred == labels

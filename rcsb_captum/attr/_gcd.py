@@ -102,8 +102,9 @@ class CounterfactualDirections:
     def __len__(self) -> int:
         return int(self.directions.shape[0])
 
-    def best(self, kind: str | None = None) -> int:
-        r"""Index of the direction (of ``kind`` ``"g"``, ``"h"`` or ``"e"`` when given) that changed the
+    def best(self, kind: str | tuple[str, ...] | None = None) -> int:
+        r"""Index of the direction (of ``kind`` ``"g"``, ``"h"`` or ``"e"``, or of any of several
+        kinds, e.g. ``("g", "h")`` for the search's own, when given) that changed the
         decision of the largest share of the source images on the line search; among equals
         the endpoint-refined one (``"e"``), then the smallest step. For one source image (a
         share of 1 or 0): a flipping direction, the refined one first, else the one with the

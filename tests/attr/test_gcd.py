@@ -441,7 +441,7 @@ def test_best_prefers_the_direction_that_moves_more_source_images():
         1,
         share=torch.tensor([1.0, 1.0, 1.0]),
     )
-    assert refined.best() == 2 and refined.best("h") == 1
+    assert refined.best() == 2 and refined.best("h") == 1 and refined.best(("g", "h")) == 1
     refined.share = torch.tensor([1.0, 1.0, 0.75])
     assert refined.best() == 1
 
