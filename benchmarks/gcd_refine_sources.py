@@ -59,10 +59,16 @@ def main() -> None:
         help="write each refined direction as <dir>/<N>/directions_<a>_to_<b>.pt "
         "(gcd_transfer.py --dirs <dir>/<N> --kinds e measures them)",
     )
+    p.add_argument("--autoencoder", default=None, help="a DiffAE file (default: the shipped)")
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    ae = DiffusionAutoencoder.pretrained("fashion-mnist", encode_steps=25, decode_steps=25)
+    kw = {"encode_steps": 25, "decode_steps": 25}
+    ae = (
+        DiffusionAutoencoder.load(a.autoencoder, **kw)
+        if a.autoencoder
+        else DiffusionAutoencoder.pretrained("fashion-mnist", **kw)
+    )
     images, labels = load_fashion_mnist("test")
     correct = classified_right(model, images, labels)
     gcd = GCD(model, ae, refine_rounds=a.rounds, refine_rate=0.2)

@@ -40,11 +40,15 @@ def main() -> None:
     p.add_argument(
         "--kinds", nargs="+", default=["g", "h"], help="g, h (the best of each) or best (overall)"
     )
+    p.add_argument("--autoencoder", default=None, help="a DiffAE file (default: the shipped)")
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    ae = DiffusionAutoencoder.pretrained(
-        "fashion-mnist", encode_steps=a.steps, decode_steps=a.steps
+    kw = {"encode_steps": a.steps, "decode_steps": a.steps}
+    ae = (
+        DiffusionAutoencoder.load(a.autoencoder, **kw)
+        if a.autoencoder
+        else DiffusionAutoencoder.pretrained("fashion-mnist", **kw)
     )
     images, labels = load_fashion_mnist("test")
     print(
