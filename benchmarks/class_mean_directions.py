@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import class_mean_direction, load_fashion_mnist  # noqa: E402
+from fashion_mnist import class_mean_direction, load_diffae, load_fashion_mnist  # noqa: E402
 
-from rcsb_captum import CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
+from rcsb_captum import CounterfactualDirections  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
 from rcsb_captum.demo import PAIRED_CLASSES, load_demo_classifier  # noqa: E402
 
@@ -139,11 +139,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    steps = {"encode_steps": args.ddim[0], "decode_steps": args.ddim[1]}
-    if args.autoencoder:
-        ae = DiffusionAutoencoder.load(args.autoencoder, **steps)
-    else:
-        ae = DiffusionAutoencoder.pretrained(**steps)
+    ae = load_diffae(args.autoencoder, *args.ddim)
     xtr, ytr = load_fashion_mnist("train")
     xte, yte = load_fashion_mnist("test")
     cols = (

@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import class_mean_direction, classified_right, load_fashion_mnist  # noqa: E402
+from fashion_mnist import class_mean_direction, classified_right, load_diffae, load_fashion_mnist  # noqa: E402
 
-from rcsb_captum import GCD, DiffusionAutoencoder  # noqa: E402
+from rcsb_captum import GCD  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
 from rcsb_captum.demo import load_demo_classifier  # noqa: E402
 
@@ -100,12 +100,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    kw = {"encode_steps": a.steps, "decode_steps": a.steps}
-    ae = (
-        DiffusionAutoencoder.load(a.autoencoder, **kw)
-        if a.autoencoder
-        else DiffusionAutoencoder.pretrained("fashion-mnist", **kw)
-    )
+    ae = load_diffae(a.autoencoder, a.steps, a.steps)
     xtr, ytr = load_fashion_mnist("train")
     images, labels = load_fashion_mnist("test")
     correct = classified_right(model, images, labels)

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import classified_right, load_fashion_mnist  # noqa: E402
+from fashion_mnist import classified_right, load_diffae, load_fashion_mnist  # noqa: E402
 
-from rcsb_captum import GCD, CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
+from rcsb_captum import GCD, CounterfactualDirections  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES as NAMES  # noqa: E402
 from rcsb_captum.demo import load_demo_classifier  # noqa: E402
 
@@ -63,12 +63,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    kw = {"encode_steps": 25, "decode_steps": 25}
-    ae = (
-        DiffusionAutoencoder.load(a.autoencoder, **kw)
-        if a.autoencoder
-        else DiffusionAutoencoder.pretrained("fashion-mnist", **kw)
-    )
+    ae = load_diffae(a.autoencoder, 25, 25)
     images, labels = load_fashion_mnist("test")
     correct = classified_right(model, images, labels)
     gcd = GCD(model, ae, refine_rounds=a.rounds, refine_rate=0.2)

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_mnist import load_diffae, load_fashion_mnist  # noqa: E402
 
-from rcsb_captum import CounterfactualDirections, DiffusionAutoencoder  # noqa: E402
+from rcsb_captum import CounterfactualDirections  # noqa: E402
 from rcsb_captum.demo import FASHION_MNIST_CLASSES, load_demo_classifier  # noqa: E402
 
 
@@ -44,12 +44,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_flush_denormal(True)
     model = load_demo_classifier()
-    kw = {"encode_steps": a.steps, "decode_steps": a.steps}
-    ae = (
-        DiffusionAutoencoder.load(a.autoencoder, **kw)
-        if a.autoencoder
-        else DiffusionAutoencoder.pretrained("fashion-mnist", **kw)
-    )
+    ae = load_diffae(a.autoencoder, a.steps, a.steps)
     images, labels = load_fashion_mnist("test")
     print(
         f"{a.n_images} held-out test images per class (0..8999, classified right), "

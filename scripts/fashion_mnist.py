@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["class_mean_direction", "classified_right", "load_fashion_mnist", "read_idx"]
+__all__ = [
+    "class_mean_direction",
+    "classified_right",
+    "load_diffae",
+    "load_fashion_mnist",
+    "read_idx",
+]
 
 # Debian's dataset-fashion-mnist package (MIT licence, Zalando Research).
 DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -90,3 +96,15 @@ def classified_right(model, images: Tensor, labels: Tensor, batch_size: int = 10
         [model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
     )
     return pred == labels
+
+
+def load_diffae(path: str | os.PathLike[str] | None, encode_steps: int, decode_steps: int):
+    r"""The DiffAE file at ``path`` (e.g. a candidate being compared), or the shipped
+    Fashion-MNIST one when ``path`` is ``None``, inverting with ``encode_steps`` and rendering
+    with ``decode_steps`` DDIM steps: the GCD benchmarks' ``--autoencoder`` option."""
+    from rcsb_captum import DiffusionAutoencoder
+
+    kw = {"encode_steps": encode_steps, "decode_steps": decode_steps}
+    if path:
+        return DiffusionAutoencoder.load(path, **kw)
+    return DiffusionAutoencoder.pretrained("fashion-mnist", **kw)
