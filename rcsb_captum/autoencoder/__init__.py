@@ -9,6 +9,7 @@ from .diffae import (
     recipe_config,
     train_diffae,
     warm_start_diffae,
+    whiten_code,
     widen_code,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "recipe_config",
     "train_diffae",
     "warm_start_diffae",
+    "whiten_code",
     "widen_code",
 ]

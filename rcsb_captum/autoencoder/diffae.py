@@ -615,6 +615,98 @@ def widen_code(
     return wide.eval().requires_grad_(False)
 
 
+def whiten_code(
+    autoencoder: DiffusionAutoencoder,
+    images: Tensor,
+    z_dim: int | None = None,
+    batch_size: int = 500,
+) -> DiffusionAutoencoder:
+    r"""A copy of ``autoencoder`` whose semantic code is the whitened principal components of
+    its code on ``images``: the same images in, the same renders out, only the code's axes
+    change (with ``z_dim`` below the old size, the leading ``z_dim`` components are kept and
+    the rest are replaced by their mean, which drops what they carried).
+
+    Why: GCD steps and the ``[-3, 3]`` range of its transfer measure are in units of the
+    standardised code, standardised *per dimension* (DiffAE's ``conds_mean`` / ``conds_std``).
+    When the code's dimensions are correlated, a unit step then moves the data by a spread
+    that depends on the direction (along a shared direction of many correlated dimensions
+    much more than one standard deviation of the data). In the whitened code every unit
+    direction has unit spread on the fitting images, so a step of ``s`` moves ``s`` standard
+    deviations of the data along any direction (the Mahalanobis metric of the code). The
+    encoder's linear head and the decoder's first conditioning layer absorb the linear map;
+    no weights are retrained, and a linear probe on the code is unchanged (it is invariant to
+    invertible linear maps of its input).
+
+    Args:
+        autoencoder (DiffusionAutoencoder): The model (left as it is).
+        images (Tensor): ``N x C x H x W`` images in ``[0, 1]`` (the training images) whose
+            codes give the mean and the principal components; ``N`` above the code size.
+        z_dim (int, optional): How many leading components to keep (default: all).
+        batch_size (int): Images encoded at a time.
+
+    Returns:
+        DiffusionAutoencoder: the copy, float32, in eval mode, on the CPU; its standardisation
+        fitted on ``images`` (mean ~0, std ~1).
+
+    Examples::
+
+        >>> ae = DiffusionAutoencoder.pretrained("fashion-mnist")
+        >>> white = whiten_code(ae, train_images)
+        >>> white.save("white.pt")
+    """
+    if not isinstance(autoencoder, DiffusionAutoencoder):
+        raise TypeError(
+            f"autoencoder must be a DiffusionAutoencoder, got {type(autoencoder).__name__}"
+        )
+    old = autoencoder.z_dim
+    k = old if z_dim is None else check_int(z_dim, "z_dim", 1, old)
+    images = format_images(images, "images").float()
+    if len(images) <= old:
+        raise ValueError(
+            f"images: need more than z_dim = {old} images to fit the principal components, "
+            f"got {len(images)}"
+        )
+    batch_size = check_int(batch_size, "batch_size", 1)
+    state = {k_: v.detach().double().cpu() for k_, v in autoencoder.state_dict().items()}
+    weight = autoencoder.encoder.head.weight
+    with torch.no_grad():  # the codes in float64 on the CPU: eigh of a z_dim x z_dim matrix
+        z = torch.cat(
+            [
+                autoencoder.semantic(images[i : i + batch_size].to(weight)).double().cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+    mean = z.mean(0)
+    values, vectors = torch.linalg.eigh(torch.cov((z - mean).T))
+    order = values.argsort(descending=True)[:k]
+    spread = values[order].clamp_min(1e-12).sqrt()
+    if float(spread[-1]) <= 1e-9 * float(spread[0]):
+        raise ValueError(
+            f"z_dim: the code spans fewer than {k} directions on these images (a component's "
+            "spread is zero); keep fewer components or pass more varied images"
+        )
+    to_new = vectors[:, order].T / spread[:, None]  # k x old: centred old code -> new code
+    to_old = vectors[:, order] * spread  # old x k: new code -> centred old code
+    config = {**autoencoder.config, "z_dim": k}
+    out = built_without_drawing(
+        lambda: DiffusionAutoencoder(config, autoencoder.encode_steps, autoencoder.decode_steps)
+    )
+    w, b = state["encoder.head.weight"], state["encoder.head.bias"]
+    state["encoder.head.weight"] = to_new @ w
+    state["encoder.head.bias"] = to_new @ (b - mean)
+    for layer in ("unet.cond_embed.0", "code_head"):
+        if f"{layer}.weight" in state:  # layers that read the code: z_old = mean + to_old z
+            w = state[f"{layer}.weight"]
+            state[f"{layer}.bias"] = state[f"{layer}.bias"] + w @ mean
+            state[f"{layer}.weight"] = w @ to_old
+    state["z_mean"], state["z_std"] = torch.zeros(k), torch.ones(k)
+    out.load_state_dict({k_: v.float() for k_, v in state.items()})
+    out.alphas_cumprod = _alphas_cumprod(int(config["timesteps"]))  # not in the state
+    out.eval().requires_grad_(False)
+    out.fit_latent_stats(images, batch_size)
+    return out
+
+
 class _TrainingPass(nn.Module):
     r"""The DiffAE's training forward: encode the clean image, predict the decoder's target at
     ``x_t`` (one module, so that Fabric / DDP wraps encoder and decoder together)."""

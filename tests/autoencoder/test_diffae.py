@@ -181,6 +181,44 @@ def test_widen_code_keeps_the_function_and_the_new_dimensions_train(tmp_path):
         widen_code(object(), 12)
 
 
+def test_whiten_code_keeps_the_renders_and_whitens_the_code():
+    from rcsb_captum.autoencoder import whiten_code
+
+    config = {**V_PATCHED, "encoder_pool": "flatten", "code_classes": 3}
+    ae = _random_weights(DiffusionAutoencoder(config).eval())
+    data = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ae.fit_latent_stats(data)
+    white = whiten_code(ae, data)
+    assert white.z_dim == 8 and ae.z_dim == 8 and white.config == ae.config
+    z = white.encode(data)
+    # the code on the fitting images: mean 0, covariance the identity (not just unit std)
+    assert z.mean(0).abs().max() < 1e-4
+    assert torch.allclose(torch.cov(z.T), torch.eye(8), atol=1e-4)
+    assert not torch.allclose(torch.cov(ae.encode(data).T), torch.eye(8), atol=0.1)
+    # the same function: renders and the code head's logits, through the other code
+    x, noise = data[:4], torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    r = ae.decode(ae.encode(x), noise, steps=5)
+    assert torch.allclose(white.decode(white.encode(x), noise, steps=5), r, atol=1e-5)
+    with torch.no_grad():
+        raw, raw_w = ae.semantic(data), white.semantic(data)
+        assert torch.allclose(white.code_head(raw_w), ae.code_head(raw), atol=1e-5)
+    # an affine map of the old code (so a linear probe reads the same)
+    affine = torch.cat([raw, torch.ones(64, 1)], 1).double()
+    fit = torch.linalg.lstsq(affine, raw_w.double()).solution
+    assert torch.allclose(affine @ fit, raw_w.double(), atol=1e-4)
+    # fewer components: the leading ones of the full whitening
+    four = whiten_code(ae, data, z_dim=4)
+    assert four.z_dim == 4 and four.config == {**config, "z_dim": 4}
+    assert torch.allclose(four.encode(data), z[:, :4], atol=1e-4)
+    assert not torch.equal(four.decode(four.encode(x), noise, steps=5), r)  # drops detail
+    with pytest.raises(ValueError, match="z_dim"):
+        whiten_code(ae, data, z_dim=9)
+    with pytest.raises(ValueError, match="images"):
+        whiten_code(ae, data[:8])
+    with pytest.raises(TypeError, match="DiffusionAutoencoder"):
+        whiten_code(object(), data)
+
+
 def test_bad_arguments():
     ae = DiffusionAutoencoder(CONFIG)
     with pytest.raises(ValueError, match="z must be N x 8"):
