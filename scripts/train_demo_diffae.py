@@ -31,6 +31,7 @@ from rcsb_captum.autoencoder import (
     recipe_config,
     train_diffae,
     warm_start_diffae,
+    whiten_code,
     widen_code,
 )
 
@@ -59,6 +60,13 @@ parser.add_argument(
     help="the semantic code's size (default: the recipe's, 64); with --warm-start from a "
     "file with a smaller code, the file is widened first (rcsb_captum.autoencoder.widen_code: "
     "same function, new dimensions unused until trained)",
+)
+parser.add_argument(
+    "--whiten",
+    action="store_true",
+    help="write the exported float16 model with its code on whitened principal axes "
+    "(rcsb_captum.autoencoder.whiten_code on all training images: same renders, GCD's unit "
+    "steps one data std along any direction); the shipped file is whitened",
 )
 args = parser.parse_args()
 config = recipe_config(args.recipe, 32, 1)
@@ -112,4 +120,7 @@ if ae is None:  # nothing left to train: export the checkpoint
         show_progress=False,
     )
 ae.save(args.out, dtype=torch.float16)
-print(f"wrote {args.out} after {done} steps")
+if args.whiten:  # the float16 model of record, whitened: the same function as the file above
+    ae = whiten_code(DiffusionAutoencoder.load(args.out), images)
+    ae.save(args.out, dtype=torch.float16)
+print(f"wrote {args.out} after {done} steps{' (code whitened)' if args.whiten else ''}")
