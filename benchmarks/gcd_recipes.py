@@ -48,7 +48,7 @@ VARIANTS = {
     "per-iteration": {"class_term": "source"},
     "log-odds+per-iteration": {},
     "wide": {"noise_stds": (0.2, 0.4, 0.8)},
-    # the line search long enough to flip the source (the shipped latent's class means lie
+    # the line search long enough to flip the source (the 64-d latent's class means lay
     # 3-8 apart), so that best() chooses among directions that flip it
     "wide-6": {"noise_stds": (0.2, 0.4, 0.8), "max_step": 6.0, "line_steps": 24},
     "wide-6-uniform": {

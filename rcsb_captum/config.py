@@ -638,8 +638,9 @@ class GCDConfig(Config):
 #: GCD's named settings, as overrides of the official ones (``paper``).
 GCD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    # the shipped DiffAE's class-mean codes lie 3-8 apart (standardised latent): perturbations
-    # and line search reach that far (benchmarks/results/gcd_recipes.md)
+    # the shipped DiffAE's paired classes' mean codes lie 2.5-3.6 apart (whitened latent; 3-8
+    # in the 64-d code these settings were chosen on): perturbations and line search reach that
+    # far (benchmarks/results/gcd_recipes.md)
     "cpu": {
         "noise_distribution": "normal",
         "n_iters": 3,

@@ -3,15 +3,18 @@ the run goes in chunks of 500 steps, each one resumed from the checkpoint; re-ru
 command to continue, on any device (every draw comes from a generator seeded by the step).
 
     python scripts/train_demo_diffae.py --recipe v-patch2-flat --steps 9500 --batch-size 64 \
-        --seed 0 --checkpoint demo_diffae.ckpt --out rcsb_captum/data/fashion_mnist_diffae.pt \
-        [--accelerator cuda]
+        --seed 0 --checkpoint demo_diffae.ckpt --out demo_diffae.pt [--accelerator cuda]
+
+(The shipped file: that run to 18,000 steps, widened to a 128-d code and trained to 24,000,
+exported with ``--whiten``; CONTRIBUTING.md has the commands.)
 
 Data: the 60 000 Fashion-MNIST training images (Debian's dataset-fashion-mnist, MIT; or an
 ``.npz`` with an ``images`` array given by --data), padded to 32 x 32. Model:
 ``rcsb_captum.autoencoder.recipe_config(recipe, 32, 1)`` (semantic encoder of width 32 to z_sem
 of 64; ADM decoder of 32 channels; ``eps``: DiffAE's noise prediction on pixels, multipliers
 1,2,2, attention at 8 x 8; ``v-patch2``: v-prediction on 2 x 2 patches, multipliers 1,2;
-``v-patch2-flat``, the shipped one: the same with the encoder's 4 x 4 map flattened); DDPM
+``v-patch2-flat``, the shipped one: the same with the encoder's 4 x 4 map flattened; the shipped code
+has 128 dimensions on whitened axes); DDPM
 linear betas, 1000 steps; AdamW 2e-4, EMA 0.999. The file written holds the EMA weights in
 float16. --max-seconds stops after the chunk that passes it.
 """

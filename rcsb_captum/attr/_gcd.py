@@ -189,10 +189,13 @@ class CounterfactualDirections:
         classified, and the direction transfers to the image when some step brings the
         probability of :attr:`source_class` below 0.5 (both signs are swept, so the sign of
         the direction does not matter). The range is in the latent's own units: the shipped
-        DiffAE's latent is standardised per dimension and its class-mean codes lie 3-8 apart.
-        Within the official ``max_step=3`` the class-mean direction reaches the paired class
-        for only 0.17-0.73 of images, yet a direction fitted through the render reaches it for
-        0.67-0.97: on that latent the search, more than the range, limits what transfers.
+        DiffAE's code is whitened (:func:`~rcsb_captum.autoencoder.whiten_code`: a unit step
+        moves one standard deviation of the data along any direction) and its paired classes'
+        mean codes lie 2.5-3.6 apart. On the 64-d code shipped before (standardised per
+        dimension, class means 3-8 apart), within the official ``max_step=3`` the class-mean
+        direction reached the paired class for only 0.17-0.73 of images, yet a direction
+        fitted through the render reached it for 0.67-0.97: the search, more than the range,
+        limits what transfers.
 
         Returns:
             dict of Tensor, one value per image: ``transferred`` (some step leaves the source

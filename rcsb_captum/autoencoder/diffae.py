@@ -386,8 +386,8 @@ class DiffusionAutoencoder(LatentAutoencoder):
 
     @classmethod
     def pretrained(cls, name: str = "fashion-mnist", **kwargs: Any) -> DiffusionAutoencoder:
-        r"""The DiffAE shipped in the package: ``"fashion-mnist"`` (1 x 32 x 32, z_sem of 64,
-        trained by ``scripts/train_demo_diffae.py``)."""
+        r"""The DiffAE shipped in the package: ``"fashion-mnist"`` (1 x 32 x 32, z_sem of 128
+        on whitened axes, trained by ``scripts/train_demo_diffae.py --z-dim 128 --whiten``)."""
         check_choice(name, "name", sorted(PRETRAINED))
         with resources.as_file(resources.files("rcsb_captum") / "data" / PRETRAINED[name]) as p:
             return cls.load(p, **kwargs)
