@@ -15,8 +15,8 @@ Differences from the official code, each for a stated reason:
   For a multi-class classifier with a named ``counterfactual_target`` the proxy models the
   pair's log-odds ``log p(source) - log p(target)``, the same binary logit restricted to the
   pair; modelling ``log p(source)`` alone (``class_term="source"``) sends the directions to
-  whichever class is nearest (on the shipped models: cosine -0.11 with the class-mean direction
-  instead of +0.59, benchmarks/results/gcd_recipes.md).
+  whichever class is nearest (with the 64-d DiffAE shipped before: cosine -0.11 with the
+  class-mean direction instead of +0.59, benchmarks/results/gcd_recipes.md).
 - ``find`` also takes several images of the source class: each perturbation is rendered on one
   of them in turn and the proxy models the change it causes (each answer relative to that
   image's unperturbed render), so that the direction is fitted to move all of them at the
@@ -770,7 +770,7 @@ class BBLIG(Attribution):
     contributes its own change of ``f``), and up to the Riemann error with autograd.
     ``integral="straight"`` is IG's straight-line formula applied to the rendered points,
     ``A = (x - x_K) * (1 / K) sum_k grad f(x_k)``, which is exact only when the rendered path is
-    a straight line (on the shipped DiffAE its completeness error averaged 0.21).
+    a straight line (on an earlier shipped DiffAE its completeness error averaged 0.21).
 
     Args:
         forward_func (callable): The classifier, images in ``[0, 1]`` -> logits.

@@ -667,7 +667,7 @@ def whiten_code(
             f"got {len(images)}"
         )
     batch_size = check_int(batch_size, "batch_size", 1)
-    state = {k_: v.detach().double().cpu() for k_, v in autoencoder.state_dict().items()}
+    state = {key: v.detach().double().cpu() for key, v in autoencoder.state_dict().items()}
     weight = autoencoder.encoder.head.weight
     with torch.no_grad():  # the codes in float64 on the CPU: eigh of a z_dim x z_dim matrix
         z = torch.cat(
@@ -700,7 +700,7 @@ def whiten_code(
             state[f"{layer}.bias"] = state[f"{layer}.bias"] + w @ mean
             state[f"{layer}.weight"] = w @ to_old
     state["z_mean"], state["z_std"] = torch.zeros(k), torch.ones(k)
-    out.load_state_dict({k_: v.float() for k_, v in state.items()})
+    out.load_state_dict({key: v.float() for key, v in state.items()})
     out.alphas_cumprod = _alphas_cumprod(int(config["timesteps"]))  # not in the state
     out.eval().requires_grad_(False)
     out.fit_latent_stats(images, batch_size)
