@@ -13,10 +13,10 @@ Data: the 60 000 Fashion-MNIST training images (Debian's dataset-fashion-mnist, 
 ``rcsb_captum.autoencoder.recipe_config(recipe, 32, 1)`` (semantic encoder of width 32 to z_sem
 of 64; ADM decoder of 32 channels; ``eps``: DiffAE's noise prediction on pixels, multipliers
 1,2,2, attention at 8 x 8; ``v-patch2``: v-prediction on 2 x 2 patches, multipliers 1,2;
-``v-patch2-flat``, the shipped one: the same with the encoder's 4 x 4 map flattened; the shipped code
-has 128 dimensions on whitened axes); DDPM
-linear betas, 1000 steps; AdamW 2e-4, EMA 0.999. The file written holds the EMA weights in
-float16. --max-seconds stops after the chunk that passes it.
+``v-patch2-flat``, the shipped one: the same with the encoder's 4 x 4 map flattened; the
+shipped code has 128 dimensions on whitened axes); DDPM linear betas, 1000 steps; AdamW 2e-4,
+EMA 0.999. The file written holds the EMA weights in float16. --max-seconds stops after the
+chunk that passes it.
 """
 
 import argparse
