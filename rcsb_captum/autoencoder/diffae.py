@@ -375,12 +375,19 @@ class DiffusionAutoencoder(LatentAutoencoder):
         obj = read_checkpoint(path)
         if obj.get("format") != FORMAT or "config" not in obj or "state_dict" not in obj:
             raise ValueError(f"{os.fspath(path)!r} is not an rcsb_captum DiffAE file")
-        ae = built_without_drawing(lambda: cls(obj["config"], **kwargs))
-        ae.alphas_cumprod = _alphas_cumprod(int(ae.config["timesteps"]))  # not in the file
-        z = torch.zeros(ae.z_dim)
         state = dict(obj["state_dict"])
+        z = torch.zeros(int(obj["config"]["z_dim"]))
         for key, default in (("z_mean", z), ("z_std", z + 1)):
             state.setdefault(key, default)  # files from before the standardisation
+        return cls._from_state(obj["config"], state, **kwargs)
+
+    @classmethod
+    def _from_state(
+        cls, config: Mapping[str, Any], state: Mapping[str, Tensor], **kwargs: Any
+    ) -> DiffusionAutoencoder:
+        # every weight comes from ``state``: built without initialising (nor drawing) any
+        ae = built_without_drawing(lambda: cls(config, **kwargs))
+        ae.alphas_cumprod = _alphas_cumprod(int(ae.config["timesteps"]))  # not in the state
         ae.load_state_dict(state)
         return ae.eval().requires_grad_(False)
 
@@ -563,6 +570,12 @@ def warm_start_diffae(
     write_start_state(checkpoint_path, network, optimizer, {"config": config}, step)
 
 
+#: The layers that read ``z_sem`` (its first linear map into the decoder's conditioning, and
+#: the supervised variant's classifier): what :func:`widen_code` and :func:`whiten_code` adapt
+#: beside the encoder's head, which writes it.
+_CODE_READERS = ("unet.cond_embed.0", "code_head")
+
+
 def widen_code(
     autoencoder: DiffusionAutoencoder, z_dim: int, seed: int = 0
 ) -> DiffusionAutoencoder:
@@ -606,7 +619,7 @@ def widen_code(
         value = value.detach().float().cpu()
         if key in ("encoder.head.weight", "encoder.head.bias", "z_mean", "z_std"):
             state[key][:old] = value  # the old code's rows; the new rows keep their draw
-        elif key in ("unet.cond_embed.0.weight", "code_head.weight"):
+        elif key in {f"{layer}.weight" for layer in _CODE_READERS}:
             state[key].zero_()  # the layers that read the code: the new columns start at zero
             state[key][:, :old] = value
         else:
@@ -687,22 +700,21 @@ def whiten_code(
         )
     to_new = vectors[:, order].T / spread[:, None]  # k x old: centred old code -> new code
     to_old = vectors[:, order] * spread  # old x k: new code -> centred old code
-    config = {**autoencoder.config, "z_dim": k}
-    out = built_without_drawing(
-        lambda: DiffusionAutoencoder(config, autoencoder.encode_steps, autoencoder.decode_steps)
-    )
     w, b = state["encoder.head.weight"], state["encoder.head.bias"]
     state["encoder.head.weight"] = to_new @ w
     state["encoder.head.bias"] = to_new @ (b - mean)
-    for layer in ("unet.cond_embed.0", "code_head"):
-        if f"{layer}.weight" in state:  # layers that read the code: z_old = mean + to_old z
+    for layer in _CODE_READERS:
+        if f"{layer}.weight" in state:  # z_old = mean + to_old z
             w = state[f"{layer}.weight"]
             state[f"{layer}.bias"] = state[f"{layer}.bias"] + w @ mean
             state[f"{layer}.weight"] = w @ to_old
     state["z_mean"], state["z_std"] = torch.zeros(k), torch.ones(k)
-    out.load_state_dict({key: v.float() for key, v in state.items()})
-    out.alphas_cumprod = _alphas_cumprod(int(config["timesteps"]))  # not in the state
-    out.eval().requires_grad_(False)
+    out = DiffusionAutoencoder._from_state(
+        {**autoencoder.config, "z_dim": k},
+        {key: v.float() for key, v in state.items()},
+        encode_steps=autoencoder.encode_steps,
+        decode_steps=autoencoder.decode_steps,
+    )
     out.fit_latent_stats(images, batch_size)
     return out
 
